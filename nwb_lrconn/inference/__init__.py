@@ -1,0 +1,1 @@
+"""inference room of nwb_lrconn."""

@@ -1,0 +1,1 @@
+"""io room of nwb_lrconn."""

@@ -1,0 +1,1 @@
+"""model room of nwb_lrconn."""

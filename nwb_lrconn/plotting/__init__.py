@@ -1,0 +1,1 @@
+"""plotting room of nwb_lrconn."""
