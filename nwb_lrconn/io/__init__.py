@@ -1,1 +1,31 @@
-"""io room of nwb_lrconn."""
+"""io room: read NWB / spikeinterface recordings into :class:`~nwb_lrconn.data.Recording`, and
+write small NWB files (simulations, conversions) that the same readers read back.
+
+pynwb, h5py and spikeinterface are imported inside the functions, so importing this package is
+light.
+"""
+
+from __future__ import annotations
+
+from .binning import make_grid
+from .inspect import NWBSummary, inspect_nwb
+from .nwb_units import read_units
+from .ophys import list_roi_response_series, read_ophys
+from .sorting import read_sorting
+from .streaming import open_nwb
+from .synthetic import write_ophys_nwb, write_units_nwb
+from .timeseries import read_timeseries
+
+__all__ = [
+    "read_units",
+    "read_ophys",
+    "list_roi_response_series",
+    "read_sorting",
+    "read_timeseries",
+    "open_nwb",
+    "inspect_nwb",
+    "NWBSummary",
+    "write_units_nwb",
+    "write_ophys_nwb",
+    "make_grid",
+]

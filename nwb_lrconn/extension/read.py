@@ -1,0 +1,235 @@
+"""Read ``ndx-lrconn`` results back into the plain dataclasses of :mod:`nwb_lrconn.data`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pynwb import NWBHDF5IO
+
+from .. import data
+from ._files import check_nwb_file
+from .types import LowRankRNNFit, copy_array
+
+__all__ = ["list_results", "read_results", "fit_to_results"]
+
+
+def _fits(nwbfile, module_name: str) -> dict:
+    if module_name not in nwbfile.processing:
+        return {}
+    module = nwbfile.processing[module_name]
+    return {
+        name: obj
+        for name, obj in module.data_interfaces.items()
+        if getattr(obj, "neurodata_type", None) == "LowRankRNNFit"
+    }
+
+
+def list_results(path: str | Path, *, module_name: str = "lrconn") -> list[str]:
+    """Return the sorted names of the fits stored in ``processing[module_name]``.
+
+    Parameters
+    ----------
+    path : str or Path
+        NWB file.
+    module_name : str, default: "lrconn"
+        Processing module holding the fits.
+
+    Returns
+    -------
+    list of str
+        Empty when the module does not exist.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        When ``path`` is missing or is not a complete NWB file.
+    """
+    path = Path(path)
+    check_nwb_file(path)
+    with NWBHDF5IO(str(path), "r") as io:
+        return sorted(_fits(io.read(), module_name))
+
+
+def read_results(
+    path: str | Path, name: str | None = None, *, module_name: str = "lrconn"
+) -> data.Results:
+    """Read one fit and everything stored with it.
+
+    Parameters
+    ----------
+    path : str or Path
+        NWB file written by :func:`~nwb_lrconn.extension.write_results`.
+    name : str, optional
+        Name of the fit; may be omitted when the module holds exactly one.
+    module_name : str, default: "lrconn"
+        Processing module holding the fits.
+
+    Returns
+    -------
+    Results
+        Plain dataclasses; every array is copied into memory and the file is closed.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        When ``path`` is missing or is not a complete NWB file.
+    KeyError
+        When the module or the named fit does not exist (the message lists what does).
+    ValueError
+        When ``name`` is omitted and the module holds several fits.
+    """
+    path = Path(path)
+    check_nwb_file(path)
+    with NWBHDF5IO(str(path), "r") as io:
+        nwbfile = io.read()
+        if module_name not in nwbfile.processing:
+            raise KeyError(
+                f"{path} has no processing module {module_name!r}; found "
+                f"{sorted(nwbfile.processing)}."
+            )
+        fits = _fits(nwbfile, module_name)
+        if name is None:
+            if len(fits) != 1:
+                raise ValueError(
+                    f"{path} holds {len(fits)} fits in {module_name!r} ({sorted(fits)}); "
+                    "pass name=... to choose one."
+                )
+            name = next(iter(fits))
+        if name not in fits:
+            raise KeyError(
+                f"{path} has no fit named {name!r} in module {module_name!r}; found "
+                f"{sorted(fits)}."
+            )
+        return fit_to_results(fits[name])
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _float_dict(text: str) -> dict[str, float]:
+    return {k: float(v) for k, v in json.loads(_text(text)).items()}
+
+
+def _fit(container: LowRankRNNFit) -> data.LowRankFit:
+    trial_start_times = copy_array(container.trial_start_times).astype(np.float64)
+    latents, mask = container.latents.to_padded(trial_start_times.size)
+    return data.LowRankFit(
+        M=copy_array(container.M),
+        K=copy_array(container.K),
+        B=copy_array(container.B),
+        d=copy_array(container.d),
+        readout_gain=copy_array(container.readout_gain),
+        readout_offset=copy_array(container.readout_offset),
+        noise_std=copy_array(container.noise_std),
+        rank=int(container.rank),
+        nonlinearity=_text(container.nonlinearity),
+        alpha=float(container.alpha),
+        bin_width=float(container.bin_width),
+        observation=_text(container.observation),
+        latents=latents,
+        latent_mask=mask,
+        trial_start_times=trial_start_times,
+        loss_history=copy_array(container.loss_history),
+        metrics=_float_dict(container.metrics),
+        unit_quality=copy_array(container.unit_quality),
+        train_trials=copy_array(container.train_trials),
+        test_trials=copy_array(container.test_trials),
+        unit_ids=copy_array(container.unit_ids),
+        calcium_decay=float(container.calcium_decay),
+    )
+
+
+def _provenance(container) -> data.Provenance:
+    seed = container.random_seed
+    return data.Provenance(
+        software_version=_text(container.software_version),
+        config_json=_text(container.config_json),
+        random_seed=None if seed is None else int(seed),
+        source=data.SourceInfo(
+            identifier=_text(container.source_identifier),
+            path=_text(container.source_path),
+            object_path=_text(container.source_object_path),
+            table_path=_text(container.source_table_path),
+            selection=json.loads(_text(container.source_selection)),
+        ),
+        created=_text(container.created),
+    )
+
+
+def _posterior(container) -> data.PosteriorCovariance:
+    def optional(value):
+        return None if value is None else copy_array(value)
+
+    return data.PosteriorCovariance(
+        mean=copy_array(container.mean),
+        layout=data.PosteriorCovariance.layout_from_json(_text(container.layout)),
+        prior_precision=float(container.prior_precision),
+        observation=_text(container.observation),
+        structure=_text(container.structure),
+        eigenvalues=copy_array(container.eigenvalues),
+        eigenvectors=copy_array(container.eigenvectors),
+        covariance=optional(container.covariance),
+        unit_indices=optional(container.unit_indices),
+        unit_blocks=optional(container.unit_blocks),
+    )
+
+
+def _degeneracy(container) -> data.DegeneracyReport:
+    return data.DegeneracyReport(
+        spectrum=copy_array(container.spectrum),
+        gauge_basis=copy_array(container.gauge_basis),
+        n_constrained=int(container.n_constrained),
+        n_degenerate=int(container.n_degenerate),
+        n_gauge=int(container.n_gauge),
+        n_total=int(container.n_total),
+        threshold=float(container.threshold),
+        threshold_rule=_text(container.threshold_rule),
+        phi_singular_values=copy_array(container.phi_singular_values),
+        phi_effective_rank=int(container.phi_effective_rank),
+        identifiable=bool(container.identifiable),
+        verdict=_text(container.verdict),
+        unit_scores=copy_array(container.unit_scores),
+    )
+
+
+def _distribution(container) -> data.ConnectivityDistribution:
+    return data.ConnectivityDistribution(
+        flow_a_parameters=container.flow_a_parameters.to_dict(),
+        flow_b_parameters=container.flow_b_parameters.to_dict(),
+        architecture=json.loads(_text(container.architecture)),
+        sigma=float(container.sigma),
+        ridge_lambda=float(container.ridge_lambda),
+        n_virtual_units=int(container.n_virtual_units),
+        training_curves=container.training_curves.to_dict(),
+        samples_z=copy_array(container.samples_z),
+        samples_k=copy_array(container.samples_k),
+        validation_metrics=_float_dict(container.validation_metrics),
+    )
+
+
+def fit_to_results(container: LowRankRNNFit) -> data.Results:
+    """Convert a ``LowRankRNNFit`` container (read from a file) into :class:`Results`.
+
+    Parameters
+    ----------
+    container : LowRankRNNFit
+        The fit group; its file must still be open.
+
+    Returns
+    -------
+    Results
+        Every array copied into memory.
+    """
+    return data.Results(
+        name=container.name,
+        fit=_fit(container),
+        provenance=_provenance(container.provenance),
+        posterior=None if container.posterior is None else _posterior(container.posterior),
+        degeneracy=None if container.degeneracy is None else _degeneracy(container.degeneracy),
+        distribution=(
+            None if container.distribution is None else _distribution(container.distribution)
+        ),
+    )

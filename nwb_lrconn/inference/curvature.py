@@ -1,0 +1,653 @@
+"""Curvature of the low-rank RNN likelihood: Fisher / Gauss–Newton products and blocks (float64).
+
+Everything here is linearised at a fit (DESIGN.md §1, §5). The model maps the parameters
+θ = (M, K, B, d) and the per-trial initial states κ(0) to the potentials
+
+    x_i(t) = m_i·κ(t) + b_i·u(t) + d_i,   κ(t+1) = (1−α) κ(t) + (α/N) Σ_i k_i φ(x_i(t)),
+
+and the observation model reads η_i(t) = g_i φ(x_i(t)) + c_i out of them (gain g, offset c).
+The Fisher information of one observation with respect to η is ``w = 1/σ_i²`` (Gaussian, calcium)
+or ``w = Δt σ(η)² / softplus(η)`` (Poisson counts of rate Δt·softplus(η)). The Fisher /
+generalised Gauss–Newton (GGN) matrix is therefore ``JᵀΩJ`` with J the Jacobian of the
+potentials and ``Ω = diag(ω)``, ``ω = w·(g φ'(x))²`` (zero outside the recording's mask).
+
+Nuisance parameters (documented convention):
+
+- the per-trial initial states κ(0) are **profiled out** exactly: the matrix over θ is the Schur
+  complement ``F = F_θθ − Σ_n F_θκₙ F_κₙκₙ⁺ F_κₙθ`` (one R×R block per trial). This makes the
+  R² gauge directions (δM = −M E, δK = K Eᵀ, δκ = E κ) exact null vectors of F;
+- the readout (gain, offset) and the observation noise are **held at their fitted values**
+  (the posterior is conditional on them). Where a gain trades off against the scale of m_i the
+  posterior variance of m_i is therefore somewhat understated.
+
+The sensitivity recursions are written out by hand (forward tangents, adjoints and the per-unit
+forward sensitivity ``S(t+1) = A(t) S(t) + D(t)``) and vectorised over trials and units; the
+dense path uses ``torch.func.jacfwd`` of :func:`~nwb_lrconn.model.rollout.latent_rollout`
+instead, an independent implementation that the tests compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data import LowRankFit, ParameterBlock, Recording
+from ..model.rollout import activation, latent_rollout
+
+__all__ = [
+    "Linearisation",
+    "linearise",
+    "parameter_layout",
+    "flatten_parameters",
+    "unit_indices",
+    "gauge_directions",
+    "tangent_potentials",
+    "adjoint_potentials",
+    "InitialStateTerms",
+    "initial_state_terms",
+    "profiled_ggn_matvec",
+    "output_block_matvec",
+    "unit_diagonal_blocks",
+    "dense_profiled_ggn",
+]
+
+_DTYPE = torch.float64
+
+
+@dataclass(frozen=True)
+class Linearisation:
+    """The quantities of a fit that every curvature product needs (float64 tensors).
+
+    Attributes
+    ----------
+    M, K : Tensor of shape (n_units, rank)
+        Loadings.
+    B : Tensor of shape (n_units, n_inputs)
+        Input weights (n_inputs may be 0).
+    d : Tensor of shape (n_units,)
+        Biases.
+    alpha : float
+        Euler step Δt/τ.
+    nonlinearity : str
+        φ.
+    latents : Tensor of shape (n_trials, n_time, rank)
+        κ(t) rolled out from the fit's κ(0).
+    inputs : Tensor of shape (n_trials, n_time, n_inputs)
+        u(t) (zero-width when there are no inputs).
+    phi, slope : Tensor of shape (n_trials, n_time, n_units)
+        φ(x) and φ'(x) along the rollout.
+    weight : Tensor of shape (n_trials, n_time, n_units)
+        ω, the Fisher weight on the potentials (zero outside the mask).
+    transition : Tensor of shape (n_trials, n_time, rank, rank)
+        ``A(t) = ∂κ(t+1)/∂κ(t) = (1−α) I + (α/N) Kᵀ diag(φ'(x(t))) M``.
+    gram : Tensor of shape (n_trials, n_time, rank, rank)
+        ``G(t) = Mᵀ diag(ω(t)) M``, the Fisher weight carried back onto κ(t).
+    """
+
+    M: Tensor
+    K: Tensor
+    B: Tensor
+    d: Tensor
+    alpha: float
+    nonlinearity: str
+    latents: Tensor
+    inputs: Tensor
+    phi: Tensor
+    slope: Tensor
+    weight: Tensor
+    transition: Tensor
+    gram: Tensor
+
+    @property
+    def n_units(self) -> int:
+        """N."""
+        return self.M.shape[0]
+
+    @property
+    def rank(self) -> int:
+        """R."""
+        return self.M.shape[1]
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input channels."""
+        return self.B.shape[1]
+
+    @property
+    def n_params(self) -> int:
+        """Length of θ = (M, K, B, d)."""
+        return self.n_units * (2 * self.rank + self.n_inputs + 1)
+
+
+def _slope(x: Tensor, y: Tensor, nonlinearity: str) -> Tensor:
+    if nonlinearity == "tanh":
+        return 1.0 - y**2
+    if nonlinearity == "relu":
+        return (x > 0).to(x.dtype)
+    return torch.sigmoid(x)  # softplus
+
+
+def linearise(fit: LowRankFit, recording: Recording) -> Linearisation:
+    """Roll a fit out from its κ(0) and collect φ, φ' and the Fisher weights ω (float64).
+
+    Parameters
+    ----------
+    fit : LowRankFit
+        The fit; its κ(0) (``fit.latents[:, 0]``) seeds the rollout.
+    recording : Recording
+        The recording it was fitted to (mask and inputs are used; the Fisher does not depend
+        on the observed values).
+
+    Returns
+    -------
+    Linearisation
+        The cached quantities.
+
+    Raises
+    ------
+    ValueError
+        When the fit and the recording disagree in shape, or the observation model has an
+        indicator kernel (``calcium_decay > 0``), which is not supported.
+    """
+    n_trials, n_time, n_units = recording.data.shape
+    if fit.n_units != n_units or fit.latents.shape[:2] != (n_trials, n_time):
+        raise ValueError(
+            f"fit and recording disagree: the fit has {fit.n_units} units and latents of shape "
+            f"{fit.latents.shape[:2]} (n_trials, n_time); the recording has {n_units} units and "
+            f"{(n_trials, n_time)}."
+        )
+    if fit.B.shape[1] != recording.n_inputs:
+        raise ValueError(
+            f"fit.B has {fit.B.shape[1]} input columns but the recording has "
+            f"{recording.n_inputs} input channels."
+        )
+    if fit.calcium_decay > 0:
+        raise ValueError(
+            "The Laplace posterior supports calcium observations without an indicator kernel "
+            f"only (calcium_decay = 0); got calcium_decay={fit.calcium_decay}."
+        )
+    M, K, B, d = (torch.as_tensor(a, dtype=_DTYPE) for a in (fit.M, fit.K, fit.B, fit.d))
+    if recording.inputs is None:
+        inputs = torch.zeros(n_trials, n_time, 0, dtype=_DTYPE)
+    else:
+        inputs = torch.as_tensor(recording.inputs, dtype=_DTYPE)
+    initial = torch.as_tensor(fit.latents[:, 0], dtype=_DTYPE)
+    with torch.no_grad():
+        latents, x = latent_rollout(
+            M,
+            K,
+            B,
+            d,
+            initial,
+            n_time,
+            alpha=fit.alpha,
+            nonlinearity=fit.nonlinearity,
+            inputs=inputs,
+        )
+        phi = activation(x, fit.nonlinearity)
+        slope = _slope(x, phi, fit.nonlinearity)
+        del x
+        gain = torch.as_tensor(fit.readout_gain, dtype=_DTYPE)
+        if fit.observation == "poisson":
+            eta = gain * phi + torch.as_tensor(fit.readout_offset, dtype=_DTYPE)
+            soft = torch.nn.functional.softplus(eta).clamp_min(torch.finfo(_DTYPE).tiny)
+            w = fit.bin_width * torch.sigmoid(eta) ** 2 / soft
+            del eta, soft
+        else:
+            w = (1.0 / torch.as_tensor(fit.noise_std, dtype=_DTYPE) ** 2).expand_as(phi)
+        mask = torch.as_tensor(recording.mask, dtype=_DTYPE)[:, :, None]
+        weight = w * (gain * slope) ** 2 * mask
+        n_trials, n_time, rank = latents.shape
+        outer_km = (K[:, :, None] * M[:, None, :]).reshape(n_units, rank * rank)
+        outer_mm = (M[:, :, None] * M[:, None, :]).reshape(n_units, rank * rank)
+        shape = (n_trials, n_time, rank, rank)
+        transition = (fit.alpha / n_units) * (slope.reshape(-1, n_units) @ outer_km).reshape(shape)
+        transition += (1 - fit.alpha) * torch.eye(rank, dtype=_DTYPE)
+        gram = (weight.reshape(-1, n_units) @ outer_mm).reshape(shape)
+    return Linearisation(
+        M=M,
+        K=K,
+        B=B,
+        d=d,
+        alpha=float(fit.alpha),
+        nonlinearity=fit.nonlinearity,
+        latents=latents,
+        inputs=inputs,
+        phi=phi,
+        slope=slope,
+        weight=weight,
+        transition=transition,
+        gram=gram,
+    )
+
+
+def parameter_layout(n_units: int, rank: int, n_inputs: int) -> tuple[ParameterBlock, ...]:
+    """Return the layout of θ = (M, K, B, d): blocks of shapes (N, R), (N, R), (N, D), (N,)."""
+    return (
+        ParameterBlock("M", (n_units, rank)),
+        ParameterBlock("K", (n_units, rank)),
+        ParameterBlock("B", (n_units, n_inputs)),
+        ParameterBlock("d", (n_units,)),
+    )
+
+
+def flatten_parameters(M, K, B, d) -> np.ndarray:
+    """Concatenate (M, K, B, d), each in C order, into θ of shape (n_params,)."""
+    return np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in (M, K, B, d)])
+
+
+def _split(theta: Tensor, n_units: int, rank: int, n_inputs: int):
+    nr, nd = n_units * rank, n_units * n_inputs
+    M = theta[..., :nr].reshape(*theta.shape[:-1], n_units, rank)
+    K = theta[..., nr : 2 * nr].reshape(*theta.shape[:-1], n_units, rank)
+    B = theta[..., 2 * nr : 2 * nr + nd].reshape(*theta.shape[:-1], n_units, n_inputs)
+    d = theta[..., 2 * nr + nd :]
+    return M, K, B, d
+
+
+def _flat(M: Tensor, K: Tensor, B: Tensor, d: Tensor) -> Tensor:
+    lead = M.shape[:-2]
+    return torch.cat(
+        [M.reshape(*lead, -1), K.reshape(*lead, -1), B.reshape(*lead, -1), d.reshape(*lead, -1)],
+        dim=-1,
+    )
+
+
+def unit_indices(n_units: int, rank: int, n_inputs: int) -> np.ndarray:
+    """Return, per unit, the positions in θ of its parameters (m_i, k_i, b_i, d_i).
+
+    Returns
+    -------
+    ndarray of shape (n_units, 2·rank + n_inputs + 1), int
+        Row i lists unit i's entries in the order m_i (R), k_i (R), b_i (D), d_i (1).
+    """
+    i = np.arange(n_units)[:, None]
+    r = np.arange(rank)[None]
+    c = np.arange(n_inputs)[None]
+    nr = n_units * rank
+    return np.hstack(
+        [
+            i * rank + r,
+            nr + i * rank + r,
+            2 * nr + i * n_inputs + c,
+            2 * nr + n_units * n_inputs + i,
+        ]
+    ).astype(np.int64)
+
+
+def gauge_directions(M: np.ndarray, K: np.ndarray, n_inputs: int) -> np.ndarray:
+    """Return the R² gauge directions of θ, one per generator E = e_a e_bᵀ.
+
+    Column ``a·R + b`` is the θ-tangent (δM = −M E, δK = K Eᵀ, δB = 0, δd = 0) of the
+    transformation κ → (I + εE) κ, which leaves every trajectory unchanged.
+
+    Parameters
+    ----------
+    M, K : ndarray of shape (n_units, rank)
+        Loadings.
+    n_inputs : int
+        Number of input columns of B.
+
+    Returns
+    -------
+    ndarray of shape (n_params, rank²)
+        Unnormalised directions (not orthogonalised).
+    """
+    M = np.asarray(M, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    n_units, rank = M.shape
+    cols = []
+    for a in range(rank):
+        for b in range(rank):
+            E = np.zeros((rank, rank))
+            E[a, b] = 1.0
+            cols.append(flatten_parameters(-M @ E, K @ E.T, np.zeros((n_units, n_inputs)), 0 * M[:, 0]))
+    return np.stack(cols, axis=1)
+
+
+def tangent_potentials(
+    lin: Linearisation,
+    dM: Tensor,
+    dK: Tensor,
+    dB: Tensor,
+    dd: Tensor,
+    dkappa0: Tensor | None = None,
+) -> Tensor:
+    """Push a parameter tangent through the rollout: return δx = J (δθ, δκ(0)).
+
+    Parameters
+    ----------
+    lin : Linearisation
+        Where to linearise.
+    dM, dK : Tensor of shape (n_units, rank)
+        Tangents of M and K.
+    dB : Tensor of shape (n_units, n_inputs)
+        Tangent of B.
+    dd : Tensor of shape (n_units,)
+        Tangent of d.
+    dkappa0 : Tensor of shape (n_trials, rank), optional
+        Tangent of κ(0) (zero when omitted).
+
+    Returns
+    -------
+    Tensor of shape (n_trials, n_time, n_units)
+        δx(t).
+    """
+    n_trials, n_time, n_units = lin.phi.shape
+    a, c = lin.alpha, lin.alpha / n_units
+    dk = lin.latents.new_zeros(n_trials, lin.rank) if dkappa0 is None else dkappa0
+    out = torch.empty_like(lin.phi)
+    for t in range(n_time):
+        dx = lin.latents[:, t] @ dM.T + dk @ lin.M.T + dd
+        if lin.n_inputs:
+            dx = dx + lin.inputs[:, t] @ dB.T
+        out[:, t] = dx
+        if t + 1 < n_time:
+            dk = (1 - a) * dk + c * (lin.phi[:, t] @ dK + (lin.slope[:, t] * dx) @ lin.K)
+    return out
+
+
+def adjoint_potentials(lin: Linearisation, cotangent: Tensor) -> tuple[Tensor, ...]:
+    """Pull a cotangent on the potentials back: return Jᵀ c for θ and κ(0).
+
+    Parameters
+    ----------
+    lin : Linearisation
+        Where to linearise.
+    cotangent : Tensor of shape (n_trials, n_time, n_units)
+        c, a cotangent on x(t).
+
+    Returns
+    -------
+    gM, gK : Tensor of shape (n_units, rank)
+    gB : Tensor of shape (n_units, n_inputs)
+    gd : Tensor of shape (n_units,)
+    gkappa0 : Tensor of shape (n_trials, rank)
+        The pulled-back cotangent, block by block.
+    """
+    n_trials, n_time, n_units = lin.phi.shape
+    a, c = lin.alpha, lin.alpha / n_units
+    lam = lin.latents.new_zeros(n_trials, lin.rank)
+    gM, gK = torch.zeros_like(lin.M), torch.zeros_like(lin.K)
+    gB, gd = torch.zeros_like(lin.B), torch.zeros_like(lin.d)
+    for t in reversed(range(n_time)):
+        ct = cotangent[:, t]
+        if t + 1 < n_time:
+            ct = ct + c * (lam @ lin.K.T) * lin.slope[:, t]
+            gK += c * lin.phi[:, t].T @ lam
+            lam = (1 - a) * lam + ct @ lin.M
+        else:
+            lam = ct @ lin.M
+        gM += ct.T @ lin.latents[:, t]
+        if lin.n_inputs:
+            gB += ct.T @ lin.inputs[:, t]
+        gd += ct.sum(0)
+    return gM, gK, gB, gd, lam
+
+
+@dataclass(frozen=True)
+class InitialStateTerms:
+    """The per-trial blocks needed to profile κ(0) out of the Fisher matrix.
+
+    Attributes
+    ----------
+    cross : Tensor of shape (n_trials, rank, n_params)
+        ``F_κₙθ``: row a of trial n is the Fisher cross term of κₙ(0)_a with θ.
+    pinv : Tensor of shape (n_trials, rank, rank)
+        Pseudo-inverse of ``F_κₙκₙ``.
+    """
+
+    cross: Tensor
+    pinv: Tensor
+
+
+def initial_state_terms(lin: Linearisation, *, chunk_elements: int = 2**24) -> InitialStateTerms:
+    """Compute the per-trial Fisher blocks of κ(0): ``F_κₙθ`` and ``F_κₙκₙ⁺``.
+
+    The R tangents of κ(0) propagate as ``Q(t+1) = A(t) Q(t)``; their pull-back runs in latent
+    space (``λ(t) = G(t) Q(t) + A(t)ᵀ λ(t+1)``) and is spread onto the units by batched matrix
+    products, a chunk of trials at a time. Cost O(n_trials · n_time · n_units · rank²).
+
+    Parameters
+    ----------
+    lin : Linearisation
+        Where to linearise.
+    chunk_elements : int, default: 2**24
+        Memory bound (entries) of the per-chunk temporaries.
+
+    Returns
+    -------
+    InitialStateTerms
+        The cross terms and the pseudo-inverted initial-state blocks.
+    """
+    n_trials, n_time, n_units = lin.phi.shape
+    R, D = lin.rank, lin.n_inputs
+    c = lin.alpha / n_units
+    A, G = lin.transition, lin.gram
+    Q = lin.latents.new_empty(n_trials, n_time, R, R)  # ∂κ(t)/∂κ(0), columns = tangents
+    q = torch.eye(R, dtype=_DTYPE).expand(n_trials, R, R)
+    for t in range(n_time):
+        Q[:, t] = q
+        q = A[:, t] @ q
+    lam = lin.latents.new_zeros(n_trials, n_time, R, R)  # cotangent on κ(t), per column
+    nxt = lin.latents.new_zeros(n_trials, R, R)
+    for t in reversed(range(n_time)):
+        nxt = G[:, t] @ Q[:, t] + (A[:, t].transpose(1, 2) @ nxt if t + 1 < n_time else 0.0)
+        lam[:, t] = nxt
+    lam_next = torch.zeros_like(lam)
+    lam_next[:, :-1] = lam[:, 1:]  # λ(t+1), zero after the last bin
+    chunk = max(1, chunk_elements // (n_time * R * n_units))
+    parts = []
+    for start in range(0, n_trials, chunk):
+        sl = slice(start, start + chunk)
+        n_c = lam[sl].shape[0]
+        # c̃(t)[a, j] = ω_j(t) m_j·Q(t)e_a + (α/N) φ'_j(t) k_j·λ(t+1)e_a: (n_c, T, R_cols, N)
+        ct = lin.weight[sl, :, None, :] * (Q[sl].transpose(2, 3) @ lin.M.T)
+        ct += c * lin.slope[sl, :, None, :] * (lam_next[sl].transpose(2, 3) @ lin.K.T)
+        ct = ct.permute(0, 2, 3, 1).reshape(n_c, R * n_units, n_time)  # (n_c, R_cols·N, T)
+        gM = (ct @ lin.latents[sl]).reshape(n_c, R, n_units, R)
+        gB = (ct @ lin.inputs[sl]).reshape(n_c, R, n_units, D)
+        gd = ct.sum(-1).reshape(n_c, R, n_units)
+        lam_flat = lam_next[sl].reshape(n_c, n_time, R * R)  # [r, a]
+        gK = c * (lin.phi[sl].transpose(1, 2) @ lam_flat).reshape(n_c, n_units, R, R)
+        gK = gK.permute(0, 3, 1, 2)  # (n_c, R_cols, N, R)
+        parts.append(_flat(gM, gK, gB, gd))
+    cross = torch.cat(parts)  # (n, R_cols, P)
+    f_kk = lam[:, 0]
+    f_kk = 0.5 * (f_kk + f_kk.transpose(1, 2))
+    return InitialStateTerms(cross=cross, pinv=torch.linalg.pinv(f_kk, hermitian=True))
+
+
+def profiled_ggn_matvec(lin: Linearisation, terms: InitialStateTerms, v: Tensor) -> Tensor:
+    """Return F v for the Fisher matrix with κ(0) profiled out (two passes over the data).
+
+    Parameters
+    ----------
+    lin : Linearisation
+        Where to linearise.
+    terms : InitialStateTerms
+        From :func:`initial_state_terms`.
+    v : Tensor of shape (n_params,)
+        A θ-direction.
+
+    Returns
+    -------
+    Tensor of shape (n_params,)
+        ``F_θθ v − Σₙ F_θκₙ F_κₙκₙ⁺ F_κₙθ v``.
+    """
+    dM, dK, dB, dd = _split(v, lin.n_units, lin.rank, lin.n_inputs)
+    dx = tangent_potentials(lin, dM, dK, dB, dd)
+    gM, gK, gB, gd, _ = adjoint_potentials(lin, lin.weight * dx)
+    w = terms.cross @ v  # (n, R)
+    z = (terms.pinv @ w[..., None])[..., 0]
+    return _flat(gM, gK, gB, gd) - torch.einsum("nap,na->p", terms.cross, z)
+
+
+def output_block_matvec(lin: Linearisation, terms: InitialStateTerms, v: Tensor) -> Tensor:
+    """Return F_KK v, the output-side block of the profiled Fisher matrix applied to δK.
+
+    A change δK only enters through the latent update, so the product runs in latent space:
+    ``a = Φ δK``, ``δκ(t+1) = A(t) δκ(t) + (α/N) a(t)``, ``λ(t) = G(t) δκ(t) + A(t)ᵀ λ(t+1)``,
+    ``F_KK v = (α/N) Φᵀ λ(· + 1)`` (two products with the state matrix, O(n_trials · n_time ·
+    n_units · rank) each), then the κ(0) profile correction.
+
+    Parameters
+    ----------
+    lin : Linearisation
+        Where to linearise.
+    terms : InitialStateTerms
+        From :func:`initial_state_terms`.
+    v : Tensor of shape (n_units · rank,) or (n_units · rank, n_vectors)
+        δK flattened in C order (one column per vector).
+
+    Returns
+    -------
+    Tensor of the shape of ``v``
+        ``F_KK v``.
+    """
+    n_trials, n_time, N = lin.phi.shape
+    R = lin.rank
+    c = lin.alpha / N
+    vec = v.reshape(N, R, -1)
+    n_vec = vec.shape[-1]
+    a = (lin.phi.reshape(-1, N) @ vec.reshape(N, R * n_vec)).reshape(n_trials, n_time, R, n_vec)
+    dk = lin.latents.new_zeros(n_trials, n_time, R, n_vec)
+    for t in range(n_time - 1):
+        dk[:, t + 1] = lin.transition[:, t] @ dk[:, t] + c * a[:, t]
+    lam = lin.latents.new_zeros(n_trials, n_time, R, n_vec)
+    nxt = lin.latents.new_zeros(n_trials, R, n_vec)
+    for t in reversed(range(n_time)):
+        nxt = lin.gram[:, t] @ dk[:, t] + (
+            lin.transition[:, t].transpose(1, 2) @ nxt if t + 1 < n_time else 0.0
+        )
+        lam[:, t] = nxt
+    phi_prev = lin.phi[:, :-1].reshape(-1, N)
+    out = c * (phi_prev.T @ lam[:, 1:].reshape(-1, R * n_vec)).reshape(N * R, n_vec)
+    cross = terms.cross[:, :, N * R : 2 * N * R]  # (n, R_cols, N·R)
+    z = terms.pinv @ torch.einsum("nap,pv->nav", cross, vec.reshape(N * R, -1))
+    out -= torch.einsum("nap,nav->pv", cross, z)
+    return out.reshape(v.shape)
+
+
+def unit_diagonal_blocks(lin: Linearisation, terms: InitialStateTerms) -> Tensor:
+    """Return the exact per-unit diagonal blocks of the profiled Fisher matrix.
+
+    Block i is F restricted to unit i's parameters (m_i, k_i, b_i, d_i) (the order of
+    :func:`unit_indices`). It is computed by the forward sensitivity recursion of
+    ``S_i(t) = ∂κ(t)/∂θ_i``,
+
+        S_i(t+1) = A(t) S_i(t) + D_i(t),   A(t) = (1−α) I + (α/N) Kᵀ diag(φ'(x(t))) M,
+
+    vectorised over trials and units (batched matrix products), then the κ(0) profile
+    correction is subtracted. Cost O(n_trials · n_time · n_units · R · p²) with p = 2R + D + 1;
+    memory O(n_trials · n_units · R · p).
+
+    Parameters
+    ----------
+    lin : Linearisation
+        Where to linearise.
+    terms : InitialStateTerms
+        From :func:`initial_state_terms`.
+
+    Returns
+    -------
+    Tensor of shape (n_units, p, p)
+        Symmetric positive semi-definite blocks.
+    """
+    n_trials, n_time, N = lin.phi.shape
+    R, Din = lin.rank, lin.n_inputs
+    p = 2 * R + Din + 1
+    c = lin.alpha / N
+    S = lin.latents.new_zeros(n_trials, R, N, p)  # ∂κ_r(t)/∂θ_i[p]
+    blocks = lin.latents.new_zeros(N, p, p)
+    direct = lin.latents.new_zeros(n_trials, N, p)
+    direct[..., -1] = 1.0
+    evals, evecs = torch.linalg.eigh(lin.gram)
+    roots = evecs * evals.clamp_min(0.0).sqrt()[..., None, :]  # G(t) = L Lᵀ
+    for t in range(n_time):
+        kap = lin.latents[:, t]
+        direct[..., :R] = kap[:, None, :]
+        if Din:
+            direct[..., 2 * R : 2 * R + Din] = lin.inputs[:, t, None, :]
+        w = lin.weight[:, t, :, None]  # (n, N, 1)
+        lat = torch.einsum("nrip,ir->nip", S, lin.M)
+        row = direct + lat
+        blocks += torch.einsum("nip,niq->ipq", w * row, row)
+        blocks -= torch.einsum("nip,niq->ipq", w * lat, lat)
+        Z = (roots[:, t].transpose(1, 2) @ S.reshape(n_trials, R, N * p)).reshape(S.shape)
+        blocks += torch.einsum("nrip,nriq->ipq", Z, Z)
+        if t + 1 < n_time:
+            S = (lin.transition[:, t] @ S.reshape(n_trials, R, N * p)).reshape(S.shape)
+            ks = c * lin.slope[:, t, None, :] * lin.K.T  # (n, R, N): (α/N) φ'(x_i) k_i
+            S[..., :R] += ks[..., None] * kap[:, None, None, :]
+            for r in range(R):
+                S[:, r, :, R + r] += c * lin.phi[:, t]
+            if Din:
+                S[..., 2 * R : 2 * R + Din] += ks[..., None] * lin.inputs[:, t, None, None, :]
+            S[..., -1] += ks
+    idx = torch.as_tensor(unit_indices(N, R, Din))
+    cross = terms.cross[:, :, idx]  # (n, R, N, p)
+    blocks -= torch.einsum("naip,nab,nbiq->ipq", cross, terms.pinv, cross)
+    return 0.5 * (blocks + blocks.transpose(1, 2))
+
+
+def dense_profiled_ggn(lin: Linearisation, *, max_elements: int = 2**24) -> Tensor:
+    """Return the dense profiled Fisher matrix F (n_params × n_params) via ``torch.func``.
+
+    The Jacobian of the potentials with respect to (θ, κ(0)) is formed by ``jacfwd`` of
+    :func:`~nwb_lrconn.model.rollout.latent_rollout`, one chunk of trials at a time (at most
+    ``max_elements`` Jacobian entries per chunk), and κ(0) is profiled out trial by trial.
+
+    Parameters
+    ----------
+    lin : Linearisation
+        Where to linearise.
+    max_elements : int, default: 2**24
+        Memory bound on one chunk's Jacobian (entries).
+
+    Returns
+    -------
+    Tensor of shape (n_params, n_params)
+        Symmetric positive semi-definite F.
+    """
+    n_trials, n_time, N = lin.phi.shape
+    R, Din = lin.rank, lin.n_inputs
+    P = lin.n_params
+    theta = _flat(lin.M, lin.K, lin.B, lin.d)
+    initial = lin.latents[:, 0]
+
+    def potentials(th: Tensor, k0: Tensor, u: Tensor) -> Tensor:
+        M, K, B, d = _split(th, N, R, Din)
+        _, x = latent_rollout(
+            M,
+            K,
+            B,
+            d,
+            k0[None],
+            n_time,
+            alpha=lin.alpha,
+            nonlinearity=lin.nonlinearity,
+            inputs=u[None] if Din else None,
+        )
+        return x[0]
+
+    jac = torch.func.vmap(torch.func.jacfwd(potentials, argnums=(0, 1)), in_dims=(None, 0, 0))
+    F = theta.new_zeros(P, P)
+    chunk = max(1, max_elements // (n_time * N * (P + R)))
+    for start in range(0, n_trials, chunk):
+        sl = slice(start, start + chunk)
+        with torch.no_grad():
+            j_theta, j_k0 = jac(theta, initial[sl], lin.inputs[sl])
+        w = lin.weight[sl].reshape(-1, n_time * N, 1)
+        j_theta = j_theta.reshape(-1, n_time * N, P)
+        j_k0 = j_k0.reshape(-1, n_time * N, R)
+        wj = w * j_theta
+        F += torch.einsum("nop,noq->pq", wj, j_theta)
+        cross = torch.einsum("nop,noa->nap", wj, j_k0)
+        f_kk = torch.einsum("noa,nob->nab", w * j_k0, j_k0)
+        pinv = torch.linalg.pinv(0.5 * (f_kk + f_kk.transpose(1, 2)), hermitian=True)
+        F -= torch.einsum("nap,nab,nbq->pq", cross, pinv, cross)
+    return 0.5 * (F + F.T)

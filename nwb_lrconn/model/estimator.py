@@ -1,0 +1,621 @@
+"""Fit a low-rank RNN to a :class:`~nwb_lrconn.data.Recording` (stage 1, DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.special import gammaln as _gammaln
+
+from .._validation import (
+    check_choice,
+    check_is_fitted,
+    check_positive,
+    check_positive_int,
+    make_rng,
+)
+from ..data import NONLINEARITIES, LowRankFit, Recording
+from . import _init
+from ._train import Batch, TrainConfig, batch_loss, infer_initial, train
+from .gauge import canonical_gauge
+from .lowrank import LowRankRNN
+from .observation import expected_observation
+
+__all__ = ["LowRankRNNEstimator", "metrics_from_expected"]
+
+_AUTO_OBSERVATION = {"spikes": "poisson", "rates": "gaussian", "calcium": "calcium"}
+_ALLOWED = {"spikes": ("poisson",), "rates": ("gaussian",), "calcium": ("calcium", "gaussian")}
+
+
+class LowRankRNNEstimator:
+    """Maximum-likelihood low-rank RNN with per-trial initial latents inferred from data.
+
+    The model (DESIGN.md §1): ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i``,
+    ``κ(t+1) = (1−α) κ(t) + (α/N) Σ_i k_i φ(x_i(t))``, observed through an affine readout
+    ``g_i φ(x_i) + c_i`` (see :mod:`nwb_lrconn.model.observation`).
+
+    Fitting:
+
+    1. trials are split at random into training and held-out sets (``test_fraction``);
+    2. initialisation from the training data: observations are mapped back to potentials
+       (spikes are smoothed over ``smoothing`` seconds first), PCA gives M and the latents, a
+       ridge regression of the latent updates gives K (``nwb_lrconn.model._init``);
+    3. Adam on minibatches of training trials over (M, K, B, d, readout, κ(0) per training
+       trial); each epoch the held-out trials' κ(0) take one step on their own likelihood
+       (the model never sees held-out data), the held-out loss drives a learning-rate halving on
+       plateaus and early stopping (``patience``), and the best state is kept; then full-batch
+       L-BFGS rounds from that state, early-stopped the same way;
+    4. held-out κ(0) are refined with the model fixed, then everything is reported in the
+       **canonical gauge** (:func:`~nwb_lrconn.model.gauge.canonical_gauge`: latents white over
+       the visited states, MᵀM diagonal descending, largest entry of each column of M positive).
+       For odd φ (tanh) the per-unit sign symmetry (m, k, b, d, g) → −(m, k, b, d, g) is fixed
+       first by making every readout gain positive.
+
+    For Gaussian and calcium observations the training loss uses a fixed per-unit noise scale (the
+    unit's standard deviation in the training data); after training ``noise_std_`` is set to each
+    unit's residual root-mean-square error on the training trials, and reported likelihoods use it.
+
+    Parameters
+    ----------
+    rank : int, default: 2
+        R.
+    observation : {"auto", "gaussian", "poisson", "calcium"}, default: "auto"
+        Observation model; "auto" picks Poisson for spikes, Gaussian for rates and calcium for
+        calcium recordings.
+    nonlinearity : {"tanh", "relu", "softplus"}, default: "tanh"
+        φ.
+    alpha : float, optional
+        Euler step Δt/τ. Give ``alpha`` or ``tau``, not both; default α = 0.1.
+    tau : float, optional
+        Time constant τ in seconds (α = bin_width / τ).
+    max_epochs : int, default: 500
+        Upper bound on the Adam passes over the training trials.
+    lbfgs_rounds : int, default: 30
+        Rounds of 10 full-batch L-BFGS steps after Adam (0 = none); they converge along the
+        shallow directions Adam's noise floor leaves (early-stopped on the held-out loss too).
+    lr : float, default: 1e-2
+        Adam learning rate (halved when the held-out loss plateaus).
+    batch_size : int or None, default: 64
+        Trials per step; None for full batch.
+    test_fraction : float, default: 0.2
+        Fraction of trials held out (at least one trial each side).
+    patience : int, default: 40
+        Epochs without held-out improvement before stopping.
+    weight_decay : float, default: 0.0
+        L2 penalty on the network parameters (Adam weight decay; κ(0) excluded).
+    process_noise : float, default: 0.0
+        Standard deviation of latent noise ξ injected into training rollouts.
+    calcium_decay : float, default: 0.0
+        Per-bin decay of the indicator kernel (calcium observation; 0 = no kernel).
+    smoothing : float, optional
+        Width (seconds, Gaussian σ) of the spike-count smoothing used only for initialisation and
+        the initial-latent encoder; default τ/2.
+    random_state : int or None, default: None
+        Seed of the split, initialisation and minibatch order. The same seed gives identical
+        numbers on the same device.
+    device : str, default: "cpu"
+        Torch device ("cpu", "cuda", "cuda:1", ...).
+    progress : bool, default: False
+        Show a tqdm progress bar over epochs.
+
+    Attributes
+    ----------
+    model_ : LowRankRNN
+        The fitted network (canonical gauge, on ``device``).
+    M_, K_ : ndarray of shape (n_units, rank)
+    B_ : ndarray of shape (n_units, n_inputs)
+    d_, readout_gain_, readout_offset_, noise_std_ : ndarray of shape (n_units,)
+    alpha_ : float
+        α used.
+    observation_ : str
+        Observation model used.
+    latents_ : ndarray of shape (n_trials, n_time, rank)
+        κ(t) of every trial of the fitted recording (zero outside its mask).
+    loss_history_ : ndarray of shape (n_epochs + 1, 2)
+        Training and held-out loss (negative log-likelihood per observed value; Gaussian models
+        at the fixed training noise scale); row 0 is the initialisation.
+    best_epoch_ : int
+        Row of ``loss_history_`` that was kept.
+    metrics_ : dict of str to float
+        Held-out metrics: ``log_likelihood`` (per observed value, nats), ``bits_per_spike``
+        (Poisson; vs a per-unit constant rate) or ``r2`` (Gaussian/calcium; pooled over units).
+    unit_quality_ : ndarray of shape (n_units,)
+        Held-out per-unit bits/spike (Poisson) or R².
+    train_trials_, test_trials_ : ndarray of int
+    fit_ : LowRankFit
+        Everything above as a frozen record.
+    n_units_, n_inputs_ : int
+    """
+
+    def __init__(
+        self,
+        rank: int = 2,
+        *,
+        observation: str = "auto",
+        nonlinearity: str = "tanh",
+        alpha: float | None = None,
+        tau: float | None = None,
+        max_epochs: int = 500,
+        lbfgs_rounds: int = 30,
+        lr: float = 1e-2,
+        batch_size: int | None = 64,
+        test_fraction: float = 0.2,
+        patience: int = 40,
+        weight_decay: float = 0.0,
+        process_noise: float = 0.0,
+        calcium_decay: float = 0.0,
+        smoothing: float | None = None,
+        random_state: int | None = None,
+        device: str = "cpu",
+        progress: bool = False,
+    ) -> None:
+        self.rank = rank
+        self.observation = observation
+        self.nonlinearity = nonlinearity
+        self.alpha = alpha
+        self.tau = tau
+        self.max_epochs = max_epochs
+        self.lbfgs_rounds = lbfgs_rounds
+        self.lr = lr
+        self.batch_size = batch_size
+        self.test_fraction = test_fraction
+        self.patience = patience
+        self.weight_decay = weight_decay
+        self.process_noise = process_noise
+        self.calcium_decay = calcium_decay
+        self.smoothing = smoothing
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+
+    # ------------------------------------------------------------------ validation helpers
+    def _check_recording(self, recording: Recording) -> None:
+        if not isinstance(recording, Recording):
+            raise TypeError(
+                f"recording must be a nwb_lrconn.data.Recording; got {type(recording).__name__}."
+            )
+        if not np.all(np.isfinite(recording.data)):
+            raise ValueError("recording.data must be finite; found NaN or infinite values.")
+        if not recording.mask.any():
+            raise ValueError("recording.mask selects no bin: there is no data to fit.")
+
+    def _resolve_observation(self, kind: str) -> str:
+        check_choice(self.observation, "observation", ("auto", "gaussian", "poisson", "calcium"))
+        observation = _AUTO_OBSERVATION[kind] if self.observation == "auto" else self.observation
+        if observation not in _ALLOWED[kind]:
+            raise ValueError(
+                f"observation={observation!r} does not fit a recording of kind {kind!r}; "
+                f"use one of {list(_ALLOWED[kind])} (or 'auto')."
+            )
+        return observation
+
+    def _resolve_alpha(self, bin_width: float) -> float:
+        if self.alpha is not None and self.tau is not None:
+            raise ValueError(
+                f"Give alpha or tau, not both; got alpha={self.alpha!r} and tau={self.tau!r}."
+            )
+        if self.tau is not None:
+            alpha = bin_width / check_positive(self.tau, "tau")
+        else:
+            alpha = 0.1 if self.alpha is None else check_positive(self.alpha, "alpha")
+        if alpha > 1:
+            raise ValueError(
+                f"alpha = bin_width / tau must be <= 1 for a stable Euler step; got {alpha:.4g}."
+            )
+        return alpha
+
+    def _resolve_device(self) -> torch.device:
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={self.device!r} was requested but CUDA is not available in this torch "
+                f"build ({torch.__version__}); use device='cpu'."
+            )
+        return device
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, recording: Recording) -> LowRankRNNEstimator:
+        """Fit the network to ``recording`` (never modified).
+
+        Parameters
+        ----------
+        recording : Recording
+            Binned activity with at least two trials (or windows).
+
+        Returns
+        -------
+        LowRankRNNEstimator
+            ``self``.
+
+        Raises
+        ------
+        TypeError
+            When ``recording`` is not a Recording or a hyperparameter has the wrong type.
+        ValueError
+            For a rank above the number of units, an observation model that does not fit the
+            recording's kind, a bad hyperparameter, or too few trials to hold some out.
+        RuntimeError
+            When ``device`` asks for CUDA and none is available.
+        """
+        self._check_recording(recording)
+        rank = check_positive_int(self.rank, "rank")
+        if rank > recording.n_units:
+            raise ValueError(
+                f"rank must be <= n_units; got rank={rank} for {recording.n_units} unit(s)."
+            )
+        observation = self._resolve_observation(recording.kind)
+        check_choice(self.nonlinearity, "nonlinearity", NONLINEARITIES)
+        alpha = self._resolve_alpha(recording.bin_width)
+        max_epochs = check_positive_int(self.max_epochs, "max_epochs", minimum=0)
+        lbfgs_rounds = check_positive_int(self.lbfgs_rounds, "lbfgs_rounds", minimum=0)
+        patience = check_positive_int(self.patience, "patience")
+        lr = check_positive(self.lr, "lr")
+        batch_size = (
+            None if self.batch_size is None else check_positive_int(self.batch_size, "batch_size")
+        )
+        check_positive(self.weight_decay, "weight_decay", allow_zero=True)
+        check_positive(self.process_noise, "process_noise", allow_zero=True)
+        decay = check_positive(self.calcium_decay, "calcium_decay", allow_zero=True)
+        if decay >= 1 or (decay > 0 and observation != "calcium"):
+            raise ValueError(
+                "calcium_decay must lie in [0, 1) and is only used with observation='calcium'; "
+                f"got {decay!r} with observation={observation!r}."
+            )
+        fraction = check_positive(self.test_fraction, "test_fraction")
+        if not fraction < 1:
+            raise ValueError(f"test_fraction must lie in (0, 1); got {fraction!r}.")
+        n_trials = recording.n_trials
+        if n_trials < 2:
+            raise ValueError(
+                f"fit needs at least 2 trials (one held out); got {n_trials}. Split a continuous "
+                "recording into windows first."
+            )
+        n_test = min(max(1, int(round(fraction * n_trials))), n_trials - 1)
+        device = self._resolve_device()
+        rng = make_rng(self.random_state)
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(int(rng.integers(2**62)))
+        perm = rng.permutation(n_trials)
+        test_trials, train_trials = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        smooth_s = self.smoothing
+        if smooth_s is None:
+            smooth_s = 0.5 * recording.bin_width / alpha
+        smooth_bins = check_positive(smooth_s, "smoothing", allow_zero=True) / recording.bin_width
+
+        train_rec = recording.select_trials(train_trials)
+        test_rec = recording.select_trials(test_trials)
+        linearizer = _init.fit_linearizer(
+            train_rec.data,
+            train_rec.mask,
+            observation=observation,
+            nonlinearity=self.nonlinearity,
+            bin_width=recording.bin_width,
+            smooth_bins=smooth_bins if observation == "poisson" else 0.0,
+        )
+        M, K, B, d, k0_train = _init.initial_loadings(
+            linearizer.potentials(train_rec.data, train_rec.mask),
+            train_rec.mask,
+            train_rec.inputs,
+            rank=rank,
+            alpha=alpha,
+            nonlinearity=self.nonlinearity,
+            rng=rng,
+        )
+        k0_test = _init.encode_initial(
+            linearizer.potentials(test_rec.data, test_rec.mask)[:, 0],
+            M,
+            B,
+            d,
+            None if test_rec.inputs is None else test_rec.inputs[:, 0],
+        )
+        model = LowRankRNN(
+            recording.n_units,
+            rank,
+            n_inputs=recording.n_inputs,
+            alpha=alpha,
+            nonlinearity=self.nonlinearity,
+        )
+        observed = train_rec.data[train_rec.mask]
+        scale = np.maximum(observed.std(axis=0), 1e-6 * max(observed.std(), 1e-12))
+        with torch.no_grad():
+            for name, value in (
+                ("M", M),
+                ("K", K),
+                ("B", B),
+                ("d", d),
+                ("readout_gain", linearizer.gain),
+                ("readout_offset", linearizer.offset),
+                ("log_noise_std", np.log(scale) if observation != "poisson" else 0 * scale),
+            ):
+                getattr(model, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+        model.log_noise_std.requires_grad_(False)
+        model.to(device)
+
+        config = TrainConfig(
+            observation=observation,
+            bin_width=recording.bin_width,
+            calcium_decay=decay,
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            patience=patience,
+            weight_decay=self.weight_decay,
+            process_noise=self.process_noise,
+            progress=self.progress,
+            lbfgs_rounds=lbfgs_rounds,
+        )
+        train_batch = _to_batch(train_rec, device)
+        test_batch = _to_batch(test_rec, device)
+        history, k0_train_t, k0_test_t, best_epoch = train(
+            model,
+            _tensor(k0_train, device),
+            _tensor(k0_test, device),
+            train_batch,
+            test_batch,
+            config,
+            generator,
+        )
+        k0_test_t = infer_initial(model, k0_test_t, test_batch, config)
+        if observation != "poisson":
+            with torch.no_grad():
+                expected = self._expected(model, k0_train_t, train_batch, config)
+                resid = (train_batch.data - expected) ** 2 * train_batch.mask[..., None]
+                rms = (resid.sum((0, 1)) / train_batch.mask.sum()).sqrt()
+                floor = 1e-6 * torch.as_tensor(scale, dtype=rms.dtype, device=rms.device)
+                model.log_noise_std.copy_(torch.maximum(rms, floor).log())
+
+        if self.nonlinearity == "tanh":
+            _positive_gains(model)
+        # Canonical gauge over every trial's visited states.
+        initial = torch.zeros(n_trials, rank, device=device)
+        initial[torch.as_tensor(train_trials, device=device)] = k0_train_t
+        initial[torch.as_tensor(test_trials, device=device)] = k0_test_t
+        latents = self._rollout_latents(model, initial, recording, device)
+        A = canonical_gauge(latents, model.M.detach().cpu().double().numpy(), recording.mask)
+        A_t = torch.as_tensor(A, dtype=torch.float32, device=device)
+        with torch.no_grad():
+            model.M.copy_(model.M @ torch.linalg.inv(A_t))
+            model.K.copy_(model.K @ A_t.T)
+        initial = initial @ A_t.T
+        self._set_fitted(model, linearizer, config, observation, alpha, smooth_bins)
+        self.initial_latents_ = initial.detach().cpu().double().numpy()
+        self.latents_ = self._rollout_latents(model, initial, recording, device)
+        self.loss_history_ = history
+        self.best_epoch_ = int(best_epoch)
+        self.train_trials_, self.test_trials_ = train_trials, test_trials
+        metrics, quality = self._evaluate(test_rec, k0_test_t @ A_t.T)
+        metrics["best_epoch"] = float(best_epoch)
+        metrics["n_epochs"] = float(len(history) - 1)
+        self.metrics_, self.unit_quality_ = metrics, quality
+        self.fit_ = LowRankFit(
+            M=self.M_,
+            K=self.K_,
+            B=self.B_,
+            d=self.d_,
+            readout_gain=self.readout_gain_,
+            readout_offset=self.readout_offset_,
+            noise_std=self.noise_std_,
+            rank=rank,
+            nonlinearity=self.nonlinearity,
+            alpha=alpha,
+            bin_width=recording.bin_width,
+            observation=observation,
+            latents=self.latents_,
+            latent_mask=recording.mask.copy(),
+            trial_start_times=recording.trial_start_times.copy(),
+            loss_history=history,
+            metrics=metrics,
+            unit_quality=quality,
+            train_trials=train_trials,
+            test_trials=test_trials,
+            unit_ids=recording.unit_ids.copy(),
+            calcium_decay=decay,
+        )
+        return self
+
+    def _set_fitted(self, model, linearizer, config, observation, alpha, smooth_bins) -> None:
+        self.model_ = model
+        self.linearizer_ = linearizer
+        self._config = config
+        self.observation_ = observation
+        self.alpha_ = alpha
+        self.n_units_ = model.n_units
+        self.n_inputs_ = model.n_inputs
+        as_np = {
+            name: getattr(model, name).detach().cpu().double().numpy()
+            for name in ("M", "K", "B", "d", "readout_gain", "readout_offset")
+        }
+        self.M_, self.K_, self.B_, self.d_ = as_np["M"], as_np["K"], as_np["B"], as_np["d"]
+        self.readout_gain_ = as_np["readout_gain"]
+        self.readout_offset_ = as_np["readout_offset"]
+        noise = model.log_noise_std.detach().exp().cpu().double().numpy()
+        self.noise_std_ = np.ones_like(noise) if observation == "poisson" else noise
+
+    @staticmethod
+    def _expected(model, initial, batch: Batch, config: TrainConfig) -> torch.Tensor:
+        _, activity = model(initial, batch.data.shape[1], inputs=batch.inputs)
+        return expected_observation(
+            model.readout(activity),
+            config.observation,
+            bin_width=config.bin_width,
+            calcium_decay=config.calcium_decay,
+        )
+
+    @staticmethod
+    def _rollout_latents(model, initial, recording: Recording, device) -> np.ndarray:
+        inputs = None if recording.inputs is None else _tensor(recording.inputs, device)
+        with torch.no_grad():
+            latents, _ = model(initial, recording.n_time, inputs=inputs)
+        out = latents.cpu().double().numpy()
+        out[~recording.mask] = 0.0
+        return out
+
+    # ------------------------------------------------------------------ inference on new data
+    def _check_compatible(self, recording: Recording) -> None:
+        check_is_fitted(self, "model_")
+        self._check_recording(recording)
+        if recording.n_units != self.n_units_ or recording.n_inputs != self.n_inputs_:
+            raise ValueError(
+                f"recording has {recording.n_units} unit(s) and {recording.n_inputs} input(s); "
+                f"this estimator was fitted on {self.n_units_} and {self.n_inputs_}."
+            )
+        if self.observation_ not in _ALLOWED[recording.kind]:
+            raise ValueError(
+                f"recording has kind {recording.kind!r}; this estimator was fitted with "
+                f"observation={self.observation_!r}."
+            )
+
+    def _infer(self, recording: Recording) -> tuple[torch.Tensor, Batch]:
+        device = self.model_.M.device
+        potentials = self.linearizer_.potentials(recording.data, recording.mask)[:, 0]
+        start = _init.encode_initial(
+            potentials,
+            self.M_,
+            self.B_,
+            self.d_,
+            None if recording.inputs is None else recording.inputs[:, 0],
+        )
+        batch = _to_batch(recording, device)
+        return infer_initial(self.model_, _tensor(start, device), batch, self._config), batch
+
+    def transform(self, recording: Recording) -> np.ndarray:
+        """Infer the latents of each trial of ``recording`` (canonical gauge).
+
+        κ(0) comes from the encoder (the first bin mapped back to potentials and projected on
+        M), refined by maximising each trial's likelihood with the network fixed; the rest of the
+        trajectory follows from the dynamics.
+
+        Parameters
+        ----------
+        recording : Recording
+            Same units (and inputs) as the fitted one.
+
+        Returns
+        -------
+        ndarray of shape (n_trials, n_time, rank)
+            κ(t), zero outside ``recording.mask``.
+        """
+        self._check_compatible(recording)
+        initial, _ = self._infer(recording)
+        return self._rollout_latents(self.model_, initial, recording, initial.device)
+
+    def predict(self, recording: Recording) -> np.ndarray:
+        """Expected observations for each trial of ``recording``.
+
+        Parameters
+        ----------
+        recording : Recording
+            Same units (and inputs) as the fitted one.
+
+        Returns
+        -------
+        ndarray of shape (n_trials, n_time, n_units)
+            Expected counts per bin (Poisson), rates/potentials (Gaussian) or traces (calcium);
+            zero outside ``recording.mask``.
+        """
+        self._check_compatible(recording)
+        initial, batch = self._infer(recording)
+        with torch.no_grad():
+            expected = self._expected(self.model_, initial, batch, self._config)
+        out = expected.cpu().double().numpy()
+        out[~recording.mask] = 0.0
+        return out
+
+    def score(self, recording: Recording) -> float:
+        """Mean log-likelihood per observed value of ``recording`` (nats; higher is better).
+
+        Latents are inferred as in :meth:`transform`.
+        """
+        self._check_compatible(recording)
+        initial, batch = self._infer(recording)
+        with torch.no_grad():
+            loss = batch_loss(self.model_, initial, batch, self._config)
+        return -float(loss)
+
+    def _evaluate(self, recording: Recording, initial: torch.Tensor):
+        batch = _to_batch(recording, initial.device)
+        with torch.no_grad():
+            expected = self._expected(self.model_, initial, batch, self._config)
+        return metrics_from_expected(
+            recording.data,
+            expected.cpu().double().numpy(),
+            recording.mask,
+            self.observation_,
+            noise_std=self.noise_std_,
+        )
+
+
+def metrics_from_expected(
+    data: np.ndarray,
+    expected: np.ndarray,
+    mask: np.ndarray,
+    observation: str,
+    *,
+    noise_std: np.ndarray | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Goodness of fit of expected observations.
+
+    Parameters
+    ----------
+    data, expected : ndarray of shape (n_trials, n_time, n_units)
+        Observations and their expectation under the model.
+    mask : ndarray of shape (n_trials, n_time), bool
+        Observed bins.
+    observation : {"gaussian", "poisson", "calcium"}
+        Observation model.
+    noise_std : ndarray of shape (n_units,), optional
+        σ_i of the Gaussian models (default 1).
+
+    Returns
+    -------
+    metrics : dict
+        ``log_likelihood`` (mean per observed value, nats) and ``bits_per_spike`` (Poisson: gain
+        over a per-unit constant rate equal to the unit's mean count in ``data``, per spike) or
+        ``r2`` (1 − Σ SSE / Σ SST pooled over units, SST about each unit's mean).
+    unit_quality : ndarray of shape (n_units,)
+        Per-unit bits/spike (NaN for a unit without spikes) or per-unit R² (NaN for a constant
+        unit).
+    """
+    y, mu = data[mask], expected[mask]  # (n_obs, n_units)
+    if observation == "poisson":
+        lam = mu + 1e-8
+        gammaln = _gammaln(y + 1.0)
+        ll_units = (y * np.log(lam) - lam - gammaln).sum(axis=0)
+        base = np.maximum(y.mean(axis=0), 1e-8)
+        ll_base = (y * np.log(base) - base - gammaln).sum(axis=0)
+        spikes = y.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            quality = np.where(spikes > 0, (ll_units - ll_base) / (spikes * np.log(2)), np.nan)
+        total = spikes.sum()
+        bps = float((ll_units - ll_base).sum() / (total * np.log(2))) if total > 0 else np.nan
+        return {"log_likelihood": float(ll_units.sum() / y.size), "bits_per_spike": bps}, quality
+    sigma = np.ones(y.shape[1]) if noise_std is None else np.asarray(noise_std, np.float64)
+    z = (y - mu) / sigma
+    ll = -(0.5 * z**2 + np.log(sigma) + 0.5 * np.log(2 * np.pi)).sum()
+    sse = ((y - mu) ** 2).sum(axis=0)
+    sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        quality = np.where(sst > 0, 1.0 - sse / sst, np.nan)
+    r2 = float(1.0 - sse.sum() / sst.sum()) if sst.sum() > 0 else np.nan
+    return {"log_likelihood": float(ll / y.size), "r2": r2}, quality
+
+
+def _positive_gains(model: LowRankRNN) -> None:
+    """Flip units with a negative readout gain (φ odd: (m, k, b, d, g) → −(m, k, b, d, g))."""
+    with torch.no_grad():
+        sign = torch.where(model.readout_gain < 0, -1.0, 1.0).to(model.M.dtype)
+        for p in (model.M, model.K, model.B):
+            p.mul_(sign[:, None])
+        model.d.mul_(sign)
+        model.readout_gain.mul_(sign)
+
+
+def _tensor(array: np.ndarray, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array), dtype=torch.float32, device=device)
+
+
+def _to_batch(recording: Recording, device) -> Batch:
+    return Batch(
+        data=_tensor(recording.data, device),
+        mask=torch.as_tensor(recording.mask, device=device),
+        inputs=None if recording.inputs is None else _tensor(recording.inputs, device),
+    )

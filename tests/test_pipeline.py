@@ -1,0 +1,212 @@
+"""Pipeline: read → fit → posterior → degeneracy → distribution → Results, and run_file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from nwb_lrconn.config import (
+    DistributionConfig,
+    FitConfig,
+    PosteriorConfig,
+    ReadConfig,
+    RunConfig,
+)
+from nwb_lrconn.pipeline import PipelineError, default_output, read_recording, run, run_file
+
+N_UNITS = 24
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def session():
+    from nwb_lrconn.model.networks import grid_initial_conditions, sample_network
+    from nwb_lrconn.model.simulate import simulate_spikes
+
+    network = sample_network("ring", N_UNITS, random_state=0)
+    return simulate_spikes(
+        network,
+        initial=grid_initial_conditions(3),
+        n_time=25,
+        rate_range=(2.0, 30.0),
+        random_state=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def units_file(session, tmp_path_factory):
+    from nwb_lrconn.io import write_units_nwb
+
+    path = tmp_path_factory.mktemp("pipeline") / "ring.nwb"
+    return write_units_nwb(path, session.spike_times, trials=session.trials)
+
+
+def tiny_config(**overrides) -> RunConfig:
+    config = RunConfig(
+        read=ReadConfig(bin_width=0.02, trials="trials"),
+        fit=FitConfig(rank=2, max_epochs=4, patience=2, batch_size=None),
+        posterior=PosteriorConfig(enabled=False),
+        distribution=DistributionConfig(
+            enabled=False,
+            n_steps_a=10,
+            n_steps_b=4,
+            n_virtual_units=16,
+            hidden_features=8,
+            n_layers=2,
+            n_samples=30,
+            pool_size=200,
+            validation_every=5,
+        ),
+        seed=3,
+        name="tiny",
+    )
+    return config.with_overrides(**overrides)
+
+
+def test_run_on_a_file_returns_results_with_provenance(units_file, session):
+    config = tiny_config(**{"distribution.enabled": True})
+    messages: list[str] = []
+    results = run(config, units_file, progress=False, log=messages.append)
+    fit = results.fit
+    assert results.name == "tiny"
+    assert (fit.n_units, fit.rank, fit.observation) == (N_UNITS, 2, "poisson")
+    assert fit.latents.shape[:2] == session.data.shape[:2]
+    assert RunConfig.from_json(results.provenance.config_json) == config
+    assert results.provenance.random_seed == 3
+    assert results.provenance.source.path == str(units_file)
+    assert results.posterior is None and results.degeneracy is None
+    dist = results.distribution
+    assert dist.samples_k.shape == (30, 2) and dist.sigma == config.distribution.sigma
+    assert messages[0] == "reading the recording"
+    assert any(m.startswith("read 24 units, 9 trials") for m in messages)
+
+
+def test_run_accepts_an_in_memory_recording_and_is_deterministic(session):
+    recording = session.to_recording()
+    first = run(tiny_config(), recording, progress=False)
+    second = run(tiny_config(), recording, progress=False)
+    np.testing.assert_array_equal(first.fit.M, second.fit.M)
+    np.testing.assert_array_equal(first.fit.latents, second.fit.latents)
+    assert first.provenance.source.path == ""
+
+
+def test_rank_auto_keeps_the_best_held_out_rank_and_the_curve(session):
+    recording = session.to_recording()
+    results = run(tiny_config(rank="auto", ranks=(1, 2, 50)), recording, progress=False)
+    metrics = results.fit.metrics
+    curve = {r: metrics[f"rank_{r}_log_likelihood"] for r in (1, 2)}
+    assert "rank_50_log_likelihood" not in metrics  # larger than the number of units: skipped
+    best = max(curve, key=curve.get)
+    assert metrics["selected_rank"] == best == results.fit.rank
+    assert metrics["log_likelihood"] == curve[best]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"rank": 30}, r"rank 30 is larger than the 24 units read from .*choose a rank <= 24"),
+        (
+            {"rank": "auto", "ranks": (40, 50)},
+            r"every rank tried \(\[40, 50\]\) is larger than the 24 units",
+        ),
+    ],
+)
+def test_rank_errors_say_what_to_do(units_file, overrides, match):
+    with pytest.raises(PipelineError, match=match):
+        run(tiny_config(**overrides), units_file, progress=False)
+
+
+def test_single_trial_error_suggests_windows(session):
+    recording = session.to_recording().select_trials(np.array([0]))
+    with pytest.raises(PipelineError, match=r"single trial.*--window"):
+        run(tiny_config(), recording, progress=False)
+
+
+def test_read_recording_errors(tmp_path, units_file):
+    with pytest.raises(FileNotFoundError, match=r"input file not found: .*missing.nwb"):
+        read_recording(tiny_config(), tmp_path / "missing.nwb")
+    with pytest.raises(PipelineError, match=r"takes a spikeinterface sorting object"):
+        read_recording(tiny_config(source="sorting"), units_file)
+    with pytest.raises(PipelineError, match=r"source must be an NWB path or URL"):
+        read_recording(tiny_config(), 42)
+    with pytest.raises(TypeError, match=r"config must be a RunConfig"):
+        run({"seed": 1}, units_file)
+
+
+def test_run_reads_a_spikeinterface_sorting(session, units_file):
+    from spikeinterface.core import NumpySorting
+
+    fs = 10_000.0
+    times = np.concatenate(session.spike_times)
+    labels = np.concatenate([np.full(len(t), i) for i, t in enumerate(session.spike_times)])
+    order = np.argsort(times, kind="stable")
+    sorting = NumpySorting.from_samples_and_labels(
+        [np.round(times[order] * fs).astype(np.int64)], [labels[order]], fs
+    )
+    config = tiny_config(source="sorting", trials=None, window_length=0.5)
+    recording = read_recording(config, sorting)
+    assert recording.n_units == N_UNITS and recording.kind == "spikes"
+    assert recording.n_trials >= 2
+
+
+def test_run_file_writes_a_new_file_and_leaves_the_source_untouched(units_file, tmp_path):
+    from nwb_lrconn.extension import list_results, read_results
+
+    before = _sha(units_file)
+    output = tmp_path / "out.nwb"
+    results = run_file(units_file, output, tiny_config(), progress=False)
+    assert _sha(units_file) == before
+    assert list_results(output) == ["tiny"]
+    back = read_results(output, "tiny")
+    np.testing.assert_allclose(back.fit.M, results.fit.M)
+    assert json.loads(back.provenance.config_json) == json.loads(results.provenance.config_json)
+    # a second run refuses to clobber the output, before fitting
+    with pytest.raises(FileExistsError, match=r"output file already exists: .*out.nwb"):
+        run_file(units_file, output, tiny_config(), progress=False)
+    assert _sha(units_file) == before
+
+
+def test_default_output_sits_beside_the_input(tmp_path):
+    assert default_output(tmp_path / "a" / "s.nwb") == tmp_path / "a" / "s_lrconn.nwb"
+
+
+def test_run_file_checks_the_output_before_fitting(units_file, tmp_path):
+    config = tiny_config()
+    with pytest.raises(PipelineError, match=r"the output .* is the input file; use --in-place"):
+        run_file(units_file, units_file, config)
+    with pytest.raises(FileNotFoundError, match=r"output folder does not exist"):
+        run_file(units_file, tmp_path / "no" / "out.nwb", config)
+    with pytest.raises(FileNotFoundError, match=r"input file not found"):
+        run_file(tmp_path / "nope.nwb", tmp_path / "out.nwb", config)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_run_file_refuses_unwritable_targets(units_file, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(PermissionError, match=r"output folder is not writable"):
+            run_file(units_file, locked / "out.nwb", tiny_config())
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_run_file_in_place_adds_the_fit_to_the_source(units_file, tmp_path):
+    import shutil
+
+    from nwb_lrconn.extension import list_results
+
+    copy = tmp_path / "copy.nwb"
+    shutil.copy(units_file, copy)
+    run_file(copy, None, tiny_config(name="inplace"), in_place=True, progress=False)
+    assert list_results(copy) == ["inplace"]
+    assert not default_output(copy).exists()
