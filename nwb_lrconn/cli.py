@@ -621,10 +621,15 @@ def run_demo(
     from .model.simulate import simulate_spikes
     from .pipeline import run_file
 
-    log = log or (lambda _: None)
+    start = time.perf_counter()
+    user_log = log or (lambda _: None)
+
+    def log(message: str) -> None:
+        user_log(f"{time.perf_counter() - start:6.1f} s  {message}")
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    n_units, grid, n_time = (40, 5, 40) if quick else (200, 10, 100)
+    n_units, grid, n_time = (40, 5, 40) if quick else (100, 8, 75)
     log(f"simulating a ring attractor: {n_units} units, {grid * grid} trials x {n_time} bins")
     network = sample_network("ring", n_units, random_state=seed)
     session = simulate_spikes(
@@ -640,13 +645,14 @@ def run_demo(
     )
     config = RunConfig(
         read=ReadConfig(bin_width=0.02, trials="trials"),
-        fit=FitConfig(rank=2, max_epochs=30 if quick else 300, patience=10 if quick else 30),
+        fit=FitConfig(rank=2, max_epochs=30 if quick else 150, patience=10 if quick else 20),
         distribution=DistributionConfig(
-            n_steps_a=200 if quick else 2000,
-            n_steps_b=50 if quick else 400,
-            n_virtual_units=100 if quick else 500,
+            n_steps_a=200 if quick else 1500,
+            n_steps_b=50 if quick else 300,
+            n_virtual_units=100 if quick else 300,
             hidden_features=32 if quick else 64,
             n_samples=200 if quick else 1000,
+            pool_size=2000 if quick else 20000,
             validation_every=25 if quick else 100,
         ),
         seed=seed,

@@ -265,7 +265,6 @@ TINY = {
     "fit.max_epochs": 15,
     "fit.patience": 5,
     "distribution.enabled": False,
-    "posterior.enabled": False,  # TEMP until inference.degeneracy lands
 }
 
 
@@ -318,6 +317,10 @@ def _check_outputs(table: pd.DataFrame, config: RunConfig) -> None:
         assert stored == config.with_overrides(rank=row.rank, seed=row.seed)
         assert row.log_likelihood == results.fit.metrics["log_likelihood"]
         assert math.isfinite(row.log_likelihood)
+        deg = results.degeneracy
+        counts = (deg.n_constrained, deg.n_degenerate, deg.n_gauge, deg.n_total)
+        assert (row.n_constrained, row.n_degenerate, row.n_gauge, row.n_total) == counts
+        assert deg.n_gauge == row.rank**2  # the GL(R) gauge directions
     out_dir = Path(table["output"][table["status"] != "failed"].iloc[0]).parent
     assert not (out_dir / ".partial").exists()
     finished = {p.name for p in out_dir.glob("*.nwb")}
@@ -329,6 +332,7 @@ def _no_cluster(*args, **kwargs):
     raise AssertionError("a rerun of a finished batch must not start a cluster")
 
 
+@pytest.mark.timeout(400)  # a hung cluster fails instead of blocking the suite
 def test_batch_cli_runs_then_rerun_does_no_work(sessions, tmp_path, capsys, monkeypatch):
     config = _tiny_config()
     config_file = tmp_path / "run.json"
@@ -383,6 +387,7 @@ def counting_task(task, output: Path) -> None:
     run_pipeline_task(task, output)
 
 
+@pytest.mark.timeout(400)  # a hung cluster fails instead of blocking the suite
 def test_corrupt_input_is_reported_and_retried_others_finish(sessions, tmp_path, client):
     corrupt = tmp_path / "corrupt.nwb"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(2000))  # HDF5 magic, garbage after
@@ -423,6 +428,7 @@ def kill_once_task(task, output: Path) -> None:
     run_pipeline_task(task, output)
 
 
+@pytest.mark.timeout(400)  # a hung cluster fails instead of blocking the suite
 def test_killed_worker_is_rescheduled_and_leaves_no_partial_output(sessions, tmp_path, client):
     config = _tiny_config()
     table = run_batch(
@@ -441,6 +447,7 @@ def test_killed_worker_is_rescheduled_and_leaves_no_partial_output(sessions, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_full_batch_8_files_2_ranks_2_seeds(sessions, tmp_path, monkeypatch):
     config = _tiny_config()
     out = tmp_path / "out"

@@ -71,3 +71,42 @@ def test_cuda_fit_matches_cpu_fit_statistically():
     assert 1 - resid / total > 0.95
     # Same split and initialisation from the same seed on both devices.
     np.testing.assert_array_equal(cpu.test_trials_, gpu.test_trials_)
+
+
+def test_batch_tasks_run_on_a_gpu_worker(tmp_path):
+    from nwb_lrconn.batch import run_batch
+    from nwb_lrconn.config import RunConfig
+    from nwb_lrconn.extension import read_results
+    from nwb_lrconn.io import write_units_nwb
+    from nwb_lrconn.model.simulate import simulate_spikes
+
+    rng = np.random.default_rng(0)
+    network = sample_network("ring", 20, random_state=0)
+    session = simulate_spikes(network, initial=rng.uniform(-2, 2, (20, 2)), n_time=40)
+    source = write_units_nwb(tmp_path / "s.nwb", session.spike_times, trials=session.trials)
+    config = RunConfig(device="cuda").with_overrides(
+        trials="trials",
+        **{
+            "fit.max_epochs": 20,
+            "n_steps_a": 200,
+            "n_steps_b": 100,
+            "n_samples": 200,
+            "n_virtual_units": 200,
+            "pool_size": 2000,
+            "validation_every": 50,
+        },
+    )
+    table = run_batch(
+        source,
+        ranks=[2],
+        seeds=[0],
+        config=config,
+        output_dir=tmp_path / "out",
+        n_workers=1,
+        resources={"GPU": 1},
+        progress=False,
+    )
+    assert list(table["status"]) == ["done"], table["error"].tolist()
+    results = read_results(table["output"][0], config.name)
+    assert RunConfig.from_json(results.provenance.config_json).device == "cuda"
+    assert results.distribution is not None and results.degeneracy is not None

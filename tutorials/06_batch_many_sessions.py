@@ -49,8 +49,16 @@ for seed, name in enumerate(("ring", "bistable", "limit_cycle")):
 # ## Run the batch
 # Posterior and distribution are switched off here to keep the example short; a real run keeps
 # them (the summary then also lists the constrained and degenerate counts).
+#
+# With `scheduler=None` the batch starts its own `LocalCluster` of worker *processes*; in a plain
+# script that needs the usual `if __name__ == "__main__":` guard. Here we pass a client of our
+# own instead (thread workers in this process), which is also how an existing cluster is used:
+# `scheduler="tcp://host:8786"` or a `distributed.Client`.
 
 # %%
+from distributed import Client  # noqa: E402
+
+client = Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None)
 config = RunConfig(
     read=ReadConfig(bin_width=0.02, trials="trials"),
     fit=FitConfig(max_epochs=5 if FAST else 300, patience=3 if FAST else 30),
@@ -61,7 +69,7 @@ table = run_batch(
     seeds=(0,) if FAST else (0, 1),
     config=config,
     output_dir="fits",
-    n_workers=2,
+    scheduler=client,
     progress=False,
 )
 print(table[["file", "rank", "seed", "status", "log_likelihood"]].to_string(index=False))
@@ -76,7 +84,7 @@ again = run_batch(
     seeds=(0,) if FAST else (0, 1),
     config=config,
     output_dir="fits",
-    n_workers=2,
+    scheduler=client,
     progress=False,
 )
 print(again["status"].value_counts().to_dict())
@@ -96,3 +104,6 @@ ax.set_xlabel("rank")
 ax.set_ylabel("held-out log-likelihood per value (nats)")
 ax.set_title("rank selection")
 save_figure(ax, "batch_rank_curves")
+
+# %%
+client.close()

@@ -304,7 +304,8 @@ def gauge_directions(M: np.ndarray, K: np.ndarray, n_inputs: int) -> np.ndarray:
         for b in range(rank):
             E = np.zeros((rank, rank))
             E[a, b] = 1.0
-            cols.append(flatten_parameters(-M @ E, K @ E.T, np.zeros((n_units, n_inputs)), 0 * M[:, 0]))
+            zero_b, zero_d = np.zeros((n_units, n_inputs)), np.zeros(n_units)
+            cols.append(flatten_parameters(-M @ E, K @ E.T, zero_b, zero_d))
     return np.stack(cols, axis=1)
 
 
@@ -532,7 +533,51 @@ def output_block_matvec(lin: Linearisation, terms: InitialStateTerms, v: Tensor)
     return out.reshape(v.shape)
 
 
-def unit_diagonal_blocks(lin: Linearisation, terms: InitialStateTerms) -> Tensor:
+def _unit_blocks_chunk(lin: Linearisation, roots: Tensor, units: slice) -> Tensor:
+    """Diagonal blocks of F_θθ (no profile correction) for the units in ``units``.
+
+    With ẽ(t) = (κ(t), 0_R, u(t), 1) the direct derivative of x_i(t) and ``ℓ_i(t) = m_iᵀ S_i(t)``
+    the latent one, ``Fᵢ = Σ ω_i (ẽ ẽᵀ + ẽ ℓᵀ + ℓ ẽᵀ) + Σ S_iᵀ G S_i``.
+    """
+    n_trials, n_time, N = lin.phi.shape
+    R, Din = lin.rank, lin.n_inputs
+    p = 2 * R + Din + 1
+    c = lin.alpha / N
+    M, K = lin.M[units], lin.K[units]
+    n_u = M.shape[0]
+    ebar = lin.latents.new_zeros(n_trials, n_time, p)
+    ebar[..., :R] = lin.latents
+    ebar[..., 2 * R : 2 * R + Din] = lin.inputs
+    ebar[..., -1] = 1.0
+    weight = lin.weight[:, :, units]
+    # Σ_t ω ẽ ẽᵀ in one product over all (trial, time) pairs.
+    outer = (ebar[..., :, None] * ebar[..., None, :]).reshape(-1, p * p)
+    blocks = (weight.reshape(-1, n_u).T @ outer).reshape(n_u, p, p)
+    k_columns = lin.latents.new_zeros(R, 1, p)
+    k_columns[torch.arange(R), 0, R + torch.arange(R)] = c
+    S = lin.latents.new_zeros(n_trials, R, n_u, p)  # ∂κ_r(t)/∂θ_i[p]
+    mt = M.T[None, :, :, None]
+    for t in range(n_time):
+        lat = (S * mt).sum(1)  # (n, n_u, p)
+        cross = torch.einsum("nip,nq->ipq", weight[:, t, :, None] * lat, ebar[:, t])
+        blocks += cross + cross.transpose(1, 2)
+        Z = torch.bmm(roots[:, t], S.view(n_trials, R, n_u * p)).view(n_trials * R, n_u, p)
+        blocks += torch.einsum("kip,kiq->ipq", Z, Z)
+        if t + 1 < n_time:
+            ks = c * lin.slope[:, t, None, units] * K.T  # (n, R, n_u): (α/N) φ'(x_i) k_i
+            forcing = ks[..., None] * ebar[:, t, None, None, :]
+            forcing += lin.phi[:, t, None, units, None] * k_columns
+            S = torch.baddbmm(
+                forcing.reshape(n_trials, R, n_u * p),
+                lin.transition[:, t],
+                S.view(n_trials, R, n_u * p),
+            ).view(n_trials, R, n_u, p)
+    return blocks
+
+
+def unit_diagonal_blocks(
+    lin: Linearisation, terms: InitialStateTerms, *, unit_chunk_elements: int = 2**19
+) -> Tensor:
     """Return the exact per-unit diagonal blocks of the profiled Fisher matrix.
 
     Block i is F restricted to unit i's parameters (m_i, k_i, b_i, d_i) (the order of
@@ -551,6 +596,8 @@ def unit_diagonal_blocks(lin: Linearisation, terms: InitialStateTerms) -> Tensor
         Where to linearise.
     terms : InitialStateTerms
         From :func:`initial_state_terms`.
+    unit_chunk_elements : int, default: 2**19
+        Size (entries) of the sensitivity array of one chunk of units.
 
     Returns
     -------
@@ -560,34 +607,14 @@ def unit_diagonal_blocks(lin: Linearisation, terms: InitialStateTerms) -> Tensor
     n_trials, n_time, N = lin.phi.shape
     R, Din = lin.rank, lin.n_inputs
     p = 2 * R + Din + 1
-    c = lin.alpha / N
-    S = lin.latents.new_zeros(n_trials, R, N, p)  # ∂κ_r(t)/∂θ_i[p]
-    blocks = lin.latents.new_zeros(N, p, p)
-    direct = lin.latents.new_zeros(n_trials, N, p)
-    direct[..., -1] = 1.0
     evals, evecs = torch.linalg.eigh(lin.gram)
-    roots = evecs * evals.clamp_min(0.0).sqrt()[..., None, :]  # G(t) = L Lᵀ
-    for t in range(n_time):
-        kap = lin.latents[:, t]
-        direct[..., :R] = kap[:, None, :]
-        if Din:
-            direct[..., 2 * R : 2 * R + Din] = lin.inputs[:, t, None, :]
-        w = lin.weight[:, t, :, None]  # (n, N, 1)
-        lat = torch.einsum("nrip,ir->nip", S, lin.M)
-        row = direct + lat
-        blocks += torch.einsum("nip,niq->ipq", w * row, row)
-        blocks -= torch.einsum("nip,niq->ipq", w * lat, lat)
-        Z = (roots[:, t].transpose(1, 2) @ S.reshape(n_trials, R, N * p)).reshape(S.shape)
-        blocks += torch.einsum("nrip,nriq->ipq", Z, Z)
-        if t + 1 < n_time:
-            S = (lin.transition[:, t] @ S.reshape(n_trials, R, N * p)).reshape(S.shape)
-            ks = c * lin.slope[:, t, None, :] * lin.K.T  # (n, R, N): (α/N) φ'(x_i) k_i
-            S[..., :R] += ks[..., None] * kap[:, None, None, :]
-            for r in range(R):
-                S[:, r, :, R + r] += c * lin.phi[:, t]
-            if Din:
-                S[..., 2 * R : 2 * R + Din] += ks[..., None] * lin.inputs[:, t, None, None, :]
-            S[..., -1] += ks
+    roots = (evecs * evals.clamp_min(0.0).sqrt()[..., None, :]).transpose(-1, -2)  # Lᵀ, G = L Lᵀ
+    # Units are processed in chunks small enough for the sensitivities to stay in cache.
+    size = max(1, unit_chunk_elements // (n_trials * R * p))
+    roots = roots.contiguous()
+    blocks = torch.cat(
+        [_unit_blocks_chunk(lin, roots, slice(i, i + size)) for i in range(0, N, size)]
+    )
     idx = torch.as_tensor(unit_indices(N, R, Din))
     cross = terms.cross[:, :, idx]  # (n, R, N, p)
     blocks -= torch.einsum("naip,nab,nbiq->ipq", cross, terms.pinv, cross)

@@ -350,7 +350,7 @@ class LaplacePosterior:
         return out.reshape(lead)
 
     def unflatten(self, theta) -> dict[str, np.ndarray]:
-        """Split θ of shape (..., n_params) into ``{"M", "K", "B", "d"}`` with leading axes kept."""
+        """Split θ of shape (..., n_params) into ``{"M", "K", "B", "d"}`` (leading axes kept)."""
         return unflatten(self.posterior, theta)
 
 

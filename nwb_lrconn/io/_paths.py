@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["object_paths", "get_object", "path_of", "describe_source"]
+__all__ = ["object_paths", "get_object", "path_of", "file_identifier"]
 
 
 def object_paths(nwbfile: Any) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def get_object(
     return obj
 
 
-def describe_source(nwbfile: Any) -> str:
+def file_identifier(nwbfile: Any) -> str:
     """Return the file identifier as a plain string."""
     ident = nwbfile.identifier
     return ident.decode() if isinstance(ident, bytes) else str(ident)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._paths import describe_source, object_paths
+from ._paths import file_identifier, object_paths
 from .streaming import open_nwb
 
 __all__ = ["inspect_nwb", "NWBSummary"]
@@ -82,7 +82,7 @@ def inspect_nwb(path: str | os.PathLike) -> NWBSummary:
                 summary.timeseries.append(
                     {"path": p, "shape": list(obj.data.shape), "unit": str(obj.unit)}
                 )
-        identifier = describe_source(nwbfile)
+        identifier = file_identifier(nwbfile)
     return NWBSummary(
         path=summary.path,
         identifier=identifier,

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._validation import check_positive, check_positive_int
 from ..data import Recording, SourceInfo
-from ._paths import describe_source, get_object
+from ._paths import file_identifier, get_object
 from .binning import make_grid
 from .streaming import open_nwb
 from .timeseries import build_inputs
@@ -337,7 +337,7 @@ def read_units(
         u, names = (None, ())
         if inputs:
             u, names = build_inputs(nwbfile, inputs, grid, source)
-        identifier = describe_source(nwbfile)
+        identifier = file_identifier(nwbfile)
     selection.update(
         units_path=units_path,
         unit_ids=None if unit_ids is None else [_json_id(v) for v in unit_ids],

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._validation import check_choice, check_positive
 from ..data import Recording, SourceInfo
-from ._paths import describe_source, get_object, object_paths, path_of
+from ._paths import file_identifier, get_object, object_paths, path_of
 from .binning import BinGrid, bin_samples, make_grid
 from .streaming import open_nwb
 from .timeseries import build_inputs, sample_times
@@ -262,7 +262,7 @@ def read_ophys(
         if inputs:
             u, names = build_inputs(nwbfile, inputs, grid, source)
             u = u[keep]
-        identifier = describe_source(nwbfile)
+        identifier = file_identifier(nwbfile)
     selection.update(
         series_path=series_path,
         bin_width=None if bin_width is None else float(bin_width),

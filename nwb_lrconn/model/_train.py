@@ -95,9 +95,8 @@ def _noise(model: LowRankRNN, batch: Batch, config: TrainConfig, generator) -> T
     if config.process_noise <= 0:
         return None
     shape = (batch.n_trials, batch.data.shape[1] - 1, model.rank)
-    return config.process_noise * torch.randn(
-        shape, generator=generator, device=batch.data.device, dtype=batch.data.dtype
-    )
+    noise = torch.randn(shape, generator=generator, dtype=batch.data.dtype)  # CPU generator
+    return config.process_noise * noise.to(batch.data.device)
 
 
 def train(
@@ -137,10 +136,16 @@ def train(
 
     kappa_train = torch.nn.Parameter(initial_train.clone())
     kappa_test = torch.nn.Parameter(initial_test.clone())
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    readout = [model.readout_gain, model.readout_offset]
+    network = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in readout)]
+    # Adam moves every entry by about lr per step whatever its size; the readout of spike counts
+    # lives on the scale of rates in 1/s, so its steps are scaled up to match (otherwise the
+    # loadings adapt to a frozen readout and the fit settles in the linear regime of φ).
+    readout_scale = max(1.0, float(model.readout_gain.detach().abs().median()))
     optimizer = torch.optim.Adam(
         [
-            {"params": trainable, "weight_decay": config.weight_decay},
+            {"params": network, "weight_decay": config.weight_decay},
+            {"params": readout, "weight_decay": 0.0, "lr": readout_scale * config.lr},
             {"params": [kappa_train], "weight_decay": 0.0, "lr": _KAPPA_LR * config.lr},
         ],
         lr=config.lr,
@@ -233,7 +238,7 @@ def _refine_lbfgs(model, k_train, k_test, train_batch, test_batch, config, histo
     patience = max(3, config.patience // 4)
     start = len(history)
     for round_ in range(config.lbfgs_rounds):
-        train_loss = float(optimizer.step(closure))
+        train_loss = float(optimizer.step(closure).detach())
         for _ in range(5):
             test_optimizer.zero_grad(set_to_none=True)
             (grad,) = torch.autograd.grad(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import stat
 from types import SimpleNamespace
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from nwb_lrconn.extension import list_results, mock_results, read_results, write_results
+from nwb_lrconn.extension._build import build_fit
 from nwb_lrconn.extension.types import NamedArrays
 from nwb_lrconn.extension.write import check_namespace
 
@@ -167,8 +167,6 @@ def test_bad_array_names():
     results = mock_results()
     bad = dataclasses.replace(results.distribution, flow_a_parameters={"": np.zeros(2)})
     with pytest.raises(ValueError, match="flow_a_parameters: array names must be non-empty"):
-        from nwb_lrconn.extension._build import build_fit
-
         build_fit(dataclasses.replace(results, distribution=bad))
 
 
@@ -187,7 +185,6 @@ def test_mock_argument_errors():
         mock_results(structure="sparse")
     with pytest.raises(ValueError, match="n_time must be >= 4; got 2"):
         mock_results(n_time=2)
-    assert os.environ.get("PYNWB_NO_CACHE_DIR") == "1"
 
 
 def test_failed_read_back_leaves_the_target_untouched(monkeypatch, units_source, units_results):

@@ -232,3 +232,11 @@ def test_trial_rows_follow_dropped_and_split_trials(units_file):
     # the 0.25-s remainder of trial 2 holds no full bin and is left out
     assert windows.source.selection["trial_rows"] == [0, 0, 1, 1, 1, 2, 3, 3, 3]
     np.testing.assert_array_equal(windows.mask.sum(axis=1), [4, 2, 4, 4, 1, 4, 4, 4, 4])
+
+
+def test_where_on_a_bytes_column(tmp_path):
+    trains = [np.array([0.5, 1.5]), np.array([0.7]), np.array([1.2])]
+    quality = np.array([b"good", b"mua", b"good"])  # as some DANDI files store strings
+    path = write_units_nwb(tmp_path / "b.nwb", trains, columns={"quality": quality})
+    rec = read_units(path, bin_width=0.5, where=("quality", "==", "good"))
+    np.testing.assert_array_equal(rec.unit_rows, [0, 2])
