@@ -146,7 +146,7 @@ def run_batch(
         ``bits_per_spike`` / ``r2`` (NaN when the fit does not report them), degeneracy counts
         (``n_constrained``, ``n_degenerate``, ``n_gauge``, ``n_total``; missing when the
         posterior stage is off), ``error`` ("" unless failed), ``time_s`` (wall seconds of the
-        task, 0 when skipped) and ``output`` (the output path).
+        task, 0 when skipped) and ``output`` (the output path; "" when failed).
 
     Raises
     ------
@@ -154,6 +154,11 @@ def run_batch(
         When outputs exist that do not match their task and ``overwrite`` is False.
     ValueError
         On invalid sizes, or resources the embedded workers cannot offer.
+
+    Notes
+    -----
+    Run one batch at a time per ``output_dir``: scratch folders of this batch's tasks are removed
+    when it ends. Failed tasks are rerun by the next call; finished ones are skipped.
 
     Examples
     --------
@@ -285,7 +290,7 @@ def _run_on_dask(
             memory_limit=memory_limit,
             processes=True,
             resources=_worker_resources(resources, memory_limit, n_workers),
-            dashboard_address=None,
+            dashboard_address=":0",  # no fixed port: other clusters may run here
             silence_logs=logging.CRITICAL,  # failures are reported in the summary table
         )
         client = Client(cluster)
@@ -426,7 +431,9 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--n-workers", type=int, default=2, help="embedded workers (default 2)")
     parser.add_argument("--threads-per-worker", type=int, default=1, help="default 1")
     parser.add_argument(
-        "--memory-limit", default="auto", help="per embedded worker, e.g. 4GB (default auto)"
+        "--memory-limit",
+        default="auto",
+        help="per embedded worker, e.g. 4GB, or none (default auto)",
     )
     parser.add_argument("--task-memory", help="memory each task reserves, e.g. 2GB")
     parser.add_argument(
@@ -482,7 +489,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             n_workers=args.n_workers,
             threads_per_worker=args.threads_per_worker,
-            memory_limit=args.memory_limit,
+            memory_limit=None if args.memory_limit.lower() == "none" else args.memory_limit,
             resources=resources or None,
             retries=args.retries,
             summary=args.summary,

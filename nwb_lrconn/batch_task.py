@@ -190,7 +190,13 @@ def _source_identifier(source: str) -> str | None:
 
 
 def _comparable_config(config_json: str) -> dict[str, Any]:
-    data = json.loads(config_json)
+    """The configuration with defaults filled in and the execution-only ``device`` dropped."""
+    from .config import RunConfig
+
+    try:
+        data = RunConfig.from_json(config_json).to_dict()
+    except (TypeError, ValueError):  # written by another version: compare the raw JSON
+        data = json.loads(config_json)
     data.pop("device", None)
     return data
 

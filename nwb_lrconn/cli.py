@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DistributionConfig, FitConfig, ReadConfig, RunConfig
+from .config import DistributionConfig, FitConfig, PosteriorConfig, ReadConfig, RunConfig
 from .data import Results
 
 __all__ = ["main", "build_parser", "format_report", "run_demo", "write_figures"]
@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", metavar="DIR", default="nwb_lrconn_demo", help="output folder")
     demo.add_argument("--quick", action="store_true", help="tiny sizes (seconds, for tests)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     _add_common(demo)
 
     inspect = sub.add_parser("inspect", help="list what an NWB file holds that can be fitted")
@@ -241,10 +242,22 @@ def _load_sorting(path: str) -> Any:
     return si.load(path)
 
 
+# Library keywords named in error messages, and the flags that set them.
+_FLAG_HINTS = {
+    "series_path=": "--ophys SERIES",
+    "trials=": "--trials TABLE",
+    "window_length": "--window S",
+    "bin_width": "--bin-width S",
+}
+
+
 def _one_line(exc: BaseException) -> str:
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    text = " ".join(str(text).split())
-    return text or type(exc).__name__
+    text = " ".join(str(text).split()) or type(exc).__name__
+    flags = [flag for key, flag in _FLAG_HINTS.items() if key in text and flag not in text]
+    if flags:
+        text += f" (CLI: {', '.join(flags)})"
+    return text
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -373,6 +386,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args.out,
         quick=args.quick,
         seed=args.seed,
+        device=args.device,
         progress=not args.quiet,
         log=lambda m: _say(args, m),
     )
@@ -402,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # every failure becomes one line; --debug shows the traceback
         if getattr(args, "debug", False):
             raise
@@ -511,13 +528,19 @@ def format_report(results: Results) -> str:
 
 
 def write_figures(
-    results: Results, folder: str | os.PathLike, *, nwb_path: str | os.PathLike | None = None
+    results: Results,
+    folder: str | os.PathLike,
+    *,
+    nwb_path: str | os.PathLike | None = None,
+    formats: tuple[str, ...] = ("png", "pdf"),
 ) -> list[Path]:
-    """Write the figures of one fit as PNG and PDF into ``folder``.
+    """Write the figures of one fit into ``folder``, one file per figure and format.
 
     Figures: the one-page summary, training curves, latent dynamics, loadings, degeneracy
-    spectrum, connectivity, flow training, and (when ``nwb_path`` still holds the source data
-    the configuration names) fitted against observed activity on a held-out trial.
+    spectrum, connectivity, flow training, cross-validated Gaussian-mixture curves of the fitted
+    and sampled loadings (how many clusters they support), and (when ``nwb_path`` still holds
+    the source data the configuration names) fitted against observed activity on a held-out
+    trial.
 
     Parameters
     ----------
@@ -528,6 +551,8 @@ def write_figures(
     nwb_path : path, optional
         NWB file holding the source data (e.g. the output of ``fit``); used to re-read the
         recording for the activity figure.
+    formats : tuple of str, default: ("png", "pdf")
+        File formats.
 
     Returns
     -------
@@ -535,32 +560,58 @@ def write_figures(
         Every file written.
     """
     from . import plotting
+    from .inference.dynamics import find_fixed_points
 
-    folder = Path(folder)
-    stem = folder / results.name
-    paths = []
-    paths += plotting.save_figure(plotting.plot_summary(results), f"{stem}_summary")
     fit = results.fit
-    paths += plotting.save_figure(plotting.plot_training_curves(fit), f"{stem}_training")
-    paths += plotting.save_figure(plotting.plot_latent_dynamics(fit), f"{stem}_latents")
-    paths += plotting.save_figure(
-        plotting.plot_loadings(fit, results.distribution), f"{stem}_loadings"
-    )
-    paths += plotting.save_figure(plotting.plot_connectivity(fit), f"{stem}_connectivity")
+    stem = Path(folder) / results.name
+    fixed_points = None
+    if fit.rank == 2:
+        fixed_points = find_fixed_points(
+            fit.M,
+            fit.K,
+            d=fit.d,
+            nonlinearity=fit.nonlinearity,
+            extent=plotting.latent_extent(fit),
+        )
+    figures = {
+        "summary": plotting.plot_summary(results, fixed_points=fixed_points),
+        "training": plotting.plot_training_curves(fit),
+        "latents": plotting.plot_latent_dynamics(fit, fixed_points=fixed_points),
+        "loadings": plotting.plot_loadings(fit, results.distribution),
+        "connectivity": plotting.plot_connectivity(fit),
+    }
     if results.degeneracy is not None:
-        paths += plotting.save_figure(
-            plotting.plot_degeneracy_spectrum(results.degeneracy), f"{stem}_degeneracy"
-        )
+        figures["degeneracy"] = plotting.plot_degeneracy_spectrum(results.degeneracy)
     if results.distribution is not None:
-        paths += plotting.save_figure(
-            plotting.plot_flow_training(results.distribution), f"{stem}_flow_training"
-        )
+        figures["flow_training"] = plotting.plot_flow_training(results.distribution)
+        figures["gmm"] = plotting.plot_gmm_curves(_gmm_curves(results))
     recording = _recording_for(results, nwb_path)
     if recording is not None:
-        paths += plotting.save_figure(
-            plotting.plot_fitted_activity(fit, recording), f"{stem}_activity"
-        )
+        figures["activity"] = plotting.plot_fitted_activity(fit, recording)
+    paths: list[Path] = []
+    for name, figure in figures.items():
+        paths += plotting.save_figure(figure, f"{stem}_{name}", formats=formats)
     return paths
+
+
+def _gmm_curves(results: Results) -> dict[str, tuple[Any, Any]]:
+    """Cross-validated GMM log-likelihood of [m, k] for the fitted and the sampled units."""
+    import numpy as np
+
+    from .inference.metrics import gmm_cv_log_likelihood
+
+    fit, dist = results.fit, results.distribution
+    tables = {
+        "fitted units": np.hstack([fit.M, fit.K]),
+        f"sampled units, σ={dist.sigma:g}": np.hstack(
+            [dist.samples_z[:, : fit.rank], dist.samples_k]
+        ),
+    }
+    curves = {}
+    for label, X in tables.items():
+        components = np.arange(1, min(6, max(1, X.shape[0] // 8)) + 1)
+        curves[label] = (components, gmm_cv_log_likelihood(X, n_components=components))
+    return curves
 
 
 def _recording_for(results: Results, nwb_path: str | os.PathLike | None) -> Any:
@@ -589,6 +640,7 @@ def run_demo(
     *,
     quick: bool = False,
     seed: int = 0,
+    device: str = "cpu",
     progress: bool = True,
     log: Any = None,
 ) -> Path:
@@ -603,6 +655,8 @@ def run_demo(
         Tiny sizes (a few seconds; for tests).
     seed : int, default: 0
         Seed of the network, the spikes and every stage.
+    device : str, default: "cpu"
+        Torch device of the fit and the flows.
     progress : bool, default: True
         Progress bars.
     log : callable, optional
@@ -646,6 +700,7 @@ def run_demo(
     config = RunConfig(
         read=ReadConfig(bin_width=0.02, trials="trials"),
         fit=FitConfig(rank=2, max_epochs=30 if quick else 150, patience=10 if quick else 20),
+        posterior=PosteriorConfig(structure="blocks"),
         distribution=DistributionConfig(
             n_steps_a=200 if quick else 1500,
             n_steps_b=50 if quick else 300,
@@ -656,6 +711,7 @@ def run_demo(
             validation_every=25 if quick else 100,
         ),
         seed=seed,
+        device=device,
         name="ring_demo",
     )
     output = out / "ring_demo_lrconn.nwb"
@@ -668,7 +724,7 @@ def run_demo(
     text = format_report(results) + f"\n  ground truth: latent alignment R² {r2:.3f}\n"
     (out / "report.txt").write_text(text, encoding="utf-8")
     log("writing figures")
-    write_figures(results, out / "figures", nwb_path=output)
+    write_figures(results, out / "figures", nwb_path=output, formats=("png",))
     return output
 
 

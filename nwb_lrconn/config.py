@@ -448,11 +448,11 @@ class DistributionConfig:
         Width of the velocity MLPs.
     n_layers : int, default: 4
         Hidden layers of the velocity MLPs.
-    learning_rate : float, default: 1e-3
+    learning_rate : float, default: 3e-3
         AdamW learning rate.
-    batch_size : int, default: 64
+    batch_size : int, default: 256
         Units per flow-A step.
-    n_steps_a, n_steps_b : int, default: 6000, 1500
+    n_steps_a, n_steps_b : int, default: 3000, 1000
         Maximum training steps of flow A (over z) and flow B (over k given z).
     ridge_lambda : float, default: 1e-5
         λ of the ridge (maximum-entropy prior) targets.
@@ -460,7 +460,7 @@ class DistributionConfig:
         S, virtual units per flow-B training step.
     ode_step : float, default: 0.05
         Step of the midpoint ODE solver.
-    pool_size : int, default: 50000
+    pool_size : int, default: 20000
         Flow-A samples drawn once and reused as flow-B virtual units.
     validation_every : int, default: 100
         Steps between validations.
@@ -473,14 +473,14 @@ class DistributionConfig:
     n_samples: int = 1000
     hidden_features: int = 128
     n_layers: int = 4
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    n_steps_a: int = 6000
-    n_steps_b: int = 1500
+    learning_rate: float = 3e-3
+    batch_size: int = 256
+    n_steps_a: int = 3000
+    n_steps_b: int = 1000
     ridge_lambda: float = 1e-5
     n_virtual_units: int = 1000
     ode_step: float = 0.05
-    pool_size: int = 50000
+    pool_size: int = 20000
     validation_every: int = 100
     patience: int = 10
 

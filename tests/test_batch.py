@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from nwb_lrconn.batch import (
     select_ranks,
     write_summary,
 )
+from nwb_lrconn.cli import main
 from nwb_lrconn.config import RunConfig
 from nwb_lrconn.extension import read_results
 from nwb_lrconn.io import write_units_nwb
@@ -169,6 +171,65 @@ def test_resolve_device():
             assert resolve_device("cuda:0") == "cpu"
 
 
+# ------------------------------------------------------------------- recognising finished work
+def _write_mock_output(task, **provenance) -> None:
+    """Write results for ``task`` whose provenance fields can be overridden."""
+    from nwb_lrconn.data import Provenance, SourceInfo
+    from nwb_lrconn.extension import mock_results, write_results
+
+    fields = {
+        "software_version": "0",
+        "config_json": task.config_json,
+        "random_seed": task.seed,
+        "source": SourceInfo(identifier="session-a", path=task.input),
+        "created": "2026-01-01T00:00:00+00:00",
+        **provenance,
+    }
+    results = mock_results(rank=task.rank, with_distribution=False, random_state=0)
+    results = dataclasses.replace(results, name=RunConfig().name, provenance=Provenance(**fields))
+    write_results(results, None, task.output)
+
+
+@pytest.mark.parametrize(
+    ("provenance", "mismatch"),
+    [
+        ({}, None),
+        ({"config_json": RunConfig(device="cuda").with_overrides(rank=2).to_json()}, None),
+        ({"random_seed": 1}, "seed 1 != 0"),
+        (
+            {"config_json": RunConfig().with_overrides(rank=2, lr=0.5).to_json()},
+            "the run configuration differs",
+        ),
+        ({"source": "other"}, r"source '.*other.nwb' != "),
+        ({"source": "identifier"}, "source identifier 'session-b' != 'session-a'"),
+    ],
+)
+def test_finished_outputs_are_recognised_by_provenance(tmp_path, provenance, mismatch):
+    from nwb_lrconn.batch import summarise_output
+    from nwb_lrconn.data import SourceInfo
+    from nwb_lrconn.extension import mock_units_nwb
+
+    source = mock_units_nwb(tmp_path / "a.nwb", identifier="session-a")
+    (task,) = plan_batch(source, ranks=[2], seeds=[0], config=RunConfig(), output_dir=tmp_path)
+    if provenance.get("source") == "other":
+        provenance["source"] = SourceInfo(identifier="session-a", path=str(tmp_path / "other.nwb"))
+    elif provenance.get("source") == "identifier":
+        provenance["source"] = SourceInfo(identifier="session-b", path=task.input)
+    _write_mock_output(task, **provenance)
+    if mismatch is None:
+        row = summarise_output(task.output, task)
+        assert (row["status"], row["rank"], row["seed"]) == ("skipped", 2, 0)
+        assert row["file"] == str(source)
+        assert row["n_gauge"] == 4 and math.isfinite(row["log_likelihood"])
+    else:
+        expected = f"does not hold the results of this task: {mismatch}"
+        with pytest.raises(RuntimeError, match=expected):
+            summarise_output(task.output, task)
+        # A batch never counts it as finished, nor silently replaces it.
+        with pytest.raises(FileExistsError, match=r"1 output\(s\) in .* do not match their task"):
+            run_batch(source, ranks=[2], seeds=[0], output_dir=tmp_path)
+
+
 # ---------------------------------------------------------------------------- rank selection
 def _summary(rows):
     table = pd.DataFrame(rows, columns=["file", "rank", "seed", "status", "log_likelihood"])
@@ -298,7 +359,7 @@ def client():
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,
@@ -315,8 +376,7 @@ def _check_outputs(table: pd.DataFrame, config: RunConfig) -> None:
         assert results.provenance.source.path == row.file
         stored = RunConfig.from_json(results.provenance.config_json)
         assert stored == config.with_overrides(rank=row.rank, seed=row.seed)
-        assert row.log_likelihood == results.fit.metrics["log_likelihood"]
-        assert math.isfinite(row.log_likelihood)
+        assert math.isclose(row.log_likelihood, results.fit.metrics["log_likelihood"])
         deg = results.degeneracy
         counts = (deg.n_constrained, deg.n_degenerate, deg.n_gauge, deg.n_total)
         assert (row.n_constrained, row.n_degenerate, row.n_gauge, row.n_total) == counts
@@ -340,8 +400,7 @@ def test_batch_cli_runs_then_rerun_does_no_work(sessions, tmp_path, capsys, monk
     out = tmp_path / "out"
     argv = ["batch", *map(str, sessions[:2]), "-o", str(out), "--ranks", "1", "2"]
     argv += ["--seeds", "3", "--config", str(config_file), "--quiet"]
-    args = _parse(argv)
-    assert args.func(args) == 0
+    assert main(argv) == 0  # through the package's command line
     printed = capsys.readouterr().out
     assert "4 task(s): 4 done, 0 skipped, 0 failed" in printed
     table = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
@@ -388,7 +447,7 @@ def counting_task(task, output: Path) -> None:
 
 
 @pytest.mark.timeout(400)  # a hung cluster fails instead of blocking the suite
-def test_corrupt_input_is_reported_and_retried_others_finish(sessions, tmp_path, client):
+def test_corrupt_input_is_reported_and_retried_others_finish(sessions, tmp_path, client, capsys):
     corrupt = tmp_path / "corrupt.nwb"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(2000))  # HDF5 magic, garbage after
     config = _tiny_config()
@@ -414,6 +473,14 @@ def test_corrupt_input_is_reported_and_retried_others_finish(sessions, tmp_path,
     assert _attempts_file(plan[0]).read_text().count("attempt") == 2  # retried once
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary["status"].tolist() == ["done", "failed", "done"]
+
+    # The command line on an existing scheduler: exit code 1 and the failure listed.
+    argv = ["batch", str(corrupt), "-o", str(tmp_path / "cli"), "--ranks", "1", "--quiet"]
+    argv += ["--scheduler", client.scheduler.address, "--retries", "0"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "1 task(s): 0 done, 0 skipped, 1 failed" in captured.out
+    assert captured.err.startswith(f"failed: {corrupt} rank=1 seed=0: ")
 
 
 def kill_once_task(task, output: Path) -> None:
@@ -444,6 +511,36 @@ def test_killed_worker_is_rescheduled_and_leaves_no_partial_output(sessions, tmp
     assert (tmp_path / "out" / Path(table["output"][0]).with_suffix(".killed").name).exists()
     assert list(table["status"]) == ["done", "done"]
     _check_outputs(table, config)  # complete and readable, no scratch folder left
+
+
+@pytest.mark.timeout(400)
+def test_overwrite_replaces_a_mismatched_output(sessions, tmp_path, client):
+    config = _tiny_config()
+    (task,) = plan_batch(sessions[6], ranks=[1], seeds=[0], config=config, output_dir=tmp_path)
+    _write_mock_output(task, random_seed=7)  # someone else's result under this name
+    kwargs = {"ranks": [1], "seeds": [0], "config": config, "output_dir": tmp_path}
+    with pytest.raises(FileExistsError, match=r"seed 7 != 0"):
+        run_batch(sessions[6], scheduler=client, **kwargs)
+    table = run_batch(sessions[6], scheduler=client, overwrite=True, progress=False, **kwargs)
+    assert list(table["status"]) == ["done"]
+    _check_outputs(table, config)
+
+
+def test_unoffered_resources_warn_on_an_existing_cluster(client):
+    from nwb_lrconn.batch import _warn_if_unoffered
+
+    with pytest.warns(RuntimeWarning, match=r"no worker .* offers resource GPU=1; the tasks wait"):
+        _warn_if_unoffered(client, {"GPU": 1})
+
+
+def test_task_that_writes_nothing_fails_cleanly(tmp_path):
+    from nwb_lrconn.batch import run_task
+
+    source = _touch(tmp_path / "s.nwb")
+    (task,) = plan_batch(source, ranks=[1], seeds=[0], config=RunConfig(), output_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"the task function wrote no file at .*s_.*\.nwb"):
+        run_task(task, task_fn=lambda task, path: None)
+    assert not Path(task.output).exists() and not list((tmp_path / ".partial").iterdir())
 
 
 @pytest.mark.slow

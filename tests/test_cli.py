@@ -92,6 +92,14 @@ def test_help_lists_commands_and_examples(capsys):
     assert "--rank" in text and "--in-place" in text and "examples:" in text
 
 
+def test_batch_subcommand_is_hooked_in(tmp_path, capsys):
+    assert main(["batch", "--help"]) == 0
+    assert "--output-dir" in capsys.readouterr().out
+    code = main(["batch", str(tmp_path / "none_*.nwb"), "-o", str(tmp_path / "out"), "--quiet"])
+    assert code == 2
+    assert "matched no file" in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2(capsys):
     assert main([]) == 2
     assert main(["fit"]) == 2
@@ -170,7 +178,8 @@ def test_report_summarises_every_fit_and_draws_figures(fitted, tmp_path, capsys)
     assert "bits/spike" in text and "degeneracy: not computed" in text
     assert "distribution: 30 sampled units at sigma 1" in text
     names = sorted(p.name for p in figures.iterdir())
-    for stem in ("summary", "training", "latents", "loadings", "connectivity", "activity"):
+    stems = ("summary", "training", "latents", "loadings", "connectivity", "activity", "gmm")
+    for stem in stems:
         assert f"tiny_{stem}.png" in names and f"tiny_{stem}.pdf" in names
 
 
@@ -228,6 +237,16 @@ def test_missing_input_file(tmp_path, capsys):
         assert main([command, str(tmp_path / "none.nwb")]) == 1
         err = capsys.readouterr().err.strip()
         assert "none.nwb" in err and "\n" not in err, err
+
+
+def test_library_keywords_in_errors_get_their_flag(capsys, data_file):
+    path = data_file(
+        "turner-evans2017-fly-central-complex/derived_nwb/"
+        "EB_Fly1_9day_6fx37F06_jRGC1ax60D05_Dark_00001_DERIVED.nwb"
+    )
+    assert main(["fit", str(path), "--ophys", "--window", "4", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "holds 2 RoiResponseSeries" in err and err.endswith("(CLI: --ophys SERIES)")
 
 
 def test_not_an_nwb_file(tmp_path, capsys):
@@ -291,12 +310,55 @@ def test_real_subprocess_inspect_and_bad_input(workdir, tmp_path):
     )
 
 
-def test_console_script_is_installed():
+def test_real_subprocess_report(fitted):
+    out = subprocess.run(
+        [sys.executable, "-m", "nwb_lrconn.cli", "report", str(fitted)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and "fit 'tiny'" in out.stdout and "bits/spike" in out.stdout
+
+
+def _console_script() -> Path:
     script = Path(sys.executable).with_name("nwb-lrconn")
     if not script.exists():
         pytest.skip("console script not installed in this environment")
-    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    return script
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(
+        [str(_console_script()), "--version"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and out.stdout.startswith("nwb-lrconn ")
+
+
+@pytest.mark.slow
+def test_console_script_fits(workdir, tmp_path):
+    script = _console_script()
+    target = tmp_path / "script.nwb"
+    out = subprocess.run(
+        [
+            str(script),
+            "fit",
+            str(workdir / "ring.nwb"),
+            "--config",
+            str(workdir / "tiny.toml"),
+            "--out",
+            str(target),
+            "--no-posterior",
+            "--no-distribution",
+            "--max-epochs",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("wrote fit 'tiny'") and target.is_file()
 
 
 def test_report_reads_back_what_fit_wrote(fitted):
@@ -307,3 +369,12 @@ def test_report_reads_back_what_fit_wrote(fitted):
     text = format_report(results)
     assert f"held-out {results.fit.metrics['bits_per_spike']:.4g} bits/spike" in text
     assert np.isfinite(results.fit.metrics["log_likelihood"])
+
+
+def test_cli_import_is_light():
+    code = (
+        "import sys, nwb_lrconn.cli as c; c.build_parser(); "
+        "print([m for m in ('torch', 'pynwb', 'matplotlib', 'dask') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

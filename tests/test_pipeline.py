@@ -89,6 +89,18 @@ def test_run_on_a_file_returns_results_with_provenance(units_file, session):
     assert any(m.startswith("read 24 units, 9 trials") for m in messages)
 
 
+def test_posterior_and_degeneracy_stage(session):
+    config = tiny_config(**{"posterior.enabled": True, "posterior.structure": "blocks"})
+    results = run(config, session.to_recording(), progress=False)
+    post, deg = results.posterior, results.degeneracy
+    n_params = N_UNITS * (2 + 2 + 1)  # M, K, d (no inputs)
+    assert post.n_params == n_params and post.structure == "blocks"
+    assert post.prior_precision == config.posterior.prior_precision
+    assert deg.n_total == n_params and deg.n_gauge == 4
+    assert deg.n_constrained + deg.n_degenerate + deg.n_gauge == n_params
+    assert deg.unit_scores.shape == (N_UNITS,)
+
+
 def test_run_accepts_an_in_memory_recording_and_is_deterministic(session):
     recording = session.to_recording()
     first = run(tiny_config(), recording, progress=False)
@@ -134,7 +146,7 @@ def test_read_recording_errors(tmp_path, units_file):
     with pytest.raises(FileNotFoundError, match=r"input file not found: .*missing.nwb"):
         read_recording(tiny_config(), tmp_path / "missing.nwb")
     with pytest.raises(PipelineError, match=r"takes a spikeinterface sorting object"):
-        read_recording(tiny_config(source="sorting"), units_file)
+        read_recording(tiny_config(source="sorting", trials=None), units_file)
     with pytest.raises(PipelineError, match=r"source must be an NWB path or URL"):
         read_recording(tiny_config(), 42)
     with pytest.raises(TypeError, match=r"config must be a RunConfig"):

@@ -28,6 +28,7 @@ instead, an independent implementation that the tests compare against.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -666,7 +667,9 @@ def dense_profiled_ggn(lin: Linearisation, *, max_elements: int = 2**24) -> Tens
     chunk = max(1, max_elements // (n_time * N * (P + R)))
     for start in range(0, n_trials, chunk):
         sl = slice(start, start + chunk)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch.func's forward-mode decompositions still call the deprecated jit.script.
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated")
             j_theta, j_k0 = jac(theta, initial[sl], lin.inputs[sl])
         w = lin.weight[sl].reshape(-1, n_time * N, 1)
         j_theta = j_theta.reshape(-1, n_time * N, P)

@@ -14,7 +14,8 @@ Two storage structures (:class:`~nwb_lrconn.data.PosteriorCovariance`):
 ``"blocks"``
     matrix-free, memory O(n_trials · n_units · R · p) with p = 2R + D + 1 parameters per unit:
     the exact per-unit diagonal blocks ``Fᵢ`` of F (forward sensitivities) and the leading
-    eigenpairs ``(Λ, U)`` of F (Lanczos, ``scipy.sparse.linalg.eigsh`` on F-vector products).
+    eigenpairs ``(Λ, U)`` of F (Lanczos, ``scipy.sparse.linalg.eigsh`` on F-vector products;
+    an output block of at most 2048 entries is formed from such products and diagonalised).
     By default the eigenpairs are those of the output-side block F_KK, whose few large
     eigenvalues are the directions of K the data determine (the input-side blocks are nearly
     per-unit and are captured by ``Fᵢ``). The approximate precision is
@@ -52,6 +53,7 @@ __all__ = ["laplace_posterior", "LaplacePosterior", "sample", "log_prob", "unfla
 
 _STRUCTURES = ("auto", "dense", "blocks")
 _SUBSPACES = ("output", "all")
+_DENSE_EIGEN_LIMIT = 2048  # output blocks up to this size are eigendecomposed densely
 
 
 def laplace_posterior(
@@ -78,8 +80,9 @@ def laplace_posterior(
     structure : {"auto", "dense", "blocks"}, default: "auto"
         ``"auto"`` picks ``"dense"`` when θ has at most ``max_dense_params`` entries.
     n_eigenpairs : int, optional
-        Eigenpairs of F to keep. Default: all for ``"dense"``; ``min(4R² + 12, n − 1)`` for
-        ``"blocks"`` (n the size of the eigen-subspace).
+        Eigenpairs of F to keep. Default: all for ``"dense"`` and for an output block of at
+        most 2048 entries (formed and diagonalised exactly); otherwise ``min(2R + 8, n − 1)``
+        (n the size of the eigen-subspace, Lanczos).
     max_dense_params : int, default: 2000
         Size limit of the dense path under ``"auto"``.
     eigen_subspace : {"output", "all"}, default: "output"
@@ -140,10 +143,15 @@ def laplace_posterior(
         sub = np.arange(n_params)
         gauge = linalg.orth(gauge_directions(fit.M, fit.K, n_inputs))
     n_sub = sub.size
-    k = min(4 * rank**2 + 12, n_sub - 1) if n_eigenpairs is None else n_eigenpairs
-    if not 1 <= k < n_sub:
+    dense_eigen = gauge is None and n_sub <= _DENSE_EIGEN_LIMIT
+    if n_eigenpairs is None:
+        k = n_sub if dense_eigen else min(2 * rank + 8, n_sub - 1)
+    else:
+        k = n_eigenpairs
+    k_max = n_sub if dense_eigen else n_sub - 1
+    if not 1 <= k <= k_max:
         raise ValueError(
-            f"n_eigenpairs must be between 1 and {n_sub - 1} for structure='blocks' with "
+            f"n_eigenpairs must be between 1 and {k_max} for structure='blocks' with "
             f"eigen_subspace={eigen_subspace!r}; got {k}."
         )
 
@@ -154,11 +162,21 @@ def laplace_posterior(
         out = profiled_ggn_matvec(lin, terms, torch.from_numpy(full)).numpy()
         return out - gauge @ (gauge.T @ out)
 
-    operator = LinearOperator((n_sub, n_sub), matvec=matvec, matmat=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(0).standard_normal(n_sub)  # deterministic Lanczos start
-    evals, vecs = eigsh(operator, k=k, which="LA", v0=v0, tol=tol)
-    order = np.argsort(evals)[::-1]
-    evals, vecs = evals[order], vecs[:, order]
+    if dense_eigen:
+        # Small output block: form F_KK column block by column block, then eigh.
+        eye = torch.eye(n_sub, dtype=torch.float64)
+        F_sub = torch.cat(
+            [output_block_matvec(lin, terms, eye[:, i : i + 256]) for i in range(0, n_sub, 256)],
+            dim=1,
+        ).numpy()
+        evals, vecs = np.linalg.eigh(0.5 * (F_sub + F_sub.T))
+        evals, vecs = evals[::-1][:k], vecs[:, ::-1][:, :k]
+    else:
+        operator = LinearOperator((n_sub, n_sub), matvec=matvec, dtype=np.float64)
+        v0 = np.random.default_rng(0).standard_normal(n_sub)  # deterministic Lanczos start
+        evals, vecs = eigsh(operator, k=k, which="LA", v0=v0, tol=tol)
+        order = np.argsort(evals)[::-1]
+        evals, vecs = evals[order], vecs[:, order]
     evecs = np.zeros((n_params, k))
     evecs[sub] = vecs
     lowrank = np.einsum("ipa,a,iqa->ipq", evecs[index], np.clip(evals, 0.0, None), evecs[index])
@@ -192,8 +210,8 @@ class LaplacePosterior:
     Examples
     --------
     >>> post = LaplacePosterior(laplace_posterior(fit, recording))  # doctest: +SKIP
-    >>> theta = post.sample((100,), random_state=0)                # (100, n_params)
-    >>> post.log_prob(theta).shape
+    >>> theta = post.sample((100,), random_state=0)  # doctest: +SKIP
+    >>> post.log_prob(theta).shape  # doctest: +SKIP
     (100,)
     """
 

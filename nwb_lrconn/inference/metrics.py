@@ -45,7 +45,7 @@ def _softmin(eps: float, cost: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 def _sinkhorn_ot(
     x: torch.Tensor, y: torch.Tensor, *, p: int, blur: float, scaling: float, diameter: float
 ) -> torch.Tensor:
-    """Regularised OT_ε(x, y) with uniform weights, by symmetric log-domain Sinkhorn + ε-scaling."""
+    """Regularised OT_ε(x, y), uniform weights: symmetric log-domain Sinkhorn with ε-scaling."""
     c_xy = torch.cdist(x, y) ** p / p
     c_yx = c_xy.T
     log_a = torch.full((x.shape[0],), -math.log(x.shape[0]), dtype=x.dtype)
@@ -115,3 +115,252 @@ def sinkhorn_divergence(
             - 0.5 * _sinkhorn_ot(yt, yt, **kw)
         )
     return float(value)
+
+
+def conditional_mean_error(
+    m: np.ndarray, k: np.ndarray, g: Callable[[np.ndarray], np.ndarray]
+) -> float:
+    """Mean squared distance ``mean_i ‖k_i − g(m_i)‖²`` of output loadings from a conditional mean.
+
+    Parameters
+    ----------
+    m : ndarray of shape (n, rank)
+        Input-side loadings (or z; passed to ``g`` as is).
+    k : ndarray of shape (n, rank)
+        Output-side loadings.
+    g : callable
+        Maps ``m`` (n, ·) to the conditional mean (n, rank), e.g.
+        ``functools.partial(nwb_lrconn.model.networks.conditional_mean, "ring")``.
+
+    Returns
+    -------
+    float
+    """
+    m = np.asarray(m, dtype=np.float64)
+    k = check_array(k, "k", ndim=2, dtype=np.float64)
+    target = check_array(g(m), "g(m)", shape=k.shape, dtype=np.float64)
+    return float(np.mean(np.sum((k - target) ** 2, axis=1)))
+
+
+def connectivity_dissimilarity(
+    z_a: np.ndarray,
+    z_b: np.ndarray,
+    k_b: np.ndarray,
+    g_a: Callable[[np.ndarray], np.ndarray],
+    *,
+    blur: float = 0.05,
+) -> float:
+    """Dissimilarity D(A, B) = Sinkhorn(z_A, z_B) + mean_s ‖g_A(z_s^B) − k_s^B‖².
+
+    The first term compares the input-side distributions; the second compares the conditional
+    mean of A with the σ = 0 output loadings of B on B's own units (shared z).
+
+    Parameters
+    ----------
+    z_a : ndarray of shape (n_a, dim)
+        Input-side vectors of A (e.g. the true m).
+    z_b : ndarray of shape (n_b, dim)
+        Input-side vectors of B (e.g. sampled m).
+    k_b : ndarray of shape (n_b, rank)
+        Output loadings of B at σ = 0.
+    g_a : callable
+        Conditional mean of A, mapping (n, dim) to (n, rank).
+    blur : float, default: 0.05
+        Sinkhorn blur.
+
+    Returns
+    -------
+    float
+    """
+    return sinkhorn_divergence(z_a, z_b, blur=blur) + conditional_mean_error(z_b, k_b, g_a)
+
+
+def _sorted_effective_connectivity(M: np.ndarray, K: np.ndarray) -> np.ndarray:
+    # K projected onto the column space of M, then the sorted entries of M K_∥ᵀ.
+    q, _ = np.linalg.qr(M)
+    k_par = q @ (q.T @ K)
+    return np.sort((M @ k_par.T).ravel())
+
+
+def valente_dissimilarity(
+    M_a: np.ndarray, K_a: np.ndarray, M_b: np.ndarray, K_b: np.ndarray
+) -> float:
+    """The older baseline: 1 − Pearson correlation of the sorted effective connectivities.
+
+    ``sort(vec(M K_∥ᵀ))`` with K_∥ the projection of K onto the column space of M (Valente et
+    al. 2022), compared between A and B.
+
+    Parameters
+    ----------
+    M_a, K_a : ndarray of shape (n_units, rank)
+        Loadings of A.
+    M_b, K_b : ndarray of shape (n_units, rank)
+        Loadings of B (same number of units).
+
+    Returns
+    -------
+    float
+        In [0, 2]; 0 when the sorted entries are perfectly correlated.
+    """
+    M_a = check_array(M_a, "M_a", ndim=2, dtype=np.float64)
+    M_b = check_array(M_b, "M_b", ndim=2, dtype=np.float64)
+    if M_a.shape[0] != M_b.shape[0]:
+        raise ValueError(
+            f"valente_dissimilarity needs the same number of units in A and B; got "
+            f"{M_a.shape[0]} and {M_b.shape[0]}."
+        )
+    a = _sorted_effective_connectivity(M_a, check_array(K_a, "K_a", shape=M_a.shape))
+    b = _sorted_effective_connectivity(M_b, check_array(K_b, "K_b", shape=M_b.shape))
+    return float(1.0 - np.corrcoef(a, b)[0, 1])
+
+
+def gmm_cv_log_likelihood(
+    X: np.ndarray,
+    *,
+    n_components: Sequence[int] = tuple(range(1, 10)),
+    n_folds: int = 5,
+    random_state: int | None = 0,
+) -> np.ndarray:
+    """Cross-validated Gaussian-mixture log-likelihood per unit versus the number of components.
+
+    For each k, a full-covariance ``sklearn.mixture.GaussianMixture`` is fitted on k-fold
+    training splits of the rows of X and scored on the held-out rows.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_units, n_features)
+        E.g. ``[m, k]`` per unit.
+    n_components : sequence of int, default: 1..9
+        Numbers of components to try.
+    n_folds : int, default: 5
+        Folds.
+    random_state : int or None, default: 0
+        Seed of the fold split and of the mixtures.
+
+    Returns
+    -------
+    ndarray of shape (len(n_components),)
+        Mean held-out log-likelihood per unit (nats), averaged over folds.
+    """
+    from sklearn.mixture import GaussianMixture
+    from sklearn.model_selection import KFold
+
+    X = check_array(X, "X", ndim=2, dtype=np.float64, finite=True)
+    n_folds = check_positive_int(n_folds, "n_folds", minimum=2)
+    seed = int(make_rng(random_state).integers(2**31))
+    folds = list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
+    out = []
+    for n in n_components:
+        check_positive_int(n, "n_components")
+        scores = [
+            GaussianMixture(n, n_init=2, random_state=seed).fit(X[tr]).score(X[te])
+            for tr, te in folds
+        ]
+        out.append(float(np.mean(scores)))
+    return np.asarray(out)
+
+
+def population_labels(
+    X: np.ndarray, *, n_populations: int = 4, random_state: int | None = 0
+) -> np.ndarray:
+    """k-means population labels of units (e.g. on ``[m, k]``).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_units, n_features)
+        Per-unit features.
+    n_populations : int, default: 4
+        Number of clusters.
+    random_state : int or None, default: 0
+        Seed of k-means.
+
+    Returns
+    -------
+    ndarray of shape (n_units,), int
+        Labels in ``range(n_populations)``.
+    """
+    from sklearn.cluster import KMeans
+
+    X = check_array(X, "X", ndim=2, dtype=np.float64, finite=True)
+    n_populations = check_positive_int(n_populations, "n_populations")
+    seed = int(make_rng(random_state).integers(2**31))
+    return KMeans(n_populations, n_init=10, random_state=seed).fit_predict(X)
+
+
+def silence_population(M: np.ndarray, labels: np.ndarray, population: int) -> np.ndarray:
+    """Silence one population in silico: its units' input-side loadings are set to 0 (m ← 0).
+
+    With φ = tanh a unit with m = 0 (and no input or bias) has φ(x) = 0, so it no longer drives
+    the latents.
+
+    Parameters
+    ----------
+    M : ndarray of shape (n_units, rank)
+        Input-side loadings.
+    labels : ndarray of shape (n_units,)
+        Population of each unit.
+    population : int
+        Which population to silence.
+
+    Returns
+    -------
+    ndarray of shape (n_units, rank)
+        A copy of M with the population's rows zeroed.
+    """
+    M = check_array(M, "M", ndim=2, dtype=np.float64)
+    labels = check_array(labels, "labels", shape=(M.shape[0],))
+    if population not in set(labels.tolist()):
+        raise ValueError(
+            f"population {population!r} not among the labels {sorted(set(labels.tolist()))}."
+        )
+    out = M.copy()
+    out[labels == population] = 0.0
+    return out
+
+
+def least_squares_output_loadings(
+    M: np.ndarray,
+    latents: np.ndarray,
+    *,
+    alpha: float,
+    nonlinearity: str = "tanh",
+    init_scale: float = 2.0,
+    random_state: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Unregularised least-squares output loadings with known M and latents (LINT-style baseline).
+
+    Returns the point that unregularised gradient descent on
+    ``Σ_t ‖κ_{t+1} − (1−α)κ_t − (α/N) Kᵀ φ(M κ_t)‖²`` converges to from the start
+    ``K₀ ~ N(0, init_scale²)`` (LINT's initialisation): ``K₀ + Φ⁺(Y − Φ K₀)``, i.e. the start's
+    component in the null space of Φ is never corrected. It reproduces the latent updates yet
+    carries spurious structure; ``init_scale=0`` gives the minimum-norm solution.
+
+    Parameters
+    ----------
+    M : ndarray of shape (n_units, rank)
+        Input-side loadings.
+    latents : ndarray of shape (n_trials, n_time, rank)
+        κ(t).
+    alpha : float
+        Δt/τ.
+    nonlinearity : str, default: "tanh"
+        φ.
+    init_scale : float, default: 2.0
+        Standard deviation of the gradient-descent start.
+    random_state : int, numpy Generator or None
+        Seed of the start.
+
+    Returns
+    -------
+    ndarray of shape (n_units, rank)
+        K.
+    """
+    M = check_array(M, "M", ndim=2, dtype=np.float64)
+    latents = check_array(latents, "latents", shape=(None, None, M.shape[1]), dtype=np.float64)
+    check_positive(alpha, "alpha")
+    init_scale = check_positive(init_scale, "init_scale", allow_zero=True)
+    kappa = latents[:, :-1].reshape(-1, M.shape[1])
+    updates = latents[:, 1:].reshape(-1, M.shape[1]) - (1 - alpha) * kappa
+    design = (alpha / M.shape[0]) * _phi(kappa @ M.T, nonlinearity)
+    start = init_scale * make_rng(random_state).standard_normal(M.shape)
+    return start + np.linalg.lstsq(design, updates - design @ start, rcond=None)[0]

@@ -28,8 +28,9 @@ def smooth_counts(data: np.ndarray, mask: np.ndarray, sigma_bins: float) -> np.n
         return data
     w = mask.astype(np.float64)[..., None]
     num = gaussian_filter1d(data * w, sigma_bins, axis=1, mode="constant")
-    den = gaussian_filter1d(np.broadcast_to(w, data.shape[:2] + (1,)), sigma_bins, axis=1,
-                            mode="constant")
+    den = gaussian_filter1d(
+        np.broadcast_to(w, data.shape[:2] + (1,)), sigma_bins, axis=1, mode="constant"
+    )
     return num / np.maximum(den, 1e-12)
 
 
@@ -98,11 +99,15 @@ def fit_linearizer(
     if observation == "gaussian" and nonlinearity == "tanh" and np.all(np.abs(u) < 1.0):
         gain, offset = np.ones_like(mean), np.zeros_like(mean)  # data already in tanh's range
     elif nonlinearity == "tanh":
-        # Map the robust range of each unit onto most of φ's range, so that the initial
-        # network already uses the saturation of tanh (a linear-regime start is a poor basin).
-        lo, hi = np.percentile(u, [1.0, 99.0], axis=0)
-        gain = np.maximum((hi - lo) / 2, 1e-3 * std)
-        offset = (hi + lo) / 2
+        # Signal spread: for spikes, remove the Poisson variance left after smoothing (a Gaussian
+        # kernel of σ bins leaves λ/(2√π σ) per bin², λ in counts per bin). A saturating tanh
+        # has a standard deviation of about 0.8, hence the gain.
+        var = std**2
+        if observation == "poisson" and smooth_bins > 0:
+            counts = data[mask].mean(axis=0)
+            var = var - counts / (2 * np.sqrt(np.pi) * smooth_bins) / bin_width**2
+        gain = np.sqrt(np.maximum(var, 0.1 * std**2)) / 0.8
+        offset = mean
     else:
         gain, offset = std, mean - 1.5 * std
     return Linearizer(observation, nonlinearity, bin_width, smooth_bins, gain, offset)

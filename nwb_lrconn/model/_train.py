@@ -137,7 +137,9 @@ def train(
     kappa_train = torch.nn.Parameter(initial_train.clone())
     kappa_test = torch.nn.Parameter(initial_test.clone())
     readout = [model.readout_gain, model.readout_offset]
-    network = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in readout)]
+    network = [
+        p for p in model.parameters() if p.requires_grad and all(p is not q for q in readout)
+    ]
     # Adam moves every entry by about lr per step whatever its size; the readout of spike counts
     # lives on the scale of rates in 1/s, so its steps are scaled up to match (otherwise the
     # loadings adapt to a frozen readout and the fit settles in the linear regime of φ).
@@ -181,8 +183,11 @@ def train(
             batch = train_batch.take(index)
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(
-                model, kappa_train[index], batch, config, noise=_noise(model, batch, config,
-                                                                       generator)
+                model,
+                kappa_train[index],
+                batch,
+                config,
+                noise=_noise(model, batch, config, generator),
             )
             loss.backward()
             optimizer.step()
@@ -237,7 +242,7 @@ def _refine_lbfgs(model, k_train, k_test, train_batch, test_batch, config, histo
 
     patience = max(3, config.patience // 4)
     start = len(history)
-    for round_ in range(config.lbfgs_rounds):
+    for _ in range(config.lbfgs_rounds):
         train_loss = float(optimizer.step(closure).detach())
         for _ in range(5):
             test_optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,7 @@
     x_i(t)   = m_i·κ(t) + b_i·u(t) + d_i                       (potential of unit i)
     κ(t+1)   = (1 − α) κ(t) + (α/N) Σ_i k_i φ(x_i(t)) + ξ(t)   (Euler step, α = Δt/τ)
 
-The forward pass is the latent rollout (:func:`~nwb_lrconn.model.rollout.latent_rollout`), O(N·R)
+The forward pass is the latent rollout (:func:`~nwb_lrconn.model.rollout.rollout_activity`), O(N·R)
 per step; the dense connectivity J = M Kᵀ/N is formed only by :meth:`LowRankRNN.connectivity`.
 The observation readout (per-unit gain g_i and offset c_i) and the observation noise scale live
 here too, so one module holds every parameter of a fit.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .rollout import activation, latent_rollout
+from .rollout import activation, rollout_activity
 
 __all__ = ["LowRankRNN"]
 
@@ -126,7 +126,7 @@ class LowRankRNN(nn.Module):
                 f"This network has {self.n_inputs} input channel(s); pass inputs of shape "
                 f"(n_trials, {n_time}, {self.n_inputs})."
             )
-        latents, potentials = latent_rollout(
+        return rollout_activity(
             self.M,
             self.K,
             self.B if self.n_inputs > 0 else None,
@@ -138,7 +138,6 @@ class LowRankRNN(nn.Module):
             inputs=inputs if self.n_inputs > 0 else None,
             noise=noise,
         )
-        return latents, activation(potentials, self.nonlinearity)
 
     def readout(self, activity: Tensor) -> Tensor:
         """Return the affine readout g_i φ(x_i) + c_i, same shape as ``activity``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["activation", "latent_rollout"]
+__all__ = ["activation", "latent_rollout", "rollout_activity"]
 
 
 def activation(x: Tensor, nonlinearity: str) -> Tensor:
@@ -70,22 +70,66 @@ def latent_rollout(
     potentials : Tensor of shape (n_trials, n_time, n_units)
         x(t) = M κ(t) + B u(t) + d.
     """
+    latents, potentials, _ = _rollout(
+        M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, keep="potentials"
+    )
+    return latents, potentials
+
+
+def rollout_activity(
+    M: Tensor,
+    K: Tensor,
+    B: Tensor | None,
+    d: Tensor | None,
+    initial: Tensor,
+    n_time: int,
+    *,
+    alpha: float,
+    nonlinearity: str = "tanh",
+    inputs: Tensor | None = None,
+    noise: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Like :func:`latent_rollout`, but return the activations φ(x) instead of x.
+
+    φ is applied once per step and reused for the update and the output, so training (which
+    needs φ(x), not x) saves a second pass over the (n_trials, n_time, n_units) array.
+
+    Returns
+    -------
+    latents : Tensor of shape (n_trials, n_time, rank)
+        κ(t).
+    activity : Tensor of shape (n_trials, n_time, n_units)
+        φ(x(t)).
+    """
+    latents, _, activity = _rollout(
+        M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, keep="activity"
+    )
+    return latents, activity
+
+
+def _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, *, keep):
     n_units = M.shape[0]
     offset = None
     if inputs is not None and B is not None and B.shape[1] > 0:
         offset = inputs @ B.T  # (n_trials, n_time, n_units)
     if d is not None:
         offset = d if offset is None else offset + d
+    scale = alpha / n_units
     kappa = initial
-    latents, potentials = [], []
+    latents, kept = [], []
     for t in range(n_time):
         x = kappa @ M.T
         if offset is not None:
             x = x + (offset[:, t] if offset.dim() == 3 else offset)
         latents.append(kappa)
-        potentials.append(x)
+        y = activation(x, nonlinearity) if keep == "activity" or t + 1 < n_time else None
+        kept.append(x if keep == "potentials" else y)
         if t + 1 < n_time:
-            kappa = (1 - alpha) * kappa + (alpha / n_units) * activation(x, nonlinearity) @ K
+            # (φ(x) @ K) * scale: the scalar multiplies (n_trials, rank), not (n_trials, n_units).
+            kappa = (1 - alpha) * kappa + (y @ K) * scale
             if noise is not None:
                 kappa = kappa + noise[:, t]
-    return torch.stack(latents, dim=1), torch.stack(potentials, dim=1)
+    stacked = torch.stack(kept, dim=1)
+    if keep == "potentials":
+        return torch.stack(latents, dim=1), stacked, None
+    return torch.stack(latents, dim=1), None, stacked

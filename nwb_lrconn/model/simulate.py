@@ -1,9 +1,10 @@
 """Observation simulators for ground-truth networks: rates, Poisson spikes, calcium.
 
-Every simulator rolls the latent dynamics of a :class:`~nwb_lrconn.model.networks.GroundTruthNetwork`
-from given initial latents (default: the paper's 20×20 grid over [−2.4, 2.4]²) and returns a
-:class:`SimulatedSession` holding the latents, the activations φ(x), the observations and the
-trial table. Trials are laid out on one session clock (seconds), so spikes can be written with
+Every simulator rolls the latent dynamics of a ground-truth network
+(:class:`~nwb_lrconn.model.networks.GroundTruthNetwork`) from given initial latents (default:
+the paper's 20×20 grid over [−2.4, 2.4]²) and returns a :class:`SimulatedSession` holding the
+latents, the activations φ(x), the observations and the trial table. Trials are laid out on one
+session clock (seconds), so spikes can be written with
 ``nwb_lrconn.io.write_units_nwb(path, session.spike_times, trials=session.trials)`` and calcium
 with ``nwb_lrconn.io.write_ophys_nwb(path, session.continuous_traces(), rate=1 / bin_width,
 trials=session.trials)``; :meth:`SimulatedSession.to_recording` skips the file.
@@ -160,7 +161,15 @@ def simulate_rates(
     starts, stops = _clock(latents.shape[0], latents.shape[1], bin_width, 0.0)
     n = network.n_units
     return SimulatedSession(
-        network, "rates", bin_width, latents, activity, data, starts, stops, np.ones(n),
+        network,
+        "rates",
+        bin_width,
+        latents,
+        activity,
+        data,
+        starts,
+        stops,
+        np.ones(n),
         np.zeros(n),
     )
 
@@ -236,7 +245,16 @@ def simulate_spikes(
         t = np.repeat(bin_starts.ravel(), reps) + bin_width * rng.random(reps.sum())
         spike_times.append(np.sort(t))
     return SimulatedSession(
-        network, "spikes", bin_width, latents, activity, counts, starts, stops, gain, offset,
+        network,
+        "spikes",
+        bin_width,
+        latents,
+        activity,
+        counts,
+        starts,
+        stops,
+        gain,
+        offset,
         spike_times=spike_times,
     )
 
@@ -301,6 +319,15 @@ def simulate_calcium(
     data = trace + noise_std * rng.standard_normal(trace.shape)
     starts, stops = _clock(n_trials, n_time, bin_width, 0.0)
     return SimulatedSession(
-        network, "calcium", bin_width, latents, activity, data, starts, stops, gain, offset,
+        network,
+        "calcium",
+        bin_width,
+        latents,
+        activity,
+        data,
+        starts,
+        stops,
+        gain,
+        offset,
         calcium_decay=decay,
     )

@@ -12,7 +12,7 @@ from .activity import expected_activity, plot_fitted_activity
 from .connectivity import cluster_order, plot_connectivity, plot_dissimilarity
 from .degeneracy import plot_degeneracy_spectrum
 from .distribution import plot_gmm_curves
-from .latents import plot_latent_dynamics
+from .latents import latent_extent, plot_latent_dynamics
 from .loadings import plot_loading_direction, plot_loadings
 from .summary import plot_summary, summary_text
 from .training import plot_flow_training, plot_training_curves
@@ -26,6 +26,7 @@ __all__ = [
     "plot_dissimilarity",
     "plot_degeneracy_spectrum",
     "plot_gmm_curves",
+    "latent_extent",
     "plot_latent_dynamics",
     "plot_loading_direction",
     "plot_loadings",

@@ -30,7 +30,8 @@ def plot_degeneracy_spectrum(report: DegeneracyReport, *, ax: Any = None) -> Any
     -------
     matplotlib Axes
         Two scatter collections (constrained, degenerate), one horizontal threshold line, log
-        y-axis; the counts are in the title.
+        y-axis; the counts (of all directions) are in the title. When the report holds only the
+        leading part of the spectrum (large problems), the x label says how much is shown.
     """
     ax = new_axes(ax)
     spectrum = np.sort(np.asarray(report.spectrum, dtype=float))[::-1]
@@ -44,7 +45,11 @@ def plot_degeneracy_spectrum(report: DegeneracyReport, *, ax: Any = None) -> Any
     ax.scatter(index[~above], shown[~above], s=8, color="C7", label="degenerate")
     ax.axhline(report.threshold, color="C3", ls="--", lw=1, label="threshold (prior precision)")
     ax.set_yscale("log")
-    ax.set_xlabel("direction (sorted)")
+    n_directions = report.n_total - report.n_gauge
+    if spectrum.size < n_directions:
+        ax.set_xlabel(f"direction (sorted; leading {spectrum.size} of {n_directions} shown)")
+    else:
+        ax.set_xlabel("direction (sorted)")
     ax.set_ylabel("data precision (1/variance)")
     ax.set_title(
         f"{report.n_constrained} constrained, {report.n_degenerate} degenerate, "

@@ -10,7 +10,19 @@ from ..data import LowRankFit
 from ..inference.dynamics import FixedPoint, find_fixed_points, flow_field
 from ._common import new_axes
 
-__all__ = ["plot_latent_dynamics"]
+__all__ = ["latent_extent", "plot_latent_dynamics"]
+
+
+def latent_extent(fit: LowRankFit) -> float:
+    """Half-width of the square that frames the visited latents of the first two dimensions.
+
+    1.3 times the 99th percentile of |κ₁|, |κ₂| over the visited states, so a few outlying
+    bins do not shrink the interesting region.
+    """
+    visited = fit.latents[fit.latent_mask][:, :2]
+    if not visited.size:
+        return 1.0
+    return max(float(np.percentile(np.abs(visited), 99)) * 1.3, 1e-3)
 
 
 def plot_latent_dynamics(
@@ -38,7 +50,7 @@ def plot_latent_dynamics(
         Number of trials drawn (evenly spaced over all trials).
     fixed_points : list of FixedPoint, optional
         Fixed points to mark; default found with :func:`~nwb_lrconn.inference.dynamics.
-        find_fixed_points` (rank 2 only).
+        find_fixed_points` (rank 2 only) within :func:`latent_extent`.
     n_grid : int, default: 20
         Arrows per side of the flow-field grid.
 
@@ -60,9 +72,7 @@ def plot_latent_dynamics(
         ax.set_ylabel("latent κ₁ (a.u.)")
         ax.set_title("latent trajectories (rank 1)")
         return ax
-    visited = latents[mask]
-    extent = float(np.max(np.abs(visited[:, :2]))) * 1.15 if visited.size else 1.0
-    extent = max(extent, 1e-3)
+    extent = latent_extent(fit)
     if fit.rank == 2:
         points, velocity = flow_field(
             fit.M, fit.K, extent=extent, n_grid=n_grid, d=fit.d, nonlinearity=fit.nonlinearity
@@ -103,7 +113,9 @@ def plot_latent_dynamics(
     ax.set_ylabel("latent κ₂ (a.u.)")
     title = "latent dynamics" if fit.rank == 2 else f"latent dims 1–2 of rank {fit.rank}"
     ax.set_title(title)
-    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
     if fixed_points:
         ax.legend(fontsize=8, loc="best", framealpha=0.8)
     return ax

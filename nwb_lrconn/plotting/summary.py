@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..data import Results
+from ..inference.dynamics import FixedPoint
 from ._common import new_figure
 from .connectivity import plot_connectivity
 from .degeneracy import plot_degeneracy_spectrum
@@ -53,7 +54,9 @@ def summary_text(results: Results) -> list[str]:
     return lines
 
 
-def plot_summary(results: Results, *, fig: Any = None) -> Any:
+def plot_summary(
+    results: Results, *, fig: Any = None, fixed_points: list[FixedPoint] | None = None
+) -> Any:
     """Draw the one-page summary of a fit: six panels.
 
     Panels: training curves; latent dynamics (flow field and fixed points for rank 2); the
@@ -66,6 +69,8 @@ def plot_summary(results: Results, *, fig: Any = None) -> Any:
         One run.
     fig : matplotlib Figure, optional
         Figure to draw into; default a new A4-landscape-sized figure.
+    fixed_points : list of FixedPoint, optional
+        Passed to :func:`~nwb_lrconn.plotting.plot_latent_dynamics` (default: found there).
 
     Returns
     -------
@@ -76,7 +81,7 @@ def plot_summary(results: Results, *, fig: Any = None) -> Any:
     grid = fig.subplots(2, 3)
     fit = results.fit
     plot_training_curves(fit, ax=grid[0, 0])
-    plot_latent_dynamics(fit, ax=grid[0, 1])
+    plot_latent_dynamics(fit, ax=grid[0, 1], fixed_points=fixed_points)
     if results.degeneracy is not None:
         plot_degeneracy_spectrum(results.degeneracy, ax=grid[0, 2])
     else:

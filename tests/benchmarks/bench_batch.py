@@ -1,11 +1,12 @@
 """Benchmark: 8 fits on 2 Dask worker processes against the same 8 fits run serially.
 
-Run with ``python tests/benchmarks/bench_batch.py [--n-files 8] [--epochs 60]``. Each fit is the
+Run with ``python tests/benchmarks/bench_batch.py [--n-files 8] [--epochs 100]``. Each fit is the
 real pipeline (read NWB → fit → posterior → write NWB) on a small synthetic spike session. The
 serial baseline runs the same task function in this process with one torch thread; the batch runs
-on an embedded LocalCluster of 2 single-threaded workers, timed end to end (cluster start
-included) and again on an already started cluster. Note the load average printed first: on a
-shared machine other processes compete for the same cores.
+on an embedded LocalCluster of 2 single-threaded workers, timed end to end (cluster start and the
+workers' imports of torch, pynwb and the stages included) and again on an already started cluster
+whose workers have imported them, like this process before its serial run. Note the load average
+printed first: on a shared machine other processes compete for the same cores.
 """
 
 from __future__ import annotations
@@ -33,11 +34,21 @@ def write_session(path: Path, seed: int, n_units: int, n_trials: int) -> Path:
     return write_units_nwb(path, session.spike_times, trials=session.trials)
 
 
+def warm_imports() -> None:
+    """Import everything a task uses (torch, pynwb, the stages), outside the timed regions."""
+    import nwb_lrconn.extension  # noqa: F401
+    import nwb_lrconn.inference.degeneracy  # noqa: F401
+    import nwb_lrconn.inference.laplace  # noqa: F401
+    import nwb_lrconn.io  # noqa: F401
+    import nwb_lrconn.model.estimator  # noqa: F401
+    import nwb_lrconn.pipeline  # noqa: F401
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-files", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--n-units", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--n-units", type=int, default=40)
     parser.add_argument("--n-trials", type=int, default=40)
     parser.add_argument("--no-posterior", action="store_true", help="skip the Laplace stage")
     args = parser.parse_args()
@@ -45,12 +56,11 @@ def main() -> None:
     import torch
     from distributed import Client, LocalCluster
 
-    import nwb_lrconn.extension  # noqa: F401  (imports outside the serial timing, as in
-    import nwb_lrconn.pipeline  # noqa: F401  the warm workers below)
     from nwb_lrconn.batch import plan_batch, run_batch, run_task
     from nwb_lrconn.config import RunConfig
 
     torch.set_num_threads(1)
+    warm_imports()
     config = RunConfig().with_overrides(
         trials="trials",
         **{
@@ -85,13 +95,12 @@ def main() -> None:
             LocalCluster(
                 n_workers=2,
                 threads_per_worker=1,
-                dashboard_address=None,
+                dashboard_address=":0",
                 silence_logs=logging.ERROR,
             ) as cluster,
             Client(cluster) as client,
         ):
-            client.run(lambda: __import__("nwb_lrconn.pipeline"))  # warm the workers' imports
-            client.run(lambda: __import__("nwb_lrconn.extension"))
+            client.run(warm_imports)  # as in this process before the serial run
             start = time.perf_counter()
             table = run_batch(
                 files, output_dir=tmp / "warm", scheduler=client, progress=False, **common

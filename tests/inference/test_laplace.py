@@ -295,8 +295,12 @@ def test_validation_messages():
         laplace_posterior(fit, recording, eigen_subspace="input")
     with pytest.raises(ValueError, match="prior_precision must be finite and > 0"):
         laplace_posterior(fit, recording, prior_precision=-1.0)
-    with pytest.raises(ValueError, match="n_eigenpairs must be between 1 and 15"):
-        laplace_posterior(fit, recording, structure="blocks", n_eigenpairs=16)
+    with pytest.raises(ValueError, match="n_eigenpairs must be between 1 and 16"):
+        laplace_posterior(fit, recording, structure="blocks", n_eigenpairs=17)
+    with pytest.raises(ValueError, match="n_eigenpairs must be between 1 and 39"):
+        laplace_posterior(
+            fit, recording, structure="blocks", eigen_subspace="all", n_eigenpairs=40
+        )
     with pytest.raises(ValueError, match="fit and recording disagree"):
         laplace_posterior(fit, other_rec)
     with pytest.raises(ValueError, match="fit.B has 1 input columns but the recording has 0"):

@@ -108,13 +108,16 @@ def test_poisson_spikes_through_nwb(name, tmp_path):
     sign = np.sign(session.readout_gain)[:, None]
     m_r2 = _r2(out["M"], net.M * sign)
     test = est.test_trials_
-    true_rate = np.logaddexp(0, session.readout_gain * session.activity[test] + session.readout_offset)
+    true_rate = np.logaddexp(
+        0, session.readout_gain * session.activity[test] + session.readout_offset
+    )
     oracle = metrics_from_expected(
         rec.data[test], 0.02 * true_rate[:, : rec.n_time], rec.mask[test], "poisson"
     )[0]
     print(
         f"\n[spikes {name}] wall {wall:.1f} s on {DEVICE}, mean rate "
-        f"{rec.data.mean() / 0.02:.1f} Hz, held-out bits/spike {est.metrics_['bits_per_spike']:.4f}"
+        f"{rec.data.mean() / 0.02:.1f} Hz, held-out bits/spike "
+        f"{est.metrics_['bits_per_spike']:.4f}"
         f" (true model {oracle['bits_per_spike']:.4f}), latent R² {out['latent_r2']:.4f}, "
         f"M R² (sign-aligned) {m_r2:.4f}, flow RMSE {out['flow_rmse']:.4f}"
     )
@@ -124,12 +127,15 @@ def test_poisson_spikes_through_nwb(name, tmp_path):
         true_stable = [fp.location for fp in find_fixed_points(net.M, net.K) if fp.stable]
         found = _stable_points_in_truth_frame(est, out["A"], out["c"])
         dist = _match(found, true_stable)
-        print(f"[spikes {name}] stable points {len(found)}, distances to truth {np.round(dist, 3)}")
+        print(
+            f"[spikes {name}] stable points {len(found)}, distances to truth {np.round(dist, 3)}"
+        )
         assert len(found) == 4
         assert max(dist) < 0.3
     else:
         cycle_or_ring = find_fixed_points(est.M_, est.K_, d=est.d_)
-        radii = [np.linalg.norm(out["A"] @ fp.location + out["c"]) for fp in cycle_or_ring
-                 if fp.stable]
+        radii = [
+            np.linalg.norm(out["A"] @ fp.location + out["c"]) for fp in cycle_or_ring if fp.stable
+        ]
         print(f"[spikes {name}] stable points on the ring at radii {np.round(radii, 3)}")
         assert radii and all(abs(r - 0.92) < 0.2 for r in radii)

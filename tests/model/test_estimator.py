@@ -120,8 +120,11 @@ def test_same_seed_gives_identical_numbers(kind):
 
 def test_fit_never_mutates_the_recording():
     rec = _tiny_recording().to_recording()
-    before = {f.name: np.copy(getattr(rec, f.name)) for f in dataclasses.fields(rec)
-              if isinstance(getattr(rec, f.name), np.ndarray)}
+    before = {
+        f.name: np.copy(getattr(rec, f.name))
+        for f in dataclasses.fields(rec)
+        if isinstance(getattr(rec, f.name), np.ndarray)
+    }
     LowRankRNNEstimator(**TINY).fit(rec)
     for name, value in before.items():
         np.testing.assert_array_equal(getattr(rec, name), value, err_msg=name)

@@ -140,3 +140,19 @@ def test_unknown_observation_is_refused():
         expected_observation(x, "binomial", bin_width=0.01)
     with pytest.raises(ValueError, match="observation must be 'gaussian', 'poisson' or"):
         observation_nll(x, x, "binomial")
+
+
+def test_rollout_activity_agrees_with_latent_rollout():
+    from nwb_lrconn.model.rollout import latent_rollout, rollout_activity
+
+    model = _random_model()
+    g = torch.Generator().manual_seed(4)
+    initial = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    inputs = torch.randn(3, 6, 1, generator=g, dtype=torch.float64)
+    noise = 0.1 * torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    args = (model.M, model.K, model.B, model.d, initial, 6)
+    kw = {"alpha": 0.2, "inputs": inputs, "noise": noise}
+    lat_a, x = latent_rollout(*args, **kw)
+    lat_b, y = rollout_activity(*args, **kw)
+    torch.testing.assert_close(lat_a, lat_b)
+    torch.testing.assert_close(torch.tanh(x), y)

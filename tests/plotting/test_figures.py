@@ -12,6 +12,7 @@ from nwb_lrconn.inference.dynamics import find_fixed_points
 from nwb_lrconn.plotting import (
     cluster_order,
     expected_activity,
+    latent_extent,
     plot_connectivity,
     plot_degeneracy_spectrum,
     plot_dissimilarity,
@@ -89,8 +90,7 @@ def test_latent_dynamics_marks_the_fixed_points_the_analysis_finds(results):
     ax = plot_latent_dynamics(fit, n_trials=5)
     assert len(ax.collections) == 1  # the flow-field quiver
     markers = {line.get_label(): line for line in ax.lines if line.get_label().endswith("point")}
-    extent = float(np.abs(fit.latents).max()) * 1.15
-    expected = find_fixed_points(fit.M, fit.K, d=fit.d, extent=extent)
+    expected = find_fixed_points(fit.M, fit.K, d=fit.d, extent=latent_extent(fit))
     stable = np.array([fp.location for fp in expected if fp.stable])
     unstable = np.array([fp.location for fp in expected if not fp.stable])
     assert len(stable) == 2 and len(unstable) >= 1  # bistable: two attractors and a saddle
@@ -102,6 +102,20 @@ def test_latent_dynamics_marks_the_fixed_points_the_analysis_finds(results):
     trajectories = [line for line in ax.lines if line.get_label().startswith("_")]
     assert len(trajectories) == 5
     assert ax.get_xlabel() == "latent κ₁ (a.u.)" and ax.get_ylabel() == "latent κ₂ (a.u.)"
+    np.testing.assert_allclose(ax.get_xlim(), [-latent_extent(fit), latent_extent(fit)])
+
+
+def test_latent_extent_ignores_outlying_bins(results):
+    import dataclasses
+
+    fit = results.fit
+    latents = fit.latents.copy()
+    latents[0, 0] = [50.0, -50.0]  # one wild bin
+    wild = dataclasses.replace(fit, latents=latents)
+    assert latent_extent(wild) == pytest.approx(latent_extent(fit), rel=0.05)
+    assert latent_extent(fit) == pytest.approx(
+        1.3 * np.percentile(np.abs(fit.latents[..., :2]), 99)
+    )
 
 
 def test_latent_dynamics_uses_given_fixed_points_and_handles_rank_one(truth, fit_factory):
@@ -141,6 +155,8 @@ def test_degeneracy_spectrum_splits_at_the_threshold(degeneracy_factory):
     assert threshold.get_ydata()[0] == 1.0
     assert f"{report.n_constrained} constrained" in ax.get_title()
     assert ax.get_yscale() == "log" and "1/variance" in ax.get_ylabel()
+    # The fixture's spectrum holds 50 of the 56 non-gauge directions.
+    assert ax.get_xlabel() == "direction (sorted; leading 50 of 56 shown)"
 
 
 def test_cluster_order_groups_the_quadstable_populations():

@@ -1,0 +1,385 @@
+"""Connector: ridge targets, state quadrature, the estimator contract, round trips, acceptance."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from nwb_lrconn._validation import NotFittedError
+from nwb_lrconn.data import ConnectivityDistribution, LowRankFit
+from nwb_lrconn.inference.connector import (
+    ConnectorData,
+    ConnectorEstimator,
+    build_state_quadrature,
+    connector_from_distribution,
+    ridge_output_loadings,
+)
+from nwb_lrconn.inference.dynamics import (
+    find_fixed_points,
+    find_limit_cycle,
+    flow_field,
+    flow_field_rmse,
+)
+from nwb_lrconn.inference.flows import flow_log_prob
+from nwb_lrconn.inference.metrics import (
+    conditional_mean_error,
+    gmm_cv_log_likelihood,
+    least_squares_output_loadings,
+    population_labels,
+    silence_population,
+    sinkhorn_divergence,
+)
+from nwb_lrconn.model.networks import (
+    conditional_mean,
+    grid_initial_conditions,
+    load_published_network,
+    sample_heavy_tailed_network,
+    sample_network,
+    simulate_latents,
+)
+
+SMALL = {
+    "hidden_features": 32,
+    "n_layers": 2,
+    "n_steps_a": 300,
+    "n_steps_b": 150,
+    "n_virtual_units": 200,
+    "pool_size": 2000,
+    "validation_every": 20,
+}
+
+
+@pytest.fixture(scope="module")
+def ring_data():
+    net = sample_network("ring", 300, random_state=0)
+    lat = simulate_latents(net.M, net.K, grid_initial_conditions(6), 30)
+    return net, ConnectorData.from_loadings(net.M, lat, alpha=0.1)
+
+
+@pytest.fixture(scope="module")
+def small_fit(ring_data):
+    _, data = ring_data
+    return ConnectorEstimator(**SMALL, random_state=0).fit(data)
+
+
+# --------------------------------------------------------------------------- ridge and quadrature
+def _ridge_numpy(features, updates, z, alpha, lam):
+    phi = np.tanh(features @ z.T)
+    s = z.shape[0]
+    design = (alpha / s) * phi
+    return np.linalg.solve(design.T @ design + lam * np.eye(s), design.T @ updates)
+
+
+@pytest.mark.parametrize("n_virtual", [20, 200])  # rows ≥ S (S×S form) and rows < S (rows form)
+def test_ridge_matches_the_normal_equations(n_virtual):
+    rng = np.random.default_rng(0)
+    features = np.c_[rng.standard_normal((60, 2)), np.ones(60)]
+    updates = rng.standard_normal((60, 2))
+    z = np.c_[rng.standard_normal((n_virtual, 2)), np.zeros(n_virtual)]
+    t = partial(torch.as_tensor, dtype=torch.float64)
+    k = ridge_output_loadings(
+        t(features), t(updates), t(np.ones(60)), t(z), alpha=0.1, ridge_lambda=1e-3
+    )
+    np.testing.assert_allclose(k.numpy(), _ridge_numpy(features, updates, z, 0.1, 1e-3), rtol=1e-6)
+
+
+def test_state_quadrature_is_exact_without_resolution_and_close_with_it(ring_data):
+    _, data = ring_data
+    feats, updates = data.transitions(np.arange(36))
+    assert feats.shape == (36 * 29, 3) and np.all(feats[:, 2] == 1)
+    exact = build_state_quadrature(feats, updates, resolution=None)
+    assert exact.weights.sum() == feats.shape[0]
+    merged = build_state_quadrature(feats, updates, resolution=0.1)
+    assert merged.weights.sum() == feats.shape[0]
+    assert merged.features.shape[0] < 0.7 * feats.shape[0]
+    np.testing.assert_allclose(merged.update_sums.sum(0), updates.sum(0), atol=1e-9)
+    z = torch.as_tensor(np.c_[np.random.default_rng(1).standard_normal((100, 2)), np.zeros(100)])
+    t = partial(torch.as_tensor, dtype=torch.float64)
+    k_exact, k_merged = (
+        ridge_output_loadings(
+            t(q.features), t(q.update_sums), t(q.weights), z, alpha=0.1, ridge_lambda=1e-4
+        ).numpy()
+        for q in (exact, merged)
+    )
+    assert np.abs(k_merged - k_exact).max() < 0.02 * np.abs(k_exact).max()
+
+
+# --------------------------------------------------------------------------- data containers
+def _low_rank_fit(net, lat, *, n_inputs=0, test_trials=(0, 1)):
+    n = net.M.shape[0]
+    ones = np.ones(n)
+    return LowRankFit(
+        M=net.M, K=net.K, B=np.zeros((n, n_inputs)), d=np.zeros(n), readout_gain=ones,
+        readout_offset=0 * ones, noise_std=ones, rank=2, nonlinearity="tanh", alpha=0.1,
+        bin_width=0.01, observation="gaussian", latents=lat,
+        latent_mask=np.ones(lat.shape[:2], bool), trial_start_times=np.zeros(lat.shape[0]),
+        loss_history=np.zeros((1, 2)), metrics={}, unit_quality=ones,
+        train_trials=np.arange(2, lat.shape[0]), test_trials=np.asarray(test_trials),
+        unit_ids=np.arange(n),
+    )  # fmt: skip
+
+
+def test_connector_data_from_fit_uses_its_held_out_trials(ring_data):
+    net, data = ring_data
+    fit = _low_rank_fit(net, data.latents)
+    from_fit = ConnectorData.from_fit(fit)
+    np.testing.assert_array_equal(from_fit.z, np.c_[net.M, np.zeros(300)])
+    np.testing.assert_array_equal(from_fit.test_trials, [0, 1])
+    assert from_fit.rank == 2 and from_fit.n_inputs == 0
+    with pytest.raises(ValueError, match=r"fit has 1 input channel\(s\).*pass the recording"):
+        ConnectorData.from_fit(_low_rank_fit(net, data.latents, n_inputs=1))
+    with pytest.raises(TypeError, match="fit must be a LowRankFit; got dict"):
+        ConnectorData.from_fit({})
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ({"z": np.zeros((5, 2))}, ValueError, r"ConnectorData.z must have shape \(any, 3\)"),
+        ({"alpha": 0.0}, ValueError, "ConnectorData.alpha must be finite and > 0"),
+        ({"nonlinearity": "relu6"}, ValueError, "ConnectorData.nonlinearity must be one of"),
+        ({"test_trials": [99]}, ValueError, r"test_trials must be trial indices in \[0, 4\)"),
+        ({"latent_mask": np.eye(4, 3, dtype=bool)}, ValueError, "leaves no transition"),
+        ({"z": np.zeros((1, 3))}, ValueError, "needs at least 2 units; got 1"),
+    ],
+)
+def test_connector_data_validation(override, error, match):
+    args = {
+        "z": np.zeros((5, 3)),
+        "latents": np.zeros((4, 3, 2)),
+        "latent_mask": np.ones((4, 3), bool),
+        "alpha": 0.1,
+        **override,
+    }
+    with pytest.raises(error, match=match):
+        ConnectorData(**args)
+
+
+# --------------------------------------------------------------------------- estimator contract
+def test_init_stores_hyperparameters_verbatim():
+    est = ConnectorEstimator(ridge_lambda=1e-3, state_resolution=None, random_state=7)
+    params = est.get_params()
+    assert params["ridge_lambda"] == 1e-3 and params["state_resolution"] is None
+    assert params["random_state"] == 7 and params["device"] == "cpu"
+    assert not any(name.endswith("_") for name in vars(est))
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ({"hidden_features": 0}, ValueError, "hidden_features must be >= 1; got 0"),
+        ({"n_steps_b": 1.5}, TypeError, "n_steps_b must be an integer"),
+        ({"ridge_lambda": -1.0}, ValueError, "ridge_lambda must be finite and > 0"),
+        ({"validation_fraction": 1.0}, ValueError, r"validation_fraction must be in \(0, 1\)"),
+        ({"pool_size": 10}, ValueError, r"pool_size must be >= n_virtual_units \(1000\)"),
+        ({"state_resolution": 0.0}, ValueError, "state_resolution must be finite and > 0"),
+    ],
+)
+def test_fit_validates_hyperparameters(ring_data, override, error, match):
+    with pytest.raises(error, match=match):
+        ConnectorEstimator(**override).fit(ring_data[1])
+
+
+def test_fit_rejects_other_inputs():
+    with pytest.raises(
+        TypeError, match="data must be a LowRankFit or a ConnectorData; got ndarray"
+    ):
+        ConnectorEstimator().fit(np.zeros((3, 3)))
+
+
+def test_methods_need_a_fit():
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        ConnectorEstimator().sample(10)
+
+
+def test_fit_learns_the_ring_and_records_curves(ring_data, small_fit):
+    net, _ = ring_data
+    est = small_fit
+    assert est.n_steps_a_ == 300 and 1 <= est.n_steps_b_ <= 150
+    assert set(est.training_curves_) == {
+        "flow_a_loss",
+        "flow_a_monitor",
+        "flow_b_loss",
+        "flow_b_val",
+    }
+    val = est.training_curves_["flow_b_val"]
+    assert val.shape[1] == 2 and np.all(np.diff(val[:, 0]) > 0)
+    assert est.validation_metrics_["flow_b_val_relative_error"] == pytest.approx(val[:, 1].min())
+    assert est.validation_metrics_["flow_b_val_relative_error"] < 0.05  # held-out dynamics
+    assert set(est.test_trials_).isdisjoint(est.train_trials_)
+    z, k = est.sample(2000, random_state=0)
+    assert z.shape == (2000, 3) and k.shape == (2000, 2)
+    assert np.all(z[:, 2] == 0)  # the constant bias column is reproduced, not learned
+    # Loose ground-truth checks for a few-second fit on 36 short trials (the full checks, incl.
+    # the conditional mean, are the slow acceptance tests below).
+    np.testing.assert_allclose(np.cov(z[:, :2].T), np.eye(2), atol=0.25)
+    _, v_true = flow_field(net.M, net.K)
+    _, v_sampled = flow_field(z[:, :2], k)
+    _, v_zero = flow_field(z[:, :2], 0 * k)
+    assert flow_field_rmse(v_true, v_sampled) < 0.15 < flow_field_rmse(v_true, v_zero)
+
+
+def test_random_state_is_honoured_exactly(ring_data, small_fit):
+    again = ConnectorEstimator(**SMALL, random_state=0).fit(ring_data[1])
+    for a, b in zip(small_fit.flow_b_.parameters(), again.flow_b_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    z1, k1 = small_fit.sample(50, random_state=3)
+    z2, k2 = again.sample(50, random_state=3)
+    np.testing.assert_array_equal(z1, z2)
+    np.testing.assert_array_equal(k1, k2)
+    z3, _ = small_fit.sample(50, random_state=4)
+    assert not np.array_equal(z1, z3)
+
+
+def test_sigma_adds_isotropic_spread_on_k_only(small_fit):
+    z0, k0 = small_fit.sample(3000, sigma=0.0, random_state=1)
+    z1, k1 = small_fit.sample(3000, sigma=1.0, random_state=1)
+    np.testing.assert_array_equal(z0, z1)
+    diff = k1 - k0
+    np.testing.assert_allclose(diff.std(0), [1.0, 1.0], atol=0.05)
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        small_fit.sample(3, sigma=-1.0)
+
+
+def test_distribution_round_trip_is_exact(small_fit):
+    dist = small_fit.to_distribution(100, sigma=0.5, random_state=2)
+    assert isinstance(dist, ConnectivityDistribution)
+    assert dist.samples_z.shape == (100, 3) and dist.samples_k.shape == (100, 2)
+    assert dist.sigma == 0.5 and dist.n_virtual_units == 200
+    assert all(isinstance(v, np.ndarray) for v in dist.flow_a_parameters.values())
+    rebuilt = connector_from_distribution(dist)
+    z, k = rebuilt.sample(100, sigma=0.5, random_state=2)
+    np.testing.assert_array_equal(z, dist.samples_z)
+    np.testing.assert_array_equal(k, dist.samples_k)
+    np.testing.assert_array_equal(rebuilt.log_prob(z, k), small_fit.log_prob(z, k))
+    assert rebuilt.get_params() == small_fit.get_params()
+    with pytest.raises(TypeError, match="dist must be a ConnectivityDistribution; got dict"):
+        connector_from_distribution({})
+
+
+def test_log_prob_is_a_normalised_density(small_fit):
+    # ∫ p(z, k) dk over a grid of k at a fixed z must equal p_A(z), evaluated by flow A alone.
+    est = small_fit
+    z, k = est.sample(1, random_state=5)
+    axis = np.linspace(-5.0, 5.0, 81)  # in units of the flow's k scale, around the draw
+    cell = np.prod(est.k_std_) * (axis[1] - axis[0]) ** 2
+    unit = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    grid = unit * est.k_std_ + k[0]
+    lp_joint = est.log_prob(np.repeat(z, grid.shape[0], 0), grid)
+    assert lp_joint.shape == (grid.shape[0],) and np.all(np.isfinite(lp_joint))
+    log_mass = np.log(np.exp(lp_joint).sum() * cell)
+    x = est._z_to_flow(z, torch.device("cpu"))
+    log_pz = flow_log_prob(est.flow_a_, x).double().numpy()[0]
+    log_pz -= np.log(est.z_std_[est.z_free_]).sum()
+    assert log_mass == pytest.approx(log_pz, abs=0.05)
+    with pytest.raises(ValueError, match=r"k must have shape \(1, 2\)"):
+        est.log_prob(z, np.zeros((2, 2)))
+
+
+def test_fit_with_inputs_and_biases():
+    rng = np.random.default_rng(0)
+    net = sample_network("bistable", 200, random_state=1)
+    B, d = 0.5 * rng.standard_normal((200, 1)), 0.3 * rng.standard_normal(200)
+    inputs = np.repeat(rng.standard_normal((16, 1, 1)), 20, axis=1)
+    lat = simulate_latents(net.M, net.K, grid_initial_conditions(4), 20, B=B, d=d, inputs=inputs)
+    data = ConnectorData.from_loadings(net.M, lat, alpha=0.1, B=B, d=d, inputs=inputs)
+    assert data.n_inputs == 1 and data.z.shape == (200, 4)
+    est = ConnectorEstimator(**{**SMALL, "n_steps_a": 50, "n_steps_b": 5}, random_state=0)
+    z, k = est.fit(data).sample(10, random_state=0)
+    assert est.z_free_.tolist() == [True, True, True, True]
+    assert z.shape == (10, 4) and np.all(np.isfinite(est.log_prob(z, k)))
+
+
+# --------------------------------------------------------------------------- acceptance (slow)
+NETWORKS = ("quadstable", "bistable", "limit_cycle", "ring")
+
+
+@pytest.fixture(scope="module")
+def published_fits(data_dir):
+    fits = {}
+    for name in NETWORKS:
+        net = load_published_network(name, data_dir)
+        lat = simulate_latents(net.M, net.K, grid_initial_conditions(), 100)
+        data = ConnectorData.from_loadings(net.M, lat, alpha=0.1)
+        fits[name] = (net, lat, ConnectorEstimator(random_state=0).fit(data))
+    return fits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NETWORKS)
+def test_acceptance_with_true_latents(published_fits, name):
+    net, _, est = published_fits[name]
+    z, k = est.sample(1000, random_state=1)
+    m = z[:, :2]
+    assert sinkhorn_divergence(net.M, m) < 0.05
+    np.testing.assert_allclose(m.mean(0), net.M.mean(0), atol=0.1)
+    np.testing.assert_allclose(np.cov(m.T), np.cov(net.M.T), atol=0.1)
+    assert conditional_mean_error(m, k, partial(conditional_mean, name)) < 0.2
+    _, v_true = flow_field(net.M, net.K)
+    _, v_sampled = flow_field(m, k)
+    assert flow_field_rmse(v_true, v_sampled) < 0.05
+    if name in ("quadstable", "bistable"):
+        truth = np.array([f.location for f in find_fixed_points(net.M, net.K) if f.stable])
+        found = np.array([f.location for f in find_fixed_points(m, k) if f.stable])
+        assert len(found) == len(truth)
+        assert np.linalg.norm(found[:, None] - truth[None], axis=-1).min(1).max() < 0.15
+    elif name == "limit_cycle":
+        cycle = find_limit_cycle(m, k)
+        assert (
+            cycle is not None and abs(cycle.radius - find_limit_cycle(net.M, net.K).radius) < 0.05
+        )
+    else:  # ring: slow manifold radius from long simulations of many starts
+        starts = grid_initial_conditions(6)
+        r_true = np.linalg.norm(simulate_latents(net.M, net.K, starts, 300)[:, -1], axis=1)
+        r_samp = np.linalg.norm(simulate_latents(m, k, starts, 300)[:, -1], axis=1)
+        assert abs(np.median(r_samp) - np.median(r_true)) < 0.05
+
+
+@pytest.mark.slow
+def test_quadstable_structure_and_silencing(published_fits):
+    net, lat, est = published_fits["quadstable"]
+    z, k = est.sample(1000, sigma=1.0, random_state=2)
+    truth_curve = gmm_cv_log_likelihood(np.c_[net.M, net.K])
+    ours = gmm_cv_log_likelihood(np.c_[z[:, :2], k])
+    assert np.argmax(ours) + 1 >= 4 and ours[3] >= ours.max() - 0.02  # peak or plateau at 4
+    assert abs(ours[3] - truth_curve[3]) < 0.2
+    k_gd = least_squares_output_loadings(net.M, lat, alpha=0.1, random_state=0)
+    gd_curve = gmm_cv_log_likelihood(np.c_[net.M, k_gd])
+    assert abs(gd_curve[3] - truth_curve[3]) > 0.2
+    # Silencing: sampled network (σ = 0) vs truth, population by population (matched by centre).
+    z0, k0 = est.sample(1000, random_state=3)
+    lab_t = population_labels(np.c_[net.M, net.K])
+    lab_s = population_labels(np.c_[z0[:, :2], k0])
+    for p in range(4):
+        centre = net.M[lab_t == p].mean(0)
+        q = int(np.argmin([np.linalg.norm(z0[lab_s == j, :2].mean(0) - centre) for j in range(4)]))
+        m_t, m_s = silence_population(net.M, lab_t, p), silence_population(z0[:, :2], lab_s, q)
+        _, v_t = flow_field(m_t, net.K)
+        _, v_s = flow_field(m_s, k0)
+        assert flow_field_rmse(v_t, v_s) < 0.05
+        n_t = sum(f.stable for f in find_fixed_points(m_t, net.K))
+        assert sum(f.stable for f in find_fixed_points(m_s, k0)) == n_t
+
+
+@pytest.mark.slow
+def test_heavy_tails_are_kept_and_a_gaussian_fails():
+    net = sample_heavy_tailed_network(4000, random_state=0)
+    lat = simulate_latents(net.M, net.K, grid_initial_conditions(10), 50)
+    data = ConnectorData.from_loadings(net.M, lat, alpha=0.1)
+    est = ConnectorEstimator(n_steps_b=50, random_state=0).fit(data)
+    m = est.sample(100_000, random_state=0)[0][:, :2]
+    gauss = np.random.default_rng(0).multivariate_normal(
+        net.M.mean(0), np.cov(net.M.T), size=100_000
+    )
+
+    def stats(x):
+        q = np.quantile(np.abs(x), [0.99, 0.999])
+        kurt = np.mean((x - x.mean(0)) ** 4, 0) / np.var(x, 0) ** 2
+        return np.r_[q, kurt.mean()]
+
+    truth = stats(net.M)
+    assert np.all(np.abs(stats(m) / truth - 1) < 0.2)
+    assert np.any(np.abs(stats(gauss) / truth - 1) > 0.2)
