@@ -68,6 +68,7 @@ __all__ = [
     "run_task",
     "summarise_output",
     "run_batch",
+    "local_cluster",
     "select_ranks",
     "write_summary",
     "add_batch_parser",
@@ -280,18 +281,15 @@ def _run_on_dask(
     progress: bool,
     task_fn: TaskFunction | None,
 ) -> dict[int, dict[str, Any]]:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(
+        cluster = local_cluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             memory_limit=memory_limit,
-            processes=True,
             resources=_worker_resources(resources, memory_limit, n_workers),
-            dashboard_address=":0",  # no fixed port: other clusters may run here
-            silence_logs=logging.CRITICAL,  # failures are reported in the summary table
         )
         client = Client(cluster)
     elif isinstance(scheduler, Client):
@@ -328,6 +326,50 @@ def _run_on_dask(
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def local_cluster(
+    *,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    memory_limit: str | int | None = "auto",
+    resources: dict[str, float] | None = None,
+) -> Any:
+    """Start a local Dask cluster of worker processes set up for fitting (as run_batch does).
+
+    Use it to keep one cluster for several batches (pass ``Client(cluster)`` as ``scheduler``).
+    Each worker process limits BLAS/OpenMP (and so torch) to one thread per process, as Dask
+    does by default, but does not inherit Dask's ``MALLOC_TRIM_THRESHOLD_`` setting: fixing that
+    threshold also fixes glibc's mmap threshold, so every medium-sized torch tensor is mapped
+    and unmapped afresh (measured here: 4× the page faults and ~30 % more CPU time per fit).
+
+    Parameters
+    ----------
+    n_workers, threads_per_worker : int, default: 2, 1
+        Worker processes and threads per process.
+    memory_limit : str, int or None, default: "auto"
+        Memory limit per worker ("4GB", bytes, "auto", or None for no limit).
+    resources : dict, optional
+        Abstract resources each worker offers, e.g. ``{"GPU": 1, "MEMORY": 8e9}``.
+
+    Returns
+    -------
+    distributed.LocalCluster
+        Running; close it (or use it as a context manager) when done.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            processes=True,
+            resources=resources,
+            dashboard_address=":0",  # no fixed port: other clusters may run here
+            silence_logs=logging.CRITICAL,  # failures are reported in the summary table
+        )
 
 
 def _warn_if_unoffered(client: Any, resources: dict[str, float]) -> None:

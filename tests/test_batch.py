@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from nwb_lrconn.batch import (
     SUMMARY_COLUMNS,
     add_batch_parser,
     expand_inputs,
+    local_cluster,
     output_name,
     plan_batch,
     resolve_device,
@@ -148,6 +148,10 @@ def test_plan_batch_validation(tmp_path, override, expectation):
             pytest.raises(ValueError, match=r"resources\['GPU'\] must be a number > 0"),
         ),
         ({"resources": [1]}, pytest.raises(TypeError, match=r"resources must be a dict")),
+        (
+            {"resources": {"GPU": True}},
+            pytest.raises(TypeError, match=r"resources must map names to amounts; got 'GPU'"),
+        ),
         (
             {"resources": {"MEMORY": 1e12}, "memory_limit": "1GB"},
             pytest.raises(ValueError, match=r"exceeds the memory of each embedded worker"),
@@ -352,19 +356,15 @@ def sessions(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def client():
     """A shared 2-process local cluster (starting one costs several seconds)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.CRITICAL,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_cluster(n_workers=2) as cluster, Client(cluster) as client:
         yield client
+
+
+def test_local_cluster_workers_keep_glibc_malloc_defaults(client):
+    env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(env.values()) == [None, None]
 
 
 def _check_outputs(table: pd.DataFrame, config: RunConfig) -> None:

@@ -12,7 +12,6 @@ printed first: on a shared machine other processes compete for the same cores.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import tempfile
 import time
@@ -54,9 +53,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from nwb_lrconn.batch import plan_batch, run_batch, run_task
+    from nwb_lrconn.batch import local_cluster, plan_batch, run_batch, run_task
     from nwb_lrconn.config import RunConfig
 
     torch.set_num_threads(1)
@@ -91,15 +90,7 @@ def main() -> None:
         batch_cold = time.perf_counter() - start
         assert set(table["status"]) == {"done"}, table
 
-        with (
-            LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
+        with local_cluster(n_workers=2) as cluster, Client(cluster) as client:
             client.run(warm_imports)  # as in this process before the serial run
             start = time.perf_counter()
             table = run_batch(

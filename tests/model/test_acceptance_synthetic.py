@@ -133,9 +133,11 @@ def test_poisson_spikes_through_nwb(name, tmp_path):
         assert len(found) == 4
         assert max(dist) < 0.3
     else:
-        cycle_or_ring = find_fixed_points(est.M_, est.K_, d=est.d_)
-        radii = [
-            np.linalg.norm(out["A"] @ fp.location + out["c"]) for fp in cycle_or_ring if fp.stable
-        ]
-        print(f"[spikes {name}] stable points on the ring at radii {np.round(radii, 3)}")
-        assert radii and all(abs(r - 0.92) < 0.2 for r in radii)
+        # A finite ring network keeps a few stable points on its (slow) ring.
+        true_radius = np.mean(
+            [np.linalg.norm(fp.location) for fp in find_fixed_points(net.M, net.K) if fp.stable]
+        )
+        found = _stable_points_in_truth_frame(est, out["A"], out["c"])
+        radii = [float(np.linalg.norm(p)) for p in found]
+        print(f"[spikes {name}] stable radii {np.round(radii, 3)}, true {true_radius:.3f}")
+        assert radii and all(abs(r - true_radius) < 0.15 for r in radii)
