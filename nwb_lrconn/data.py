@@ -375,9 +375,9 @@ class PosteriorCovariance:
     unit_indices : ndarray of shape (n_units, params_per_unit), int, optional
         For ``structure="blocks"``: the entries of θ that belong to each unit.
     unit_blocks : ndarray of shape (n_units, params_per_unit, params_per_unit), optional
-        For ``structure="blocks"``: ``(D_i + λI)⁻¹`` with ``D_i`` unit i's diagonal block of F minus
-        its part in the leading eigenpairs, so the posterior can be rebuilt from the stored fields
-        alone (marginal per-unit covariances: ``LaplacePosterior.unit_covariance()``).
+        For ``structure="blocks"``: ``(D_i + λI)⁻¹`` with ``D_i`` unit i's diagonal block of F
+        minus its part in the leading eigenpairs, so the posterior can be rebuilt from the stored
+        fields alone (marginal per-unit covariances: ``LaplacePosterior.unit_covariance()``).
     eigenvalues : ndarray of shape (n_eig,)
         Leading eigenvalues of the data precision F (descending).
     eigenvectors : ndarray of shape (n_params, n_eig)
