@@ -404,7 +404,7 @@ class PosteriorConfig:
         eigenpairs otherwise.
     n_eigenpairs : int, optional
         Leading eigenpairs of the data precision kept (default: the posterior's choice).
-    max_dense_params : int, default: 2000
+    max_dense_params : int, default: 200
         Largest parameter count stored densely under ``structure="auto"``.
     """
 
@@ -412,7 +412,7 @@ class PosteriorConfig:
     prior_precision: float = 1.0
     structure: str = "auto"
     n_eigenpairs: int | None = None
-    max_dense_params: int = 2000
+    max_dense_params: int = 200
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "posterior.enabled")

@@ -117,10 +117,14 @@ def _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, *,
     scale = alpha / n_units
     kappa = initial
     latents, kept = [], []
+    Mt = M.T
     for t in range(n_time):
-        x = kappa @ M.T
-        if offset is not None:
-            x = x + (offset[:, t] if offset.dim() == 3 else offset)
+        if offset is None:
+            x = kappa @ Mt
+        elif offset.dim() == 3:
+            x = offset[:, t] + kappa @ Mt
+        else:
+            x = torch.addmm(offset, kappa, Mt)  # fused: one pass over (n_trials, n_units)
         latents.append(kappa)
         y = activation(x, nonlinearity) if keep == "activity" or t + 1 < n_time else None
         kept.append(x if keep == "potentials" else y)
