@@ -47,7 +47,12 @@ def plot_degeneracy_spectrum(report: DegeneracyReport, *, ax: Any = None) -> Any
     ax.set_yscale("log")
     n_directions = report.n_total - report.n_gauge
     if spectrum.size < n_directions:
-        ax.set_xlabel(f"direction (sorted; leading {spectrum.size} of {n_directions} shown)")
+        # Structured (blocks) posteriors keep only leading eigenpairs (by default those of the
+        # output-side block F_KK); the counts in the title still cover every direction.
+        ax.set_xlabel(
+            f"eigen-direction (sorted; the {spectrum.size} computed of {n_directions}; "
+            "counts cover all)"
+        )
     else:
         ax.set_xlabel("direction (sorted)")
     ax.set_ylabel("data precision (1/variance)")

@@ -156,7 +156,7 @@ def test_degeneracy_spectrum_splits_at_the_threshold(degeneracy_factory):
     assert f"{report.n_constrained} constrained" in ax.get_title()
     assert ax.get_yscale() == "log" and "1/variance" in ax.get_ylabel()
     # The fixture's spectrum holds 50 of the 56 non-gauge directions.
-    assert ax.get_xlabel() == "direction (sorted; leading 50 of 56 shown)"
+    assert ax.get_xlabel() == "eigen-direction (sorted; the 50 computed of 56; counts cover all)"
 
 
 def test_cluster_order_groups_the_quadstable_populations():
