@@ -48,7 +48,7 @@ __all__ = [
     "ConnectorData",
     "StateQuadrature",
     "build_state_quadrature",
-    "ridge_output_loadings",
+    "quadrature_ridge_targets",
     "ConnectorEstimator",
     "connector_from_distribution",
 ]
@@ -307,7 +307,7 @@ def build_state_quadrature(
     return StateQuadrature(feat / counts[:, None], sums, counts.astype(np.float64))
 
 
-def ridge_output_loadings(
+def quadrature_ridge_targets(
     features: Tensor,
     update_sums: Tensor,
     weights: Tensor,
@@ -649,7 +649,7 @@ class ConnectorEstimator:
         pool_z = self._z_from_flow(pool).to(f64)
 
         def targets(idx: Tensor) -> Tensor:
-            return ridge_output_loadings(
+            return quadrature_ridge_targets(
                 q_feat,
                 q_sums,
                 q_w,

@@ -10,7 +10,7 @@
   the number of components;
 - :func:`population_labels` and :func:`silence_population`: k-means populations and in-silico
   silencing (m ← 0);
-- :func:`least_squares_output_loadings`: the unregularised (LINT-style) fit of K with known
+- :func:`gradient_descent_output_loadings`: the unregularised (LINT-style) fit of K with known
   latents, the baseline that lands anywhere in the null space.
 """
 
@@ -33,7 +33,7 @@ __all__ = [
     "gmm_cv_log_likelihood",
     "population_labels",
     "silence_population",
-    "least_squares_output_loadings",
+    "gradient_descent_output_loadings",
 ]
 
 
@@ -318,7 +318,7 @@ def silence_population(M: np.ndarray, labels: np.ndarray, population: int) -> np
     return out
 
 
-def least_squares_output_loadings(
+def gradient_descent_output_loadings(
     M: np.ndarray,
     latents: np.ndarray,
     *,

@@ -28,7 +28,7 @@ from nwb_lrconn.inference.connector import (
     ConnectorData,
     ConnectorEstimator,
     build_state_quadrature,
-    ridge_output_loadings,
+    quadrature_ridge_targets,
 )
 from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse
 from nwb_lrconn.inference.metrics import conditional_mean_error, sinkhorn_divergence
@@ -99,7 +99,7 @@ def time_stage_b(name: str, threads: int, *, repeats: int = 5) -> dict:
     q = [torch.as_tensor(a) for a in (quad.features, quad.update_sums, quad.weights)]
 
     def ours():
-        return ridge_output_loadings(*q, z, alpha=alpha, ridge_lambda=lam)
+        return quadrature_ridge_targets(*q, z, alpha=alpha, ridge_lambda=lam)
 
     fold_data = [
         [torch.as_tensor(a, dtype=torch.float32) for a in data.transitions(idx)]

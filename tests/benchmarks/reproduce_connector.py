@@ -36,7 +36,7 @@ from nwb_lrconn.inference.dynamics import (  # noqa: E402
 from nwb_lrconn.inference.metrics import (  # noqa: E402
     connectivity_dissimilarity,
     gmm_cv_log_likelihood,
-    least_squares_output_loadings,
+    gradient_descent_output_loadings,
     population_labels,
     silence_population,
     valente_dissimilarity,
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n== Quadstable structure: cross-validated GMM log-likelihood per unit, k = 1..9 ==")
     net, lat, est = fits["quadstable"]
     z1, k1 = est.sample(1000, sigma=1.0, random_state=2)
-    k_gd = least_squares_output_loadings(net.M, lat, alpha=0.1, random_state=0)
+    k_gd = gradient_descent_output_loadings(net.M, lat, alpha=0.1, random_state=0)
     curves = {
         "truth": gmm_cv_log_likelihood(np.c_[net.M, net.K]),
         "Connector σ=1": gmm_cv_log_likelihood(np.c_[z1[:, :2], k1]),

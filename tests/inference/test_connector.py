@@ -15,7 +15,7 @@ from nwb_lrconn.inference.connector import (
     ConnectorEstimator,
     build_state_quadrature,
     connector_from_distribution,
-    ridge_output_loadings,
+    quadrature_ridge_targets,
 )
 from nwb_lrconn.inference.dynamics import (
     find_fixed_points,
@@ -27,7 +27,7 @@ from nwb_lrconn.inference.flows import flow_log_prob
 from nwb_lrconn.inference.metrics import (
     conditional_mean_error,
     gmm_cv_log_likelihood,
-    least_squares_output_loadings,
+    gradient_descent_output_loadings,
     population_labels,
     silence_population,
     sinkhorn_divergence,
@@ -80,7 +80,7 @@ def test_ridge_matches_the_normal_equations(n_virtual):
     updates = rng.standard_normal((60, 2))
     z = np.c_[rng.standard_normal((n_virtual, 2)), np.zeros(n_virtual)]
     t = partial(torch.as_tensor, dtype=torch.float64)
-    k = ridge_output_loadings(
+    k = quadrature_ridge_targets(
         t(features), t(updates), t(np.ones(60)), t(z), alpha=0.1, ridge_lambda=1e-3
     )
     np.testing.assert_allclose(k.numpy(), _ridge_numpy(features, updates, z, 0.1, 1e-3), rtol=1e-6)
@@ -99,7 +99,7 @@ def test_state_quadrature_is_exact_without_resolution_and_close_with_it(ring_dat
     z = torch.as_tensor(np.c_[np.random.default_rng(1).standard_normal((100, 2)), np.zeros(100)])
     t = partial(torch.as_tensor, dtype=torch.float64)
     k_exact, k_merged = (
-        ridge_output_loadings(
+        quadrature_ridge_targets(
             t(q.features), t(q.update_sums), t(q.weights), z, alpha=0.1, ridge_lambda=1e-4
         ).numpy()
         for q in (exact, merged)
@@ -361,7 +361,7 @@ def test_quadstable_structure_and_silencing(published_fits):
     ours = gmm_cv_log_likelihood(np.c_[z[:, :2], k])
     assert np.argmax(ours) + 1 >= 4 and ours[3] >= ours.max() - 0.02  # peak or plateau at 4
     assert abs(ours[3] - truth_curve[3]) < 0.2
-    k_gd = least_squares_output_loadings(net.M, lat, alpha=0.1, random_state=0)
+    k_gd = gradient_descent_output_loadings(net.M, lat, alpha=0.1, random_state=0)
     gd_curve = gmm_cv_log_likelihood(np.c_[net.M, k_gd])
     assert abs(gd_curve[3] - truth_curve[3]) > 0.2
     # Silencing: sampled network (σ = 0) vs truth, population by population (matched by centre).

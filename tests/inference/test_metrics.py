@@ -12,7 +12,7 @@ from nwb_lrconn.inference.metrics import (
     conditional_mean_error,
     connectivity_dissimilarity,
     gmm_cv_log_likelihood,
-    least_squares_output_loadings,
+    gradient_descent_output_loadings,
     population_labels,
     silence_population,
     sinkhorn_divergence,
@@ -120,8 +120,8 @@ def test_least_squares_baseline_fits_updates_but_not_the_conditional_mean():
     lat = simulate_latents(net.M, net.K, grid_initial_conditions(4), 20)
     g = partial(conditional_mean, "quadstable")
     truth_error = conditional_mean_error(net.M, net.K, g)  # ≈ 2 (k = g(m) + N(0, I))
-    K_min = least_squares_output_loadings(net.M, lat, alpha=0.1, init_scale=0.0)
-    K_gd = least_squares_output_loadings(net.M, lat, alpha=0.1, random_state=0)
+    K_min = gradient_descent_output_loadings(net.M, lat, alpha=0.1, init_scale=0.0)
+    K_gd = gradient_descent_output_loadings(net.M, lat, alpha=0.1, random_state=0)
     for K in (K_min, K_gd):  # both reproduce the latent updates on the data
         np.testing.assert_allclose(simulate_latents(net.M, K, lat[:, 0], 20), lat, atol=1e-8)
     # Minimum norm ≈ ridge with λ → 0 lies near g; gradient descent from a N(0, 2²) start keeps
@@ -130,4 +130,4 @@ def test_least_squares_baseline_fits_updates_but_not_the_conditional_mean():
     assert error_min < truth_error
     assert conditional_mean_error(net.M, K_gd, g) > max(truth_error, 4 * error_min)
     with pytest.raises(ValueError, match="init_scale must be finite and >= 0"):
-        least_squares_output_loadings(net.M, lat, alpha=0.1, init_scale=-1.0)
+        gradient_descent_output_loadings(net.M, lat, alpha=0.1, init_scale=-1.0)
