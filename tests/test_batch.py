@@ -543,8 +543,7 @@ def test_task_that_writes_nothing_fails_cleanly(tmp_path):
     assert not Path(task.output).exists() and not list((tmp_path / ".partial").iterdir())
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(900)  # about 40 s on 2 idle cores: part of the default run
 def test_full_batch_8_files_2_ranks_2_seeds(sessions, tmp_path, monkeypatch):
     config = _tiny_config()
     out = tmp_path / "out"
