@@ -9,6 +9,7 @@ keeps the state with the best held-out loss (early stopping, learning rate halve
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .lowrank import LowRankRNN
+from .objective import ChunkObjective
 from .observation import expected_observation, masked_mean, observation_nll
 
 __all__ = ["Batch", "TrainConfig", "batch_loss", "train", "infer_initial"]
@@ -77,18 +79,49 @@ def batch_loss(
     *,
     noise: Tensor | None = None,
 ) -> Tensor:
-    """Mean negative log-likelihood per observed value of ``batch`` (a scalar tensor)."""
-    _, activity = model(initial, batch.data.shape[1], inputs=batch.inputs, noise=noise)
-    expected = expected_observation(
-        model.readout(activity),
+    """Mean negative log-likelihood per observed value of ``batch`` (a scalar tensor).
+
+    The likelihood is evaluated chunk by chunk inside the rollout
+    (:meth:`LowRankRNN.rollout_loss`), except under the calcium indicator kernel, whose filter
+    runs along the whole trial.
+    """
+    n_time = batch.data.shape[1]
+    if config.observation == "calcium" and config.calcium_decay > 0:
+        _, activity = model(initial, n_time, inputs=batch.inputs, noise=noise)
+        expected = expected_observation(
+            model.readout(activity),
+            config.observation,
+            bin_width=config.bin_width,
+            calcium_decay=config.calcium_decay,
+        )
+        nll = observation_nll(
+            batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
+        )
+        return masked_mean(nll, batch.mask)
+    weights = batch.mask.to(batch.data.dtype)
+    n_bins = float(weights.sum())
+    if n_bins == 0:
+        raise ValueError("mask selects no bin: there is nothing to average.")
+    count = n_bins * batch.data.shape[-1]
+    objective = ChunkObjective(
         config.observation,
-        bin_width=config.bin_width,
-        calcium_decay=config.calcium_decay,
+        batch.data,
+        weights if n_bins < weights.numel() else None,
+        count,
+        config.bin_width,
     )
-    nll = observation_nll(
-        batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
+    loss = model.rollout_loss(
+        initial,
+        n_time,
+        objective,
+        (model.readout_gain, model.readout_offset, model.log_noise_std),
+        inputs=batch.inputs,
+        noise=noise,
+        loss_grad=objective.gradient,
     )
-    return masked_mean(nll, batch.mask)
+    if config.observation == "poisson":  # + log y!, a constant
+        return loss + float((torch.lgamma(batch.data + 1.0) * weights[..., None]).sum()) / count
+    return loss + model.log_noise_std.mean() + 0.5 * math.log(2 * math.pi)
 
 
 def _noise(model: LowRankRNN, batch: Batch, config: TrainConfig, generator) -> Tensor | None:

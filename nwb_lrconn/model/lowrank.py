@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .chunked import LossFn, rollout_loss
 from .rollout import activation, rollout_activity
 
 __all__ = ["LowRankRNN"]
@@ -137,6 +138,50 @@ class LowRankRNN(nn.Module):
             nonlinearity=self.nonlinearity,
             inputs=inputs if self.n_inputs > 0 else None,
             noise=noise,
+        )
+
+    def rollout_loss(
+        self,
+        initial: Tensor,
+        n_time: int,
+        loss_fn: LossFn,
+        loss_params: tuple[Tensor, ...] = (),
+        *,
+        inputs: Tensor | None = None,
+        noise: Tensor | None = None,
+        loss_grad=None,
+    ) -> Tensor:
+        """Roll the dynamics forward and return Σ over time chunks of ``loss_fn``.
+
+        The activity is never held in full; see :func:`~nwb_lrconn.model.chunked.rollout_loss`
+        for the contract of ``loss_fn(activity, start, stop, *loss_params)`` and of its optional
+        closed-form gradient ``loss_grad``. Same arguments
+        as :meth:`forward` otherwise.
+
+        Returns
+        -------
+        Tensor, scalar
+            The loss.
+        """
+        if self.n_inputs > 0 and inputs is None:
+            raise ValueError(
+                f"This network has {self.n_inputs} input channel(s); pass inputs of shape "
+                f"(n_trials, {n_time}, {self.n_inputs})."
+            )
+        return rollout_loss(
+            self.M,
+            self.K,
+            self.B if self.n_inputs > 0 else None,
+            self.d,
+            initial,
+            n_time,
+            loss_fn,
+            loss_params,
+            alpha=self.alpha,
+            nonlinearity=self.nonlinearity,
+            inputs=inputs if self.n_inputs > 0 else None,
+            noise=noise,
+            loss_grad=loss_grad,
         )
 
     def readout(self, activity: Tensor) -> Tensor:

@@ -4,8 +4,13 @@
     κ(t+1)   = (1 − α) κ(t) + (α/N) Σ_i k_i φ(x_i(t)) + ξ(t)
 
 Cost per step is O(N·R) (plus O(N·D_u) for inputs); the N×N matrix J = M Kᵀ/N is never formed.
-Everything is differentiable (autograd and ``torch.func``), batched over trials, and runs on the
-device and dtype of ``M``.
+Both functions are batched over trials and run on the device and dtype of ``M``.
+
+:func:`latent_rollout` is a plain autograd graph, differentiable to any order and under
+``torch.func`` (the posterior's Jacobians use it). :func:`rollout_activity`, the training forward
+pass, is a custom autograd function with a hand-written adjoint: the forward loop records nothing,
+and the backward loop runs on the rank-R adjoint alone, with every O(N) product batched over all
+time steps at once. It supports first-order gradients only.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["activation", "latent_rollout", "rollout_activity"]
+__all__ = ["activation", "activation_slope", "latent_rollout", "rollout_activity"]
 
 
 def activation(x: Tensor, nonlinearity: str) -> Tensor:
@@ -70,10 +75,7 @@ def latent_rollout(
     potentials : Tensor of shape (n_trials, n_time, n_units)
         x(t) = M κ(t) + B u(t) + d.
     """
-    latents, potentials, _ = _rollout(
-        M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, keep="potentials"
-    )
-    return latents, potentials
+    return _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise)
 
 
 def rollout_activity(
@@ -91,8 +93,8 @@ def rollout_activity(
 ) -> tuple[Tensor, Tensor]:
     """Like :func:`latent_rollout`, but return the activations φ(x) instead of x.
 
-    φ is applied once per step and reused for the update and the output, so training (which
-    needs φ(x), not x) saves a second pass over the (n_trials, n_time, n_units) array.
+    φ is applied once per step and reused for the update and the output. Gradients come from
+    the adjoint recursion (first order only; use :func:`latent_rollout` for ``torch.func``).
 
     Returns
     -------
@@ -101,13 +103,123 @@ def rollout_activity(
     activity : Tensor of shape (n_trials, n_time, n_units)
         φ(x(t)).
     """
-    latents, _, activity = _rollout(
-        M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, keep="activity"
+    activation(initial[:0, :0], nonlinearity)  # validates the name
+    offset = None
+    if inputs is not None and B is not None and B.shape[1] > 0:
+        offset = inputs @ B.T  # (n_trials, n_time, n_units); autograd carries it to B and u
+    if d is not None:
+        offset = d if offset is None else offset + d
+    return _ActivityRollout.apply(
+        M, K, offset, initial, noise, int(n_time), float(alpha), nonlinearity
     )
-    return latents, activity
 
 
-def _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, *, keep):
+def activation_slope(activity: Tensor, nonlinearity: str) -> Tensor:
+    """φ'(x) written in terms of y = φ(x)."""
+    if nonlinearity == "tanh":
+        return 1.0 - activity * activity
+    if nonlinearity == "relu":
+        return (activity > 0).to(activity.dtype)
+    return -torch.expm1(-activity)  # softplus: σ(x) = 1 − e^(−y)
+
+
+class _ActivityRollout(torch.autograd.Function):
+    """κ and φ(x) over time with the adjoint backward (shapes as in :func:`rollout_activity`).
+
+    Backward, with a(t) = dL/dκ(t), y = φ(x), s = α/N and C(t) = Kᵀ diag(φ'(x(t))) M (R×R):
+
+        a(t)  = ∂L/∂κ(t) + (∂L/∂y(t) ⊙ φ'(t)) M + [(1 − α) I + s C(t)]ᵀ a(t+1)
+        e(t)  = dL/dx(t) = (∂L/∂y(t) + s a(t+1) Kᵀ) ⊙ φ'(t)
+        dM = Σ e(t)ᵀ κ(t),  dK = s Σ y(t)ᵀ a(t+1),  d offset = e,  dκ(0) = a(0),  dξ(t) = a(t+1)
+
+    C(t) for all t is one (T·n_trials, N) × (N, R²) product, so the loop itself is one batched
+    R×R product per step.
+    """
+
+    @staticmethod
+    def forward(ctx, M, K, offset, initial, noise, n_time, alpha, nonlinearity):
+        n_trials, rank = initial.shape
+        n_units = M.shape[0]
+        scale = alpha / n_units
+        # Time-major buffers, so each step writes one contiguous (n_trials, n_units) slab.
+        activity = M.new_empty(n_time, n_trials, n_units)
+        latents = M.new_empty(n_time, n_trials, rank)
+        if offset is not None and offset.dim() == 3:
+            offset = offset.transpose(0, 1).contiguous()
+        noise_tm = None if noise is None else noise.transpose(0, 1)
+        kappa = initial
+        Mt = M.T
+        for t in range(n_time):
+            latents[t] = kappa
+            y = activity[t]
+            if offset is None:
+                torch.mm(kappa, Mt, out=y)
+            else:
+                torch.addmm(offset if offset.dim() == 1 else offset[t], kappa, Mt, out=y)
+            if nonlinearity == "tanh":
+                y.tanh_()
+            elif nonlinearity == "relu":
+                y.relu_()
+            else:
+                y.copy_(torch.nn.functional.softplus(y))
+            if t + 1 < n_time:
+                kappa = torch.addmm(kappa, y, K, beta=1.0 - alpha, alpha=scale)
+                if noise_tm is not None:
+                    kappa = kappa + noise_tm[t]
+        ctx.save_for_backward(M, K, latents, activity)
+        ctx.alpha = alpha
+        ctx.nonlinearity = nonlinearity
+        ctx.offset_dim = None if offset is None else offset.dim()
+        return latents.transpose(0, 1), activity.transpose(0, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_latents, grad_activity):
+        M, K, latents, activity = ctx.saved_tensors
+        n_time, n_trials, n_units = activity.shape
+        rank = M.shape[1]
+        alpha, scale = ctx.alpha, ctx.alpha / n_units
+        flat = n_time * n_trials
+        slope = activation_slope(activity, ctx.nonlinearity)  # (T, n, N)
+        grad_y = grad_activity.transpose(0, 1).reshape(flat, n_units)
+        grad_k = grad_latents.transpose(0, 1).reshape(flat, rank)
+        # Everything the adjoint receives from ∂L/∂κ and ∂L/∂y, for all t at once.
+        drive = torch.addmm(grad_k, grad_y * slope.reshape(flat, n_units), M)
+        # Transposed one-step Jacobians [(1 − α) I + s C(t)]ᵀ, batched over (t, trial).
+        pairs = (K.unsqueeze(2) * M.unsqueeze(1)).reshape(n_units, rank * rank)
+        jac = (slope.reshape(flat, n_units) @ pairs).reshape(flat, rank, rank) * scale
+        jac.diagonal(dim1=1, dim2=2).add_(1.0 - alpha)
+        jac = jac.reshape(n_time, n_trials, rank, rank)
+        drive = drive.reshape(n_time, n_trials, rank)
+        adjoint = torch.empty_like(drive)
+        a = drive[n_time - 1]
+        adjoint[n_time - 1] = a
+        for t in range(n_time - 2, -1, -1):
+            # a(t)_s = drive_s + Σ_r a(t+1)_r Jac(t)[r, s]
+            a = torch.baddbmm(drive[t].unsqueeze(1), a.unsqueeze(1), jac[t]).squeeze(1)
+            adjoint[t] = a
+        following = torch.zeros_like(adjoint)  # a(t+1), zero after the last step
+        following[:-1] = adjoint[1:]
+        following = following.reshape(flat, rank)
+        grad_x = torch.addmm(grad_y, following, K.T, alpha=scale).mul_(
+            slope.reshape(flat, n_units)
+        )
+        grad_M = grad_x.T @ latents.reshape(flat, rank) if ctx.needs_input_grad[0] else None
+        grad_K = None
+        if ctx.needs_input_grad[1]:
+            grad_K = (activity.reshape(flat, n_units).T @ following).mul_(scale)
+        grad_offset = None
+        if ctx.needs_input_grad[2]:
+            if ctx.offset_dim == 1:
+                grad_offset = grad_x.sum(0)
+            else:
+                grad_offset = grad_x.reshape(n_time, n_trials, n_units).transpose(0, 1)
+        grad_initial = adjoint[0] if ctx.needs_input_grad[3] else None
+        grad_noise = adjoint[1:].transpose(0, 1) if ctx.needs_input_grad[4] else None
+        return grad_M, grad_K, grad_offset, grad_initial, grad_noise, None, None, None
+
+
+def _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise):
     n_units = M.shape[0]
     offset = None
     if inputs is not None and B is not None and B.shape[1] > 0:
@@ -116,7 +228,7 @@ def _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, *,
         offset = d if offset is None else offset + d
     scale = alpha / n_units
     kappa = initial
-    latents, kept = [], []
+    latents, potentials = [], []
     Mt = M.T
     for t in range(n_time):
         if offset is None:
@@ -124,16 +236,11 @@ def _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise, *,
         elif offset.dim() == 3:
             x = offset[:, t] + kappa @ Mt
         else:
-            x = torch.addmm(offset, kappa, Mt)  # fused: one pass over (n_trials, n_units)
+            x = torch.addmm(offset, kappa, Mt)
         latents.append(kappa)
-        y = activation(x, nonlinearity) if keep == "activity" or t + 1 < n_time else None
-        kept.append(x if keep == "potentials" else y)
+        potentials.append(x)
         if t + 1 < n_time:
-            # (φ(x) @ K) * scale: the scalar multiplies (n_trials, rank), not (n_trials, n_units).
-            kappa = (1 - alpha) * kappa + (y @ K) * scale
+            kappa = (1 - alpha) * kappa + (activation(x, nonlinearity) @ K) * scale
             if noise is not None:
                 kappa = kappa + noise[:, t]
-    stacked = torch.stack(kept, dim=1)
-    if keep == "potentials":
-        return torch.stack(latents, dim=1), stacked, None
-    return torch.stack(latents, dim=1), None, stacked
+    return torch.stack(latents, dim=1), torch.stack(potentials, dim=1)
