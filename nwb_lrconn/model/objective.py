@@ -72,7 +72,8 @@ class ChunkObjective:
             For gain, offset and log σ (None for log σ under Poisson, which has no noise scale).
         """
         if self.observation == "poisson":
-            rate, sigmoid = self._poisson_rate(activity, gain, offset)
+            rate, readout = self._poisson_rate(activity, gain, offset)
+            sigmoid = readout.sigmoid_()
             # dℓ/dr = (1 − y/λ) Δt σ(r)
             h = torch.div(self.data[:, start:stop], rate).neg_().add_(1.0)
             h.mul_(sigmoid).mul_(self.bin_width / self.count)
@@ -98,7 +99,7 @@ class ChunkObjective:
         return residual
 
     def _poisson_rate(self, activity, gain, offset) -> tuple[Tensor, Tensor]:
-        """λ = Δt softplus(r) + ε and σ(r)."""
+        """λ = Δt softplus(r) + ε, and the readout r."""
         readout = torch.addcmul(offset, gain, activity)
         rate = torch.nn.functional.softplus(readout).mul_(self.bin_width).add_(_RATE_FLOOR)
-        return rate, readout.sigmoid_()
+        return rate, readout

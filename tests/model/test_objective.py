@@ -1,0 +1,88 @@
+"""The closed-form chunk objective against autograd and against the plain likelihood."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nwb_lrconn.model._train import Batch, TrainConfig, batch_loss
+from nwb_lrconn.model.lowrank import LowRankRNN
+from nwb_lrconn.model.objective import ChunkObjective
+from nwb_lrconn.model.observation import expected_observation, masked_mean, observation_nll
+
+N_TRIALS, N_TIME, N_UNITS = 4, 9, 13
+
+
+def _data(observation, masked, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    data = 3 * torch.rand(N_TRIALS, N_TIME, N_UNITS, generator=g, dtype=torch.float64)
+    if observation == "poisson":
+        data = data.round()
+    mask = torch.ones(N_TRIALS, N_TIME, dtype=torch.bool)
+    if masked:  # ragged trials
+        mask[1, 5:] = False
+        mask[3, 2:] = False
+    return data, mask
+
+
+@pytest.mark.parametrize("observation", ["gaussian", "poisson"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_closed_form_gradient_matches_autograd(observation, masked):
+    data, mask = _data(observation, masked)
+    weights = mask.to(data.dtype)
+    objective = ChunkObjective(observation, data, weights if masked else None, 57.0, 0.02)
+    g = torch.Generator().manual_seed(1)
+    activity = torch.tanh(torch.randn(N_TRIALS, 3, N_UNITS, generator=g, dtype=torch.float64))
+    params = [torch.randn(N_UNITS, generator=g, dtype=torch.float64) for _ in range(3)]
+    leaves = [activity.clone().requires_grad_()] + [p.clone().requires_grad_() for p in params]
+    value = objective(leaves[0], 4, 7, *leaves[1:])
+    expected = torch.autograd.grad(value, leaves, allow_unused=True)
+    grad_activity, grad_params = objective.gradient(activity, 4, 7, *params)
+    torch.testing.assert_close(grad_activity, expected[0], rtol=1e-12, atol=1e-14)
+    for got, want in zip(grad_params, expected[1:], strict=True):
+        if want is None:  # Poisson has no noise scale
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("observation", ["gaussian", "poisson", "calcium"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_batch_loss_equals_the_masked_mean_likelihood(observation, masked):
+    data, mask = _data(observation, masked)
+    model = LowRankRNN(N_UNITS, 2, n_inputs=1, dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    inputs = torch.randn(N_TRIALS, N_TIME, 1, generator=g, dtype=torch.float64)
+    initial = torch.randn(N_TRIALS, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    config = TrainConfig(observation, 0.02, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
+    loss = batch_loss(model, initial, Batch(data, mask, inputs), config)
+    _, activity = model(initial, N_TIME, inputs=inputs)
+    expected = masked_mean(
+        observation_nll(
+            data,
+            expected_observation(model.readout(activity), observation, bin_width=0.02),
+            observation,
+            noise_std=model.log_noise_std.exp(),
+        ),
+        mask,
+    )
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    leaves = [*model.parameters(), initial]
+    got = torch.autograd.grad(loss, leaves, allow_unused=True)
+    want = torch.autograd.grad(expected, leaves, allow_unused=True)
+    for name, a, b in zip([n for n, _ in model.named_parameters()] + ["initial"], got, want):
+        if b is None:
+            assert a is None, name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13, msg=name)
+
+
+def test_batch_loss_refuses_an_empty_mask():
+    model = LowRankRNN(3, 1)
+    batch = Batch(torch.zeros(2, 4, 3), torch.zeros(2, 4, dtype=torch.bool), None)
+    config = TrainConfig("gaussian", 0.02, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="mask selects no bin: there is nothing to average"):
+        batch_loss(model, torch.zeros(2, 1), batch, config)
