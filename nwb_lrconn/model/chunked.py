@@ -5,8 +5,8 @@ itself. :func:`rollout_loss` rolls the latent dynamics forward and evaluates ℓ
 steps at a time, so the activity never exists in full: each chunk (about two megabytes) stays in
 the CPU cache while its loss, its slope φ' and its gradients are computed. The backward pass
 recomputes the activity of one chunk at a time from the stored latents (n_time × n_trials × R
-numbers), runs the loss's own autograd on that chunk, and carries the rank-R adjoint
-backwards through time (see :class:`~nwb_lrconn.model.rollout._ActivityRollout` for the
+numbers), takes the loss's gradient on that chunk (closed form when given, else autograd), and
+carries the rank-R adjoint backwards through time (see :class:`~nwb_lrconn.model.rollout._ActivityRollout` for the
 equations).
 
 The result equals ``loss_fn`` applied to :func:`~nwb_lrconn.model.rollout.rollout_activity`'s

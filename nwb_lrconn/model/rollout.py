@@ -7,10 +7,12 @@ Cost per step is O(N·R) (plus O(N·D_u) for inputs); the N×N matrix J = M Kᵀ
 Both functions are batched over trials and run on the device and dtype of ``M``.
 
 :func:`latent_rollout` is a plain autograd graph, differentiable to any order and under
-``torch.func`` (the posterior's Jacobians use it). :func:`rollout_activity`, the training forward
-pass, is a custom autograd function with a hand-written adjoint: the forward loop records nothing,
-and the backward loop runs on the rank-R adjoint alone, with every O(N) product batched over all
-time steps at once. It supports first-order gradients only.
+``torch.func`` (the posterior's Jacobians use it). :func:`rollout_activity` (predictions, and
+training under the calcium indicator kernel) is a custom autograd function with a hand-written
+adjoint: the forward loop records nothing, and the backward loop runs on the rank-R adjoint alone,
+with every O(N) product batched over all time steps at once. It supports first-order gradients
+only. Training otherwise goes through :func:`~nwb_lrconn.model.chunked.rollout_loss`, the same
+adjoint evaluated in cache-sized time chunks.
 """
 
 from __future__ import annotations

@@ -131,3 +131,35 @@ def test_rollout_loss_refuses_an_unknown_nonlinearity():
             alpha=0.1,
             nonlinearity="sigmoid",
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fast_paths_match_autograd_on_cuda(dtype):
+    tol = {"rtol": 1e-9, "atol": 1e-11} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-5}
+    target = torch.ones(N_TRIALS, N_TIME, N_UNITS, device="cuda", dtype=dtype)
+
+    def loss_fn(activity, start, stop):
+        return ((activity - target[:, start:stop]) ** 2).sum()
+
+    for nonlinearity, offset, with_noise in CASES:
+        t, _ = _problem(offset, with_noise)
+        t = {
+            k: None if v is None else v.detach().to("cuda", dtype).requires_grad_()
+            for k, v in t.items()
+        }
+        leaves = [v for v in t.values() if v is not None]
+        args, kwargs = _rollout_kwargs(t, nonlinearity)
+        _, activity = rollout_activity(*args, **kwargs)
+        _, potentials = latent_rollout(*args, **kwargs)
+        reference = loss_fn(activation(potentials, nonlinearity), 0, N_TIME)
+        for fast in (
+            loss_fn(activity, 0, N_TIME),
+            rollout_loss(*args, loss_fn, chunk_size=3, **kwargs),
+        ):
+            got = torch.autograd.grad(fast, leaves)
+            want = torch.autograd.grad(reference, leaves, retain_graph=True)
+            for a, b in zip(got, want, strict=True):
+                assert a.device.type == "cuda"
+                torch.testing.assert_close(a, b, **tol)
