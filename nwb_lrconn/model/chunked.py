@@ -6,8 +6,8 @@ steps at a time, so the activity never exists in full: each chunk (about two meg
 the CPU cache while its loss, its slope φ' and its gradients are computed. The backward pass
 recomputes the activity of one chunk at a time from the stored latents (n_time × n_trials × R
 numbers), takes the loss's gradient on that chunk (closed form when given, else autograd), and
-carries the rank-R adjoint backwards through time (see :class:`~nwb_lrconn.model.rollout._ActivityRollout` for the
-equations).
+carries the rank-R adjoint backwards through time (the equations are in
+:class:`~nwb_lrconn.model.rollout._ActivityRollout`).
 
 The result equals ``loss_fn`` applied to :func:`~nwb_lrconn.model.rollout.rollout_activity`'s
 activity, with the same gradients (first order only).
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .rollout import activation
+from .rollout import activation, activation_, activation_slope
 
 __all__ = ["rollout_loss"]
 
@@ -102,23 +102,6 @@ def _chunks(n_time: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n_time)) for start in range(0, n_time, size)]
 
 
-def _activation_(y: Tensor, nonlinearity: str) -> Tensor:
-    if nonlinearity == "tanh":
-        return y.tanh_()
-    if nonlinearity == "relu":
-        return y.relu_()
-    return y.copy_(torch.nn.functional.softplus(y))
-
-
-def _slope_into(out: Tensor, y: Tensor, nonlinearity: str) -> Tensor:
-    """φ'(x) from y = φ(x), written into ``out`` (no allocation)."""
-    if nonlinearity == "tanh":
-        return torch.mul(y, y, out=out).neg_().add_(1.0)
-    if nonlinearity == "relu":
-        return torch.sign(y, out=out)  # y ≥ 0
-    return torch.neg(y, out=out).expm1_().neg_()  # softplus: 1 − e^(−y)
-
-
 class _ChunkedRolloutLoss(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -146,7 +129,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                     torch.mm(kappa, Mt, out=y)
                 else:
                     torch.addmm(offset if offset.dim() == 1 else offset[:, t], kappa, Mt, out=y)
-                _activation_(y, nonlinearity)
+                activation_(y, nonlinearity)
                 if t + 1 < n_time:
                     kappa = torch.addmm(kappa, y, K, beta=1.0 - alpha, alpha=scale)
                     if noise_tm is not None:
@@ -185,7 +168,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             torch.mm(kappa, M.T, out=y.view(flat, n_units))
             if offset is not None:
                 y.add_(offset if offset.dim() == 1 else offset[:, start:stop])
-            _activation_(y, ctx.nonlinearity)
+            activation_(y, ctx.nonlinearity)
             if ctx.loss_grad is not None:
                 grad_y, grad_p = ctx.loss_grad(y, start, stop, *params)
                 grads = (grad_y, *grad_p)
@@ -200,7 +183,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                     grad_params[index].add_(g, alpha=float(grad_total))
                     used[index] = True
             slope = slope_buffer[: flat * n_units].view(flat, n_units)
-            _slope_into(slope, y.view(flat, n_units), ctx.nonlinearity)
+            activation_slope(y.view(flat, n_units), ctx.nonlinearity, out=slope)
             if grads[0] is None:
                 direct = torch.zeros_like(slope)
             else:  # ∂L/∂y ⊙ φ', in place in the loss's own gradient array

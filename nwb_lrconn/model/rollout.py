@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["activation", "activation_slope", "latent_rollout", "rollout_activity"]
+__all__ = ["activation", "activation_", "activation_slope", "latent_rollout", "rollout_activity"]
 
 
 def activation(x: Tensor, nonlinearity: str) -> Tensor:
@@ -116,13 +116,23 @@ def rollout_activity(
     )
 
 
-def activation_slope(activity: Tensor, nonlinearity: str) -> Tensor:
-    """φ'(x) written in terms of y = φ(x)."""
+def activation_(y: Tensor, nonlinearity: str) -> Tensor:
+    """Apply φ to ``y`` in place and return it."""
     if nonlinearity == "tanh":
-        return 1.0 - activity * activity
+        return y.tanh_()
     if nonlinearity == "relu":
-        return (activity > 0).to(activity.dtype)
-    return -torch.expm1(-activity)  # softplus: σ(x) = 1 − e^(−y)
+        return y.relu_()
+    return y.copy_(torch.nn.functional.softplus(y))
+
+
+def activation_slope(activity: Tensor, nonlinearity: str, *, out: Tensor | None = None) -> Tensor:
+    """φ'(x) written in terms of y = φ(x) (into ``out`` when given, without allocating)."""
+    out = torch.empty_like(activity) if out is None else out
+    if nonlinearity == "tanh":
+        return torch.mul(activity, activity, out=out).neg_().add_(1.0)
+    if nonlinearity == "relu":
+        return torch.sign(activity, out=out)  # y ≥ 0
+    return torch.neg(activity, out=out).expm1_().neg_()  # softplus: σ(x) = 1 − e^(−y)
 
 
 class _ActivityRollout(torch.autograd.Function):
@@ -158,12 +168,7 @@ class _ActivityRollout(torch.autograd.Function):
                 torch.mm(kappa, Mt, out=y)
             else:
                 torch.addmm(offset if offset.dim() == 1 else offset[t], kappa, Mt, out=y)
-            if nonlinearity == "tanh":
-                y.tanh_()
-            elif nonlinearity == "relu":
-                y.relu_()
-            else:
-                y.copy_(torch.nn.functional.softplus(y))
+            activation_(y, nonlinearity)
             if t + 1 < n_time:
                 kappa = torch.addmm(kappa, y, K, beta=1.0 - alpha, alpha=scale)
                 if noise_tm is not None:

@@ -99,14 +99,15 @@ def test_poisson_spikes_through_nwb(name, tmp_path):
     n_time = min(rec.n_time, session.data.shape[1])
     np.testing.assert_array_equal(rec.data[:, :n_time], session.data[:, :n_time])
     start = time.perf_counter()
-    est = LowRankRNNEstimator(
-        rank=2, max_epochs=300, batch_size=BATCH, random_state=0, device=DEVICE
-    ).fit(rec)
+    est = LowRankRNNEstimator(rank=2, batch_size=BATCH, random_state=0, device=DEVICE).fit(rec)
     wall = time.perf_counter() - start
     truth = session.latents[:, : rec.n_time]
     out = _aligned(est, net, truth, rec.mask)
     sign = np.sign(session.readout_gain)[:, None]
     m_r2 = _r2(out["M"], net.M * sign)
+    # M on its own against the truth, under the best gauge map for M alone.
+    best_map = np.linalg.lstsq(est.M_, net.M * sign, rcond=None)[0]
+    m_r2_own = _r2(est.M_ @ best_map, net.M * sign)
     test = est.test_trials_
     true_rate = np.logaddexp(
         0, session.readout_gain * session.activity[test] + session.readout_offset
@@ -119,8 +120,10 @@ def test_poisson_spikes_through_nwb(name, tmp_path):
         f"{rec.data.mean() / 0.02:.1f} Hz, held-out bits/spike "
         f"{est.metrics_['bits_per_spike']:.4f}"
         f" (true model {oracle['bits_per_spike']:.4f}), latent R² {out['latent_r2']:.4f}, "
-        f"M R² (sign-aligned) {m_r2:.4f}, flow RMSE {out['flow_rmse']:.4f}"
+        f"M R² (latent gauge, sign-aligned) {m_r2:.4f} (M's own best gauge {m_r2_own:.4f}), "
+        f"flow RMSE {out['flow_rmse']:.4f}, {len(est.loss_history_) - 1} epochs/rounds"
     )
+    assert m_r2 > 0.9
     assert est.metrics_["bits_per_spike"] > 0.5 * oracle["bits_per_spike"]
     assert out["latent_r2"] > 0.9
     if name == "quadstable":
@@ -131,7 +134,7 @@ def test_poisson_spikes_through_nwb(name, tmp_path):
             f"[spikes {name}] stable points {len(found)}, distances to truth {np.round(dist, 3)}"
         )
         assert len(found) == 4
-        assert max(dist) < 0.3
+        assert max(dist) < 0.15
     else:
         # A finite ring network keeps a few stable points on its (slow) ring.
         true_radius = np.mean(
