@@ -16,7 +16,7 @@ once and, by default, the visited states are merged into a weighted quadrature (
 Φ has a few thousand rows instead of n_trials·n_time; the ridge system is solved once per step by
 Cholesky in the smaller of its S×S and rows×rows forms; flow-A samples come from a pool drawn once;
 and validation (held-out one-step prediction error of the sampled network) runs every
-``validation_every`` steps with early stopping that keeps the best state.
+``validation_every`` steps with early stopping (the last state is kept unless ``keep_best``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import qmc
 from torch import Tensor
 
 from .._validation import (
@@ -398,7 +399,13 @@ class ConnectorEstimator:
         Steps between validations of flow B (held-out one-step prediction error of the sampled
         σ = 0 network, relative to the variance of the updates) and between flow-A monitor points.
     patience : int, default: 10
-        Flow-B validations without improvement before stopping early; the best state is kept.
+        Flow-B validations without improvement before stopping early.
+    keep_best : bool, default: False
+        Restore flow B's state with the lowest validation error; False keeps the last state.
+        The held-out one-step error barely separates good from poor flow-B states (relative
+        errors ~1e-3), whereas the last state of the cosine schedule tracks the ridge
+        conditional mean best: on the published quadstable network with true latents,
+        ‖k − g(m)‖² 0.040 for the last state against 0.050 for the best-validation state.
     validation_fraction : float, default: 0.1
         Fraction of trials held out for flow B when the data carry no test trials.
     device : str, default: "cpu"
@@ -426,6 +433,7 @@ class ConnectorEstimator:
         pool_size: int = 20000,
         validation_every: int = 100,
         patience: int = 10,
+        keep_best: bool = False,
         validation_fraction: float = 0.1,
         device: str = "cpu",
         progress: bool = False,
@@ -445,6 +453,7 @@ class ConnectorEstimator:
         self.pool_size = pool_size
         self.validation_every = validation_every
         self.patience = patience
+        self.keep_best = keep_best
         self.validation_fraction = validation_fraction
         self.device = device
         self.progress = progress
@@ -620,15 +629,26 @@ class ConnectorEstimator:
         final = mon_curve[-1][1] if mon_curve else float("nan")
         return curves, {"flow_a_monitor_loss": float(final)}
 
-    def _sample_z_flow(self, n: int, gen: torch.Generator, device: torch.device) -> Tensor:
-        x0 = torch.randn(
-            (n, int(self.z_free_.sum())), generator=gen, device=device, dtype=torch.float32
-        )
+    def _sample_z_flow(
+        self, n: int, gen: torch.Generator, device: torch.device, *, quasi_random: bool = False
+    ) -> Tensor:
+        shape = (n, int(self.z_free_.sum()))
+        if quasi_random:
+            seed = int(torch.randint(2**62, (1,), generator=gen, device=device))
+            u = qmc.Halton(shape[1], scramble=True, seed=np.random.default_rng(seed)).random(n)
+            u = torch.as_tensor(u, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+            x0 = torch.special.ndtri(u).to(device=device, dtype=torch.float32)
+        else:
+            x0 = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
         return integrate_flow(self.flow_a_, x0, step=self.ode_step)
 
-    def _sample_k_flow(self, context: Tensor, gen: torch.Generator) -> Tensor:
+    def _sample_k_flow(self, context: Tensor, gen: torch.Generator | None) -> Tensor:
+        """Flow B pushed from x0 ~ N(0, I), or from the base mean x0 = 0 when ``gen`` is None."""
         shape = (context.shape[0], self.rank_)
-        x0 = torch.randn(shape, generator=gen, device=context.device, dtype=context.dtype)
+        if gen is None:
+            x0 = torch.zeros(shape, device=context.device, dtype=context.dtype)
+        else:
+            x0 = torch.randn(shape, generator=gen, device=context.device, dtype=context.dtype)
         return integrate_flow(self.flow_b_, x0, context=context, step=self.ode_step)
 
     def _fit_flow_b(self, data: ConnectorData, gen, device, bar) -> tuple[dict, dict]:
@@ -667,8 +687,6 @@ class ConnectorEstimator:
         k_std = torch.as_tensor(self.k_std_, dtype=f64, device=device)
 
         val_idx = torch.randperm(self.pool_size, generator=gen, device=device)[:n_s]
-        val_gen = torch.Generator(device=device)
-        val_gen.manual_seed(int(torch.randint(2**62, (1,), generator=gen, device=device)))
         val_phi = activation(val_feat @ pool_z[val_idx].T, self.nonlinearity_)
 
         opt = torch.optim.AdamW(
@@ -694,26 +712,28 @@ class ConnectorEstimator:
             if bar is not None:
                 bar.update(1)
             if (step + 1) % self.validation_every == 0 or step + 1 == self.n_steps_b:
-                val_gen.manual_seed(val_gen.initial_seed())
-                k = self._sample_k_flow(pool[val_idx], val_gen).to(f64) * k_std + k_mean
+                k = self._sample_k_flow(pool[val_idx], None).to(f64) * k_std + k_mean
                 pred = (self.alpha_ / n_s) * val_phi @ k
                 val = float((((val_y - pred) ** 2).sum(1).mean() / val_var).item())
                 val_curve.append((step + 1, val))
                 if val < best:
-                    best, best_state, waited = val, copy.deepcopy(self.flow_b_.state_dict()), 0
+                    best, waited = val, 0
+                    if self.keep_best:
+                        best_state = copy.deepcopy(self.flow_b_.state_dict())
                 else:
                     waited += 1
                     if waited >= self.patience:
                         break
         if best_state is not None:
             self.flow_b_.load_state_dict(best_state)
+        kept = best if self.keep_best or not val_curve else val_curve[-1][1]
         self.n_steps_b_ = len(losses)
         self.n_quadrature_rows_ = int(q_w.numel())
         curves = {
             "flow_b_loss": np.asarray(losses),
             "flow_b_val": np.asarray(val_curve, dtype=np.float64).reshape(-1, 2),
         }
-        return curves, {"flow_b_val_relative_error": float(best)}
+        return curves, {"flow_b_val_relative_error": float(kept)}
 
     # ------------------------------------------------------------------ using the fit
     def _generator(self, random_state) -> tuple[torch.Generator, torch.device]:
@@ -723,9 +743,22 @@ class ConnectorEstimator:
         return gen, device
 
     def sample(
-        self, n_units: int, *, sigma: float = 0.0, random_state: int | None = None
+        self,
+        n_units: int,
+        *,
+        sigma: float = 0.0,
+        core: bool = True,
+        quasi_random: bool = True,
+        random_state: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw a network of any size: z ~ flow A, k ~ flow B(z) + σ·ε.
+        """Draw a network of any size: z ~ flow A, k = flow B(z) + σ·ε.
+
+        The max-entropy law is p(z) N(k; g*(z), σ²I) with g* the ridge conditional mean. Flow B
+        learns the ridge targets of finite sets of S virtual units, whose set-to-set jitter is an
+        artefact of finite S, not part of that law; by default (``core=True``) k is therefore
+        flow B's transport of the base mean (x0 = 0), a deterministic function of z that tracks
+        g*(z) (on the published quadstable network with true latents, mean ‖k − g(m)‖² 0.048
+        instead of 0.123 for x0 ~ N(0, I)).
 
         Parameters
         ----------
@@ -733,6 +766,16 @@ class ConnectorEstimator:
             Number of units to draw.
         sigma : float, default: 0.0
             Isotropic spread added to k (the unidentifiable part); 0 gives the identifiable core.
+        core : bool, default: True
+            Push flow B's base mean x0 = 0 (the centre g*(z)); False draws x0 ~ N(0, I) and keeps
+            flow B's finite-S jitter in k.
+        quasi_random : bool, default: True
+            Draw flow A's base points as a scrambled Halton sequence mapped to N(0, I); False
+            draws i.i.d. normals. Either way every unit is distributed as p(z), but quasi-random
+            units cover p(z) more evenly, so what a network averages over its units (its flow
+            field, attractors, silencing) carries less finite-N noise: on the published
+            limit-cycle network, 1000 i.i.d. units with z ~ flow A and k = g_true(m) give cycle
+            radii 0.88–0.98 across seeds (truth 0.954), quasi-random ones 0.93–0.94.
         random_state : int or None
             Seed of the draw.
 
@@ -747,8 +790,8 @@ class ConnectorEstimator:
         n_units = check_positive_int(n_units, "n_units")
         sigma = check_positive(sigma, "sigma", allow_zero=True)
         gen, device = self._generator(random_state)
-        x = self._sample_z_flow(n_units, gen, device)
-        k = self._sample_k_flow(x, gen).to(torch.float64).cpu().numpy()
+        x = self._sample_z_flow(n_units, gen, device, quasi_random=bool(quasi_random))
+        k = self._sample_k_flow(x, None if core else gen).to(torch.float64).cpu().numpy()
         k = k * self.k_std_ + self.k_mean_
         if sigma > 0:
             eps = torch.randn(k.shape, generator=gen, device=device, dtype=torch.float64)
@@ -756,10 +799,12 @@ class ConnectorEstimator:
         return self._z_from_flow(x).to(torch.float64).cpu().numpy(), k
 
     def log_prob(self, z: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """Exact log-density of (z, k) under the σ = 0 distribution, log p_A(z) + log p_B(k | z).
+        """Exact log-density of (z, k) under the learned flows, log p_A(z) + log p_B(k | z).
 
-        Constant columns of z (e.g. d when every bias is 0) are not modelled: the density is over
-        the varying columns of z, with the constant ones ignored.
+        p_B is flow B's full conditional law (x0 ~ N(0, I), i.e. ``sample(core=False)`` at
+        σ = 0), whose spread is the finite-S jitter of the ridge targets. Constant columns of z
+        (e.g. d when every bias is 0) are not modelled: the density is over the varying columns
+        of z, with the constant ones ignored.
 
         Parameters
         ----------
@@ -795,7 +840,8 @@ class ConnectorEstimator:
         n_samples : int, default: 1000
             Units drawn into ``samples_z`` / ``samples_k``.
         sigma : float, default: 0.0
-            Spread on k of the drawn sample (recorded as ``sigma``).
+            Spread on k of the drawn sample (recorded as ``sigma``); the sample is drawn by
+            :meth:`sample` with its defaults (k centred on the core).
         random_state : int or None
             Seed of the drawn sample.
 
