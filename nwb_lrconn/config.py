@@ -466,6 +466,8 @@ class DistributionConfig:
         Steps between validations.
     patience : int, default: 10
         Validations without improvement before stopping early.
+    keep_best : bool, default: False
+        Keep flow B's best-validation state instead of the last state of its schedule.
     """
 
     enabled: bool = True
@@ -483,9 +485,11 @@ class DistributionConfig:
     pool_size: int = 20000
     validation_every: int = 100
     patience: int = 10
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "distribution.enabled")
+        _check_bool(self.keep_best, "distribution.keep_best")
         object.__setattr__(
             self, "sigma", check_positive(self.sigma, "distribution.sigma", allow_zero=True)
         )

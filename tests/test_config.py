@@ -179,6 +179,11 @@ def test_candidate_ranks_are_sorted_and_follow_rank():
         (DistributionConfig, {"sigma": 0.0}, does_not_raise()),
         (
             DistributionConfig,
+            {"keep_best": "yes"},
+            pytest.raises(TypeError, match=r"distribution.keep_best must be true or false"),
+        ),
+        (
+            DistributionConfig,
             {"n_virtual_units": 1},
             pytest.raises(ValueError, match=r"distribution.n_virtual_units must be >= 2"),
         ),
