@@ -103,6 +103,8 @@ def _chunks(n_time: int, size: int) -> list[tuple[int, int]]:
 
 
 class _ChunkedRolloutLoss(torch.autograd.Function):
+    """Σ over chunks of the loss; saves only the latents (n_time, n_trials, R) for backward."""
+
     @staticmethod
     def forward(
         ctx, M, K, offset, initial, noise, loss, n_time, alpha, nonlinearity, chunk, *params
