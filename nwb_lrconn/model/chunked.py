@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .rollout import activation, activation_, activation_slope
+from .rollout import activation, activation_, activation_slope, unit_offset
 
 __all__ = ["rollout_loss"]
 
@@ -78,11 +78,7 @@ def rollout_loss(
     n_trials, n_units = initial.shape[0], M.shape[0]
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // max(1, n_trials * n_units))
-    offset = None
-    if inputs is not None and B is not None and B.shape[1] > 0:
-        offset = inputs @ B.T  # (n_trials, n_time, n_units); autograd carries it to B and u
-    if d is not None:
-        offset = d if offset is None else offset + d
+    offset = unit_offset(B, d, inputs)
     return _ChunkedRolloutLoss.apply(
         M,
         K,

@@ -122,21 +122,17 @@ class LowRankRNN(nn.Module):
         activity : Tensor of shape (n_trials, n_time, n_units)
             φ(x(t)), the unit activations.
         """
-        if self.n_inputs > 0 and inputs is None:
-            raise ValueError(
-                f"This network has {self.n_inputs} input channel(s); pass inputs of shape "
-                f"(n_trials, {n_time}, {self.n_inputs})."
-            )
+        B, inputs = self._inputs(inputs, n_time)
         return rollout_activity(
             self.M,
             self.K,
-            self.B if self.n_inputs > 0 else None,
+            B,
             self.d,
             initial,
             n_time,
             alpha=self.alpha,
             nonlinearity=self.nonlinearity,
-            inputs=inputs if self.n_inputs > 0 else None,
+            inputs=inputs,
             noise=noise,
         )
 
@@ -155,23 +151,18 @@ class LowRankRNN(nn.Module):
 
         The activity is never held in full; see :func:`~nwb_lrconn.model.chunked.rollout_loss`
         for the contract of ``loss_fn(activity, start, stop, *loss_params)`` and of its optional
-        closed-form gradient ``loss_grad``. Same arguments
-        as :meth:`forward` otherwise.
+        closed-form gradient ``loss_grad``. Same arguments as :meth:`forward` otherwise.
 
         Returns
         -------
         Tensor, scalar
             The loss.
         """
-        if self.n_inputs > 0 and inputs is None:
-            raise ValueError(
-                f"This network has {self.n_inputs} input channel(s); pass inputs of shape "
-                f"(n_trials, {n_time}, {self.n_inputs})."
-            )
+        B, inputs = self._inputs(inputs, n_time)
         return rollout_loss(
             self.M,
             self.K,
-            self.B if self.n_inputs > 0 else None,
+            B,
             self.d,
             initial,
             n_time,
@@ -179,10 +170,21 @@ class LowRankRNN(nn.Module):
             loss_params,
             alpha=self.alpha,
             nonlinearity=self.nonlinearity,
-            inputs=inputs if self.n_inputs > 0 else None,
+            inputs=inputs,
             noise=noise,
             loss_grad=loss_grad,
         )
+
+    def _inputs(self, inputs: Tensor | None, n_time: int) -> tuple[Tensor | None, Tensor | None]:
+        """(B, u) for the rollout: both None for a network without inputs; u required otherwise."""
+        if self.n_inputs == 0:
+            return None, None
+        if inputs is None:
+            raise ValueError(
+                f"This network has {self.n_inputs} input channel(s); pass inputs of shape "
+                f"(n_trials, {n_time}, {self.n_inputs})."
+            )
+        return self.B, inputs
 
     def readout(self, activity: Tensor) -> Tensor:
         """Return the affine readout g_i φ(x_i) + c_i, same shape as ``activity``."""

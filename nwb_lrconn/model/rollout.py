@@ -20,7 +20,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["activation", "activation_", "activation_slope", "latent_rollout", "rollout_activity"]
+__all__ = [
+    "activation",
+    "activation_",
+    "activation_slope",
+    "latent_rollout",
+    "rollout_activity",
+    "unit_offset",
+]
 
 
 def activation(x: Tensor, nonlinearity: str) -> Tensor:
@@ -106,14 +113,24 @@ def rollout_activity(
         φ(x(t)).
     """
     activation(initial[:0, :0], nonlinearity)  # validates the name
-    offset = None
-    if inputs is not None and B is not None and B.shape[1] > 0:
-        offset = inputs @ B.T  # (n_trials, n_time, n_units); autograd carries it to B and u
-    if d is not None:
-        offset = d if offset is None else offset + d
+    offset = unit_offset(B, d, inputs)
     return _ActivityRollout.apply(
         M, K, offset, initial, noise, int(n_time), float(alpha), nonlinearity
     )
+
+
+def unit_offset(B: Tensor | None, d: Tensor | None, inputs: Tensor | None) -> Tensor | None:
+    """The part of x that does not depend on κ: B u(t) + d.
+
+    Returns None (no offset), d of shape (n_units,), or a (n_trials, n_time, n_units) tensor when
+    there are inputs; autograd carries it to B, d and u.
+    """
+    offset = None
+    if inputs is not None and B is not None and B.shape[1] > 0:
+        offset = inputs @ B.T
+    if d is not None:
+        offset = d if offset is None else offset + d
+    return offset
 
 
 def activation_(y: Tensor, nonlinearity: str) -> Tensor:
@@ -228,11 +245,7 @@ class _ActivityRollout(torch.autograd.Function):
 
 def _rollout(M, K, B, d, initial, n_time, alpha, nonlinearity, inputs, noise):
     n_units = M.shape[0]
-    offset = None
-    if inputs is not None and B is not None and B.shape[1] > 0:
-        offset = inputs @ B.T  # (n_trials, n_time, n_units)
-    if d is not None:
-        offset = d if offset is None else offset + d
+    offset = unit_offset(B, d, inputs)
     scale = alpha / n_units
     kappa = initial
     latents, potentials = [], []
