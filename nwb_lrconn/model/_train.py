@@ -20,7 +20,7 @@ from .lowrank import LowRankRNN
 from .objective import ChunkObjective
 from .observation import expected_observation, masked_mean, observation_nll
 
-__all__ = ["Batch", "TrainConfig", "batch_loss", "train", "infer_initial"]
+__all__ = ["Batch", "TrainConfig", "batch_loss", "train", "infer_initial", "weight_penalty"]
 
 # κ(0) of a trial gets one update per epoch (network parameters get one per minibatch), so its
 # learning rate is larger.
@@ -170,8 +170,11 @@ def train(
     kappa_train = torch.nn.Parameter(initial_train.clone())
     kappa_test = torch.nn.Parameter(initial_test.clone())
     readout = [model.readout_gain, model.readout_offset]
-    network = [
-        p for p in model.parameters() if p.requires_grad and all(p is not q for q in readout)
+    network = _network_parameters(model)
+    other = [  # e.g. a trainable noise scale: neither readout nor decayed
+        p
+        for p in model.parameters()
+        if p.requires_grad and all(p is not q for q in [*readout, *network])
     ]
     # Adam moves every entry by about lr per step whatever its size; the readout of spike counts
     # lives on the scale of rates in 1/s, so its steps are scaled up to match (otherwise the
@@ -180,6 +183,7 @@ def train(
     optimizer = torch.optim.Adam(
         [
             {"params": network, "weight_decay": config.weight_decay},
+            {"params": other, "weight_decay": 0.0},
             {"params": readout, "weight_decay": 0.0, "lr": readout_scale * config.lr},
             {"params": [kappa_train], "weight_decay": 0.0, "lr": _KAPPA_LR * config.lr},
         ],
@@ -269,7 +273,7 @@ def _refine_lbfgs(model, k_train, k_test, train_batch, test_batch, config, histo
         optimizer.zero_grad(set_to_none=True)
         loss = batch_loss(model, kappa_train, train_batch, config)
         if config.weight_decay > 0:
-            loss = loss + 0.5 * config.weight_decay * sum((p**2).sum() for p in trainable)
+            loss = loss + weight_penalty(model, config.weight_decay)
         loss.backward()
         return loss
 
@@ -294,6 +298,20 @@ def _refine_lbfgs(model, k_train, k_test, train_batch, test_batch, config, histo
         elif len(history) - 1 - max(best[1], start - 1) >= patience:
             break
     return history, best
+
+
+def _network_parameters(model: LowRankRNN) -> list[Tensor]:
+    """The trainable loadings M, K, B, d: the parameters ``weight_decay`` applies to."""
+    return [p for p in (model.M, model.K, model.B, model.d) if p.requires_grad]
+
+
+def weight_penalty(model: LowRankRNN, weight_decay: float) -> Tensor:
+    """0.5 · weight_decay · Σ p² over the loadings M, K, B, d (not the readout).
+
+    The L-BFGS phase adds it to the loss; its gradient is the L2 term Adam's ``weight_decay``
+    adds in the first phase, so both phases optimise the same objective.
+    """
+    return 0.5 * weight_decay * sum((p**2).sum() for p in _network_parameters(model))
 
 
 def _snapshot(model: LowRankRNN, kappa_train: Tensor, kappa_test: Tensor):

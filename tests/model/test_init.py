@@ -1,0 +1,32 @@
+"""Data-driven initialisation (nwb_lrconn.model._init)."""
+
+import numpy as np
+
+from nwb_lrconn.model import _init
+from nwb_lrconn.model.networks import grid_initial_conditions, sample_network
+from nwb_lrconn.model.simulate import simulate_spikes
+
+
+def test_poisson_potentials_reach_the_saturated_range_of_tanh():
+    # Units with large loadings sit at their floor or ceiling rate for much of a trial; their
+    # target potentials must go past arctanh(0.97) ≈ 2.1, or the initial network runs far less
+    # saturated than the data.
+    net = sample_network("quadstable", 100, random_state=0)
+    session = simulate_spikes(
+        net, initial=grid_initial_conditions(6), bin_width=0.02, random_state=1
+    )
+    rec = session.to_recording()
+    linearizer = _init.fit_linearizer(
+        rec.data,
+        rec.mask,
+        observation="poisson",
+        nonlinearity="tanh",
+        bin_width=0.02,
+        smooth_bins=5.0,
+    )
+    potentials = linearizer.potentials(rec.data, rec.mask)
+    assert np.all(np.isfinite(potentials))
+    norm = np.linalg.norm(net.M, axis=1)
+    strong = norm > np.quantile(norm, 0.8)
+    reach = np.percentile(np.abs(potentials[rec.mask]), 90, axis=0)
+    assert np.median(reach[strong]) > 3.0
