@@ -30,7 +30,7 @@ from nwb_lrconn.inference.connector import (
     build_state_quadrature,
     quadrature_ridge_targets,
 )
-from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse
+from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_velocity
 from nwb_lrconn.inference.metrics import conditional_mean_error, sinkhorn_divergence
 from nwb_lrconn.model.networks import (
     NETWORK_NAMES,
@@ -50,19 +50,32 @@ def published_data(name: str) -> tuple:
     return net, lat, ConnectorData.from_loadings(net.M, lat, alpha=0.1)
 
 
-def evaluate(name: str, net, est: ConnectorEstimator, *, random_state: int = 1) -> dict:
-    """Sinkhorn(m), mean ‖k − g(m)‖² (σ = 0) and flow-field RMSE of 1000 sampled units."""
-    z, k = est.sample(1000, random_state=random_state)
-    m = z[:, :2]
-    _, v_true = flow_field(net.M, net.K)
-    _, v_samp = flow_field(m, k)
+def loading_metrics(name: str, M_true, K_true, m, k, *, d=None, A=None, c=None) -> dict:
+    """Sinkhorn(m), mean/cov errors of m, mean ‖k − g(m)‖² and flow-field RMSE against the truth.
+
+    (m, k, d) may live in another frame, where the true latents are κ_true = A κ + c (default: the
+    truth's own frame): loadings map to (m A⁻¹, k Aᵀ) and the flow field to
+    F'(κ') = A F(A⁻¹(κ' − c)).
+    """
+    A = np.eye(2) if A is None else A
+    c = np.zeros(2) if c is None else c
+    A_inv = np.linalg.inv(A)
+    m_t, k_t = m @ A_inv, k @ A.T
+    points, v_true = flow_field(M_true, K_true)
+    v_fit = latent_velocity((points - c) @ A_inv.T, m, k, d=d) @ A.T
     return {
-        "sinkhorn": sinkhorn_divergence(net.M, m),
-        "cond_err": conditional_mean_error(m, k, partial(conditional_mean, name)),
-        "ff_rmse": flow_field_rmse(v_true, v_samp),
-        "mean_diff": float(np.abs(m.mean(0) - net.M.mean(0)).max()),
-        "cov_diff": float(np.abs(np.cov(m.T) - np.cov(net.M.T)).max()),
+        "sinkhorn": sinkhorn_divergence(M_true, m_t),
+        "mean_diff": float(np.abs(m_t.mean(0) - M_true.mean(0)).max()),
+        "cov_diff": float(np.abs(np.cov(m_t.T) - np.cov(M_true.T)).max()),
+        "cond_err": conditional_mean_error(m_t, k_t, partial(conditional_mean, name)),
+        "ff_rmse": flow_field_rmse(v_true, v_fit),
     }
+
+
+def evaluate(name: str, net, est: ConnectorEstimator, *, random_state: int = 1) -> dict:
+    """:func:`loading_metrics` of 1000 units sampled at σ = 0."""
+    z, k = est.sample(1000, random_state=random_state)
+    return loading_metrics(name, net.M, net.K, z[:, :2], k)
 
 
 def fit_one(name: str, threads: int, device: str, params: dict | None = None) -> dict:

@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_connector import evaluate, published_data  # noqa: E402
+from bench_connector import evaluate, loading_metrics, published_data  # noqa: E402
 
 from nwb_lrconn.inference.connector import ConnectorData, ConnectorEstimator  # noqa: E402
 from nwb_lrconn.inference.dynamics import (  # noqa: E402
@@ -49,16 +49,13 @@ from nwb_lrconn.inference.dynamics import (  # noqa: E402
     find_limit_cycle,
     flow_field,
     flow_field_rmse,
-    latent_velocity,
 )
 from nwb_lrconn.inference.metrics import (  # noqa: E402
-    conditional_mean_error,
     connectivity_dissimilarity,
     gmm_cv_log_likelihood,
     gradient_descent_output_loadings,
     population_labels,
     silence_population,
-    sinkhorn_divergence,
     valente_dissimilarity,
 )
 from nwb_lrconn.model.estimator import LowRankRNNEstimator  # noqa: E402
@@ -158,21 +155,10 @@ def _stage1_fit(mode: str, name: str, rec, cache: Path | None):
 
 
 def evaluate_aligned(name, M_true, K_true, m, k, d, A, c) -> dict:
-    """Sinkhorn(m), mean/cov errors, ‖k − g(m)‖², flow-field RMSE and attractors vs the truth.
-
-    (m, k, d) live in the fit's frame, where the true latents are κ_true ≈ A κ + c: loadings map
-    to (m A⁻¹, k Aᵀ) and the flow field to F'(κ') = A F(A⁻¹(κ' − c)).
-    """
-    A_inv = np.linalg.inv(A)
-    m_t, k_t = m @ A_inv, k @ A.T
-    points, v_true = flow_field(M_true, K_true)
-    v_fit = latent_velocity((points - c) @ A_inv.T, m, k, d=d) @ A.T
+    """:func:`loading_metrics` and the attractor check of (m, k, d), fitted in the frame
+    κ_true ≈ A κ + c."""
     return {
-        "sinkhorn": sinkhorn_divergence(M_true, m_t),
-        "mean_diff": float(np.abs(m_t.mean(0) - M_true.mean(0)).max()),
-        "cov_diff": float(np.abs(np.cov(m_t.T) - np.cov(M_true.T)).max()),
-        "cond_err": conditional_mean_error(m_t, k_t, partial(conditional_mean, name)),
-        "ff_rmse": flow_field_rmse(v_true, v_fit),
+        **loading_metrics(name, M_true, K_true, m, k, d=d, A=A, c=c),
         "attractor": attractor_check(name, M_true, K_true, m, k, d=d, A=A, c=c),
     }
 
