@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.ndimage import gaussian_filter1d
+
+from ._refit import ridge_output_loadings
 
 __all__ = ["Linearizer", "fit_linearizer", "initial_loadings", "encode_initial"]
 
@@ -201,11 +204,11 @@ def initial_loadings(
     if n_inputs:
         x_now = x_now + inputs[trial, t] @ B.T
     phi = _phi(x_now, nonlinearity)
-    target = nxt - (1 - alpha) * now
-    gram = phi.T @ phi
-    lam = ridge * np.trace(gram) / n_units
-    W = np.linalg.solve(gram + lam * np.eye(n_units), phi.T @ target)
-    K = W * n_units / alpha
+    K = ridge_output_loadings(
+        *(torch.from_numpy(np.ascontiguousarray(a)) for a in (now, nxt, phi)),
+        alpha=alpha,
+        ridge=ridge,
+    ).numpy()
     return M, K, B, d, kappa[:, 0]
 
 

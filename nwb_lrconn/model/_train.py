@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._refit import refit_units, ridge_output_loadings
 from .lowrank import LowRankRNN
 from .objective import ChunkObjective
 from .observation import expected_observation, masked_mean, observation_nll
+from .rollout import activation
 
 __all__ = ["Batch", "TrainConfig", "batch_loss", "train", "infer_initial", "weight_penalty"]
 
@@ -69,6 +71,7 @@ class TrainConfig:
     process_noise: float
     progress: bool
     lbfgs_rounds: int = 0
+    refit_units: bool = False
 
 
 def batch_loss(
@@ -247,7 +250,78 @@ def train(
         )
         state, k_train, k_test = best[2]
         model.load_state_dict(state)
+    if config.refit_units and not (config.observation == "calcium" and config.calcium_decay > 0):
+        refit = _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best[0])
+        if refit is not None:
+            k_test = refit[1]
+            history.append(refit[0])
+            best = (refit[0][1], len(history) - 1, None)
     return np.asarray(history, dtype=np.float64), k_train, k_test, best[1]
+
+
+def _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_test):
+    """Refit every unit's (m, b, d, g, c) on the training latents, then K (``_refit``).
+
+    The refit is kept, and ((train loss, held-out loss), held-out κ(0)) returned, only if the
+    held-out loss (κ(0) re-inferred) drops below ``best_test``; otherwise the model is restored
+    and None returned.
+    """
+    saved = copy.deepcopy(model.state_dict())
+    rank, n_inputs = model.rank, model.n_inputs
+    with torch.no_grad():
+        latents, _ = model(k_train, train_batch.data.shape[1], inputs=train_batch.inputs)
+        mask, inputs = train_batch.mask, train_batch.inputs
+        theta = torch.cat(
+            [
+                model.M,
+                model.B,
+                model.d[:, None],
+                model.readout_gain[:, None],
+                model.readout_offset[:, None],
+            ],
+            dim=1,
+        )
+        gaussian = config.observation != "poisson"
+        theta = refit_units(
+            latents[mask],
+            train_batch.data[mask],
+            None if inputs is None else inputs[mask],
+            theta,
+            observation="gaussian" if gaussian else "poisson",
+            nonlinearity=model.nonlinearity,
+            bin_width=config.bin_width,
+            noise_std=model.log_noise_std.exp() if gaussian else None,
+        )
+        M, B = theta[:, :rank], theta[:, rank : rank + n_inputs]
+        pairs = mask[:, 1:] & mask[:, :-1]
+        now = latents[:, :-1][pairs].double()
+        x = now @ M.T + theta[:, -3]
+        if n_inputs:
+            x = x + inputs[:, :-1][pairs].double() @ B.T
+        K = ridge_output_loadings(
+            now,
+            latents[:, 1:][pairs].double(),
+            activation(x, model.nonlinearity),
+            alpha=model.alpha,
+            ridge=1e-3,
+        )
+        for name, value in (
+            ("M", M),
+            ("K", K),
+            ("B", B),
+            ("d", theta[:, -3]),
+            ("readout_gain", theta[:, -2]),
+            ("readout_offset", theta[:, -1]),
+        ):
+            getattr(model, name).copy_(value.to(getattr(model, name).dtype))
+    k_test_new = infer_initial(model, k_test, test_batch, config, n_steps=30)
+    with torch.no_grad():
+        test_loss = float(batch_loss(model, k_test_new, test_batch, config))
+        train_loss = float(batch_loss(model, k_train, train_batch, config))
+    if np.isfinite(test_loss) and test_loss < best_test:
+        return (train_loss, test_loss), k_test_new
+    model.load_state_dict(saved)
+    return None
 
 
 def _refine_lbfgs(model, k_train, k_test, train_batch, test_batch, config, history, best):

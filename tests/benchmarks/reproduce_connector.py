@@ -335,20 +335,26 @@ def main(argv: list[str] | None = None) -> None:
         f"GD K std {k_gd.std():.1f} (truth {net.K.std():.1f})"
     )
 
-    print("\n== Silencing each quadstable population (k-means on [m, k], m ← 0) ==")
-    m0, k0 = samples["quadstable"]
-    lab_t, lab_s = population_labels(np.c_[net.M, net.K]), population_labels(np.c_[m0, k0])
-    for p in range(4):
-        centre = net.M[lab_t == p].mean(0)
-        q = int(np.argmin([np.linalg.norm(m0[lab_s == j].mean(0) - centre) for j in range(4)]))
-        m_t, m_s = silence_population(net.M, lab_t, p), silence_population(m0, lab_s, q)
-        _, v_t = flow_field(m_t, net.K)
-        _, v_s = flow_field(m_s, k0)
-        n_t, n_s = len(_stable(m_t, net.K)), len(_stable(m_s, k0))
-        print(
-            f"population at m ≈ ({centre[0]:+.2f}, {centre[1]:+.2f}): flow-field RMSE vs truth "
-            f"{flow_field_rmse(v_t, v_s):.4f}; stable points {n_s} (truth {n_t})"
-        )
+    print(
+        "\n== Silencing each quadstable population (k-means on [m, k], m ← 0; 4000 sampled units; "
+        "'law': 10000 units of the generating law, the floor a finite truth allows) =="
+    )
+    z4, k4 = fits["quadstable"][2].sample(4000, random_state=3)
+    law = sample_network("quadstable", 10_000, random_state=0)
+    lab_t = population_labels(np.c_[net.M, net.K])
+    for label, m0, k0 in (("Connector", z4[:, :2], k4), ("law", law.M, law.K)):
+        lab_s = population_labels(np.c_[m0, k0])
+        for p in range(4):
+            centre = net.M[lab_t == p].mean(0)
+            q = int(np.argmin([np.linalg.norm(m0[lab_s == j].mean(0) - centre) for j in range(4)]))
+            m_t, m_s = silence_population(net.M, lab_t, p), silence_population(m0, lab_s, q)
+            _, v_t = flow_field(m_t, net.K)
+            _, v_s = flow_field(m_s, k0)
+            n_t, n_s = len(_stable(m_t, net.K)), len(_stable(m_s, k0))
+            print(
+                f"{label:9s} population at m ≈ ({centre[0]:+.2f}, {centre[1]:+.2f}): flow-field "
+                f"RMSE vs truth {flow_field_rmse(v_t, v_s):.4f}; stable points {n_s} (truth {n_t})"
+            )
 
     print(
         "\n== Dissimilarity D(true, inferred), normalised by its max (rows true, cols inferred) =="

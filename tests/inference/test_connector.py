@@ -408,15 +408,14 @@ def test_quadstable_gmm_structure(published_fits):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="measured 2026-11-28: one population's silenced flow-field RMSE is 0.0504 with these "
-    "samples (0.037-0.046 with two other seeds); the 1000-unit sampling noise is at the threshold",
-)
 def test_quadstable_silencing(published_fits):
     net, _, est = published_fits["quadstable"]
     # Silencing: sampled network (σ = 0) vs truth, population by population (matched by centre).
-    z0, k0 = est.sample(1000, random_state=3)
+    # 4000 sampled units, so that what is compared is the learnt law, not one finite draw of it:
+    # the worst population scores 0.044-0.051 over seeds with 1000 units and 0.047-0.048 with
+    # 4000 or 10000 (measured 2026-11-28). The published 1000-unit network is itself one finite
+    # draw: 10000 units of its generating law score 0.040-0.063 against it.
+    z0, k0 = est.sample(4000, random_state=3)
     lab_t = population_labels(np.c_[net.M, net.K])
     lab_s = population_labels(np.c_[z0[:, :2], k0])
     for p in range(4):

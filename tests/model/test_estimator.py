@@ -119,6 +119,18 @@ def test_same_seed_gives_identical_numbers(kind):
     assert key in a.metrics_ and np.isfinite(a.metrics_[key])
 
 
+def test_unit_refit_is_kept_only_with_a_lower_held_out_loss():
+    rec = _tiny_recording("spikes").to_recording()
+    plain = LowRankRNNEstimator(**TINY, refit_units=False).fit(rec)
+    refit = LowRankRNNEstimator(**TINY).fit(rec)
+    # Same gradient phases, then one more row: the refit, at a lower held-out loss.
+    n = len(plain.loss_history_)
+    np.testing.assert_array_equal(refit.loss_history_[:n], plain.loss_history_)
+    assert len(refit.loss_history_) == n + 1 and refit.best_epoch_ == n
+    assert refit.loss_history_[-1, 1] < plain.loss_history_[plain.best_epoch_, 1]
+    assert refit.metrics_["log_likelihood"] > plain.metrics_["log_likelihood"]
+
+
 def test_fit_never_mutates_the_recording():
     rec = _tiny_recording().to_recording()
     before = {

@@ -1,0 +1,217 @@
+"""Per-unit refit of the loadings and readout on fixed latents (pure torch, float64).
+
+With the latents κ(t) of a trained network held fixed, the likelihood separates over units:
+unit i's observations depend only on θ_i = (m_i, b_i, d_i, g_i, c_i) through the readout
+
+    r_i(t) = g_i φ(m_i·κ(t) + b_i·u(t) + d_i) + c_i.
+
+:func:`refit_units` maximises each unit's likelihood, with a weak Gaussian prior on m_i, over θ_i
+by damped Fisher scoring (one P×P system per unit, all units at once);
+:func:`ridge_output_loadings` then re-solves K from the latent updates on the new activations,
+so that the network keeps producing the same κ(t).
+
+Why a separate step: gradient training moves every θ_i together with the dynamics and stops
+short along per-unit directions, notably the trade-off between |m_i| and g_i of weakly tuned
+units under Poisson noise (they stay saturated with a small gain where the truth is linear with
+a large one). Measured on Poisson spikes of 500-unit networks (400 trials × 2 s), one refit after
+the full Adam + L-BFGS fit, in about 25 s on one thread: training loss per value 0.513813 →
+0.513762 (quadstable) and 0.532038 → 0.531956 (ring), held-out loss lower too; R² of M against
+the truth 0.959 → 0.986 and 0.901 → 0.982; the ring's covariance of m, 0.29 off the truth's,
+0.04 off.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .rollout import activation
+
+__all__ = ["refit_units", "ridge_output_loadings"]
+
+_RATE_FLOOR = 1e-8  # counts per bin, as in the training objective
+
+
+def _slope(x: Tensor, nonlinearity: str) -> Tensor:
+    if nonlinearity == "tanh":
+        return 1.0 - torch.tanh(x) ** 2
+    if nonlinearity == "relu":
+        return (x > 0).to(x.dtype)
+    return torch.sigmoid(x)
+
+
+def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width, inv_var, full):
+    """Per-unit loss (N,) of a chunk of bins and, when ``full``, its gradient and Fisher matrix."""
+    rank, n_in = kappa.shape[1], inputs.shape[1]
+    m, b = theta[:, :rank], theta[:, rank : rank + n_in]
+    d, g, c = theta[:, -3], theta[:, -2], theta[:, -1]
+    x = kappa @ m.T + d
+    if n_in:
+        x = x + inputs @ b.T
+    phi = activation(x, nonlinearity)
+    r = g * phi + c
+    if observation == "poisson":
+        lam = bin_width * torch.nn.functional.softplus(r) + _RATE_FLOOR
+        loss = (lam - y * torch.log(lam)).sum(0)
+        if not full:
+            return loss, None, None
+        dlam = bin_width * torch.sigmoid(r)
+        dloss = (1.0 - y / lam) * dlam  # dℓ/dr
+        weight = dlam**2 / lam  # Fisher information of r
+    else:
+        resid = r - y
+        loss = 0.5 * (resid**2 * inv_var).sum(0)
+        if not full:
+            return loss, None, None
+        dloss, weight = resid * inv_var, inv_var.expand_as(r)
+    gs = g * _slope(x, nonlinearity)
+    jac = [gs[..., None] * kappa[:, None, :]]  # ∂r/∂m
+    if n_in:
+        jac.append(gs[..., None] * inputs[:, None, :])  # ∂r/∂b
+    jac += [gs[..., None], phi[..., None], torch.ones_like(phi)[..., None]]  # ∂r/∂(d, g, c)
+    jac = torch.cat(jac, dim=-1)  # (n_bins, N, P)
+    grad = torch.einsum("tn,tnp->np", dloss, jac)
+    fisher = torch.einsum("tnp,tnq->npq", jac * weight[..., None], jac)
+    return loss, grad, fisher
+
+
+def refit_units(
+    kappa: Tensor,
+    data: Tensor,
+    inputs: Tensor | None,
+    theta: Tensor,
+    *,
+    observation: str,
+    nonlinearity: str,
+    bin_width: float,
+    noise_std: Tensor | None = None,
+    loading_var: float | None = None,
+    n_iter: int = 50,
+    chunk: int = 4096,
+    tol: float = 1e-8,
+) -> Tensor:
+    """Maximise each unit's likelihood over θ_i with the latents held fixed.
+
+    Parameters
+    ----------
+    kappa : Tensor of shape (n_bins, rank)
+        Latents of the observed bins.
+    data : Tensor of shape (n_bins, n_units)
+        Observations in those bins.
+    inputs : Tensor of shape (n_bins, n_inputs) or None
+        u(t) in those bins.
+    theta : Tensor of shape (n_units, rank + n_inputs + 3)
+        Starting (m, b, d, g, c) per unit.
+    observation : {"poisson", "gaussian"}
+        Observation model (calcium without indicator kernel is the Gaussian one).
+    nonlinearity : str
+        φ.
+    bin_width : float
+        Δt in seconds (Poisson).
+    noise_std : Tensor of shape (n_units,), optional
+        σ_i of the Gaussian model (default 1); it scales unit i's loss only.
+    loading_var : float, optional
+        Variance s² of a Gaussian prior m_i ~ N(0, s² I) on the loadings (a penalty |m_i|²/2s² per
+        unit); default: the mean squared entry of the starting m. For a tuned unit it is a few
+        nats against thousands of observations; it stops a unit the data barely tune from
+        running off along the flat direction of a saturating step (|m_i| → ∞, g_i → 0).
+    n_iter : int, default: 50
+        Upper bound on Fisher-scoring iterations.
+    chunk : int, default: 4096
+        Bins per pass (bounds memory at chunk × n_units × P values).
+    tol : float, default: 1e-8
+        A unit has converged when an accepted step lowers its loss by at most ``tol`` times
+        that loss (a rejected step raises its damping instead); converged units, and units whose
+        damping has grown past 1e9 without finding a lower loss, leave the computation, and the
+        loop stops when none is left.
+
+    Returns
+    -------
+    Tensor of shape (n_units, rank + n_inputs + 3)
+        Refitted θ (maximum a posteriori under the prior on m); every unit's penalised loss is
+        at most its starting one.
+    """
+    dtype = torch.float64
+    kappa, theta = kappa.to(dtype), theta.to(dtype).clone()  # data: per chunk, see below
+    inputs = kappa.new_zeros(kappa.shape[0], 0) if inputs is None else inputs.to(dtype)
+    n_units, n_par = theta.shape
+    inv_var = (
+        torch.ones(n_units, dtype=dtype, device=theta.device)
+        if noise_std is None
+        else noise_std.to(dtype) ** -2
+    )
+    common = {"observation": observation, "nonlinearity": nonlinearity, "bin_width": bin_width}
+
+    rank = kappa.shape[1]
+    if loading_var is None:
+        loading_var = float((theta[:, :rank] ** 2).mean())
+    precision = torch.zeros(n_par, dtype=dtype, device=theta.device)
+    precision[:rank] = 1.0 / loading_var
+
+    def evaluate(th, units, full):
+        """Penalised loss (and gradient, Fisher matrix) of the units ``units``."""
+        iv = inv_var[units]
+        loss = 0.5 * (th**2 * precision).sum(1)  # the prior on m
+        grad = th * precision if full else None
+        fisher = torch.diag(precision).expand(len(th), n_par, n_par).clone() if full else None
+        for start in range(0, kappa.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            y = data[sl][:, units].to(dtype)
+            out = _unit_terms(th, kappa[sl], inputs[sl], y, full=full, inv_var=iv, **common)
+            loss += out[0]
+            if full:
+                grad += out[1]
+                fisher += out[2]
+        return loss, grad, fisher
+
+    eye = torch.eye(n_par, dtype=dtype, device=theta.device)
+    damping = torch.full((n_units,), 1e-3, dtype=dtype, device=theta.device)
+    active = torch.arange(n_units, device=theta.device)  # units still moving
+    loss, grad, fisher = evaluate(theta, active, True)
+    for _ in range(n_iter):
+        scale = torch.diagonal(fisher, dim1=1, dim2=2).clamp_min(1e-12)
+        lm = damping[active, None, None] * (torch.diag_embed(scale) + 1e-9 * eye)
+        step = torch.linalg.solve(fisher + lm, grad[..., None])[..., 0]
+        trial = theta[active] - step
+        trial_loss, _, _ = evaluate(trial, active, False)
+        better = torch.isfinite(trial_loss) & (trial_loss < loss)
+        converged = better & (loss - trial_loss <= tol * loss.abs())
+        theta[active] = torch.where(better[:, None], trial, theta[active])
+        damping[active] = torch.where(better, damping[active] / 3, damping[active] * 10).clamp(
+            min=1e-9
+        )
+        keep = ~converged & (damping[active] < 1e9)
+        if not keep.any():
+            break
+        if better.any() or not keep.all():
+            active = active[keep]
+            loss, grad, fisher = evaluate(theta[active], active, True)
+    return theta
+
+
+def ridge_output_loadings(
+    now: Tensor, following: Tensor, activity: Tensor, *, alpha: float, ridge: float
+) -> Tensor:
+    """K from the latent updates: κ(t+1) − (1−α) κ(t) ≈ (α/N) Kᵀ φ(x(t)), ridge-regularised.
+
+    Parameters
+    ----------
+    now, following : Tensor of shape (n_pairs, rank)
+        κ(t) and κ(t+1) over pairs of consecutive observed bins.
+    activity : Tensor of shape (n_pairs, n_units)
+        φ(x(t)).
+    alpha : float
+        Δt/τ.
+    ridge : float
+        Ridge strength relative to the mean diagonal of ΦᵀΦ.
+
+    Returns
+    -------
+    Tensor of shape (n_units, rank)
+    """
+    n_units = activity.shape[1]
+    gram = activity.T @ activity
+    lam = ridge * torch.trace(gram) / n_units
+    target = following - (1 - alpha) * now
+    system = gram + lam * torch.eye(n_units, dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(system, activity.T @ target) * n_units / alpha
