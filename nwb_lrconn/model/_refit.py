@@ -25,19 +25,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .rollout import activation
+from .observation import _RATE_FLOOR
+from .rollout import activation, activation_slope
 
 __all__ = ["refit_units", "ridge_output_loadings"]
-
-_RATE_FLOOR = 1e-8  # counts per bin, as in the training objective
-
-
-def _slope(x: Tensor, nonlinearity: str) -> Tensor:
-    if nonlinearity == "tanh":
-        return 1.0 - torch.tanh(x) ** 2
-    if nonlinearity == "relu":
-        return (x > 0).to(x.dtype)
-    return torch.sigmoid(x)
 
 
 def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width, inv_var, full):
@@ -64,7 +55,7 @@ def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width
         if not full:
             return loss, None, None
         dloss, weight = resid * inv_var, inv_var.expand_as(r)
-    gs = g * _slope(x, nonlinearity)
+    gs = g * activation_slope(phi, nonlinearity)
     jac = [gs[..., None] * kappa[:, None, :]]  # ∂r/∂m
     if n_in:
         jac.append(gs[..., None] * inputs[:, None, :])  # ∂r/∂b

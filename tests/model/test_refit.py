@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_lrconn.model._refit import refit_units, ridge_output_loadings
+from nwb_lrconn.model._refit import _unit_terms, refit_units, ridge_output_loadings
 from nwb_lrconn.model._train import Batch, TrainConfig, _refit_phase, batch_loss
 from nwb_lrconn.model.lowrank import LowRankRNN
 
@@ -42,9 +42,8 @@ def test_refit_recovers_each_units_parameters_from_a_distorted_start(observation
     else:  # spikes pin some units loosely; typical errors stay small
         err = (out - truth).abs().median(0).values
         assert torch.all(err < torch.tensor([0.15, 0.15, 0.1, 0.1, 1.0, 0.5])), err
-    # Converged: every unit ends at a loss below the truth's (the maximum-likelihood point).
-    from nwb_lrconn.model._refit import _unit_terms
 
+    # Converged: every unit ends at a loss below the truth's (the maximum-likelihood point).
     def unit_loss(theta):
         inv_var = torch.ones(theta.shape[0], dtype=torch.float64)
         return _unit_terms(theta, kappa, inputs, y, full=False, inv_var=inv_var, **common)[0]
