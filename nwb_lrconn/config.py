@@ -304,8 +304,9 @@ class FitConfig:
         Epochs without held-out improvement before stopping.
     weight_decay : float, default: 0.0
         L2 penalty on the network parameters.
-    process_noise : float, default: 0.0
-        Standard deviation of latent noise injected into training rollouts.
+    process_noise : float or "auto", default: "auto"
+        Standard deviation of latent noise injected into training rollouts; "auto" is 0.05 for
+        Poisson spike counts and 0 otherwise (see ``LowRankRNNEstimator``).
     calcium_decay : float, default: 0.0
         Per-bin decay of the calcium indicator kernel (0 = no kernel).
     smoothing : float, optional
@@ -324,7 +325,7 @@ class FitConfig:
     test_fraction: float = 0.2
     patience: int = 40
     weight_decay: float = 0.0
-    process_noise: float = 0.0
+    process_noise: float | str = "auto"
     calcium_decay: float = 0.0
     smoothing: float | None = None
 
@@ -366,9 +367,17 @@ class FitConfig:
             raise ValueError(f"fit.test_fraction must be in (0, 1); got {fraction}.")
         object.__setattr__(self, "test_fraction", fraction)
         check_positive_int(self.patience, "fit.patience")
-        for name in ("weight_decay", "process_noise"):
-            value = check_positive(getattr(self, name), f"fit.{name}", allow_zero=True)
-            object.__setattr__(self, name, value)
+        value = check_positive(self.weight_decay, "fit.weight_decay", allow_zero=True)
+        object.__setattr__(self, "weight_decay", value)
+        if isinstance(self.process_noise, str):
+            if self.process_noise != "auto":
+                raise ValueError(
+                    "fit.process_noise must be a non-negative number or 'auto'; "
+                    f"got {self.process_noise!r}."
+                )
+        else:
+            value = check_positive(self.process_noise, "fit.process_noise", allow_zero=True)
+            object.__setattr__(self, "process_noise", value)
         decay = check_positive(self.calcium_decay, "fit.calcium_decay", allow_zero=True)
         if not decay < 1:
             raise ValueError(f"fit.calcium_decay must be in [0, 1); got {decay}.")

@@ -100,6 +100,12 @@ def test_read_config_validation(override, expectation):
         ({"batch_size": 0}, pytest.raises(ValueError, match=r"fit.batch_size must be >= 1")),
         ({"batch_size": None}, does_not_raise()),
         ({"weight_decay": -1.0}, pytest.raises(ValueError, match=r"fit.weight_decay must be")),
+        ({"process_noise": -1.0}, pytest.raises(ValueError, match=r"fit.process_noise must be")),
+        (
+            {"process_noise": "high"},
+            pytest.raises(ValueError, match=r"fit.process_noise must be a non-negative number or"),
+        ),
+        ({"process_noise": 0.02}, does_not_raise()),
         ({"calcium_decay": 1.0}, pytest.raises(ValueError, match=r"calcium_decay must be in")),
         ({"smoothing": 0.0}, pytest.raises(ValueError, match=r"fit.smoothing must be finite")),
     ],

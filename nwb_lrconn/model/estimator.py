@@ -23,6 +23,8 @@ from .observation import expected_observation
 __all__ = ["LowRankRNNEstimator", "metrics_from_expected"]
 
 _AUTO_OBSERVATION = {"spikes": "poisson", "rates": "gaussian", "calcium": "calcium"}
+# "auto" latent noise of Poisson fits, per step, in whitened-latent units
+_AUTO_PROCESS_NOISE = 0.05
 _ALLOWED = {"spikes": ("poisson",), "rates": ("gaussian",), "calcium": ("calcium", "gaussian")}
 
 
@@ -89,8 +91,16 @@ class LowRankRNNEstimator:
         Epochs without held-out improvement before stopping.
     weight_decay : float, default: 0.0
         L2 penalty on the network parameters (Adam weight decay; κ(0) excluded).
-    process_noise : float, default: 0.0
-        Standard deviation of latent noise ξ injected into training rollouts.
+    process_noise : float or "auto", default: "auto"
+        Standard deviation, per step, of latent noise ξ injected into training rollouts, in
+        units of the latents (whitened at initialisation, so 0.05 is 5 % of their spread).
+        "auto" is 0.05 for Poisson spike counts and 0 otherwise. Spike counts pin a trial's
+        first bins only loosely where the units saturate, and the likelihood barely tells a
+        start further out followed by a strong inflow from a start further in followed by a
+        weak one; without noise the fit drifts toward the weak inflow. The noise makes the
+        fitted flow pull perturbed trajectories back onto the data, which settles that
+        trade-off: from 500-unit Poisson spikes of two networks (two seeds each) the flow-field
+        RMSE against the truth drops from 0.12-0.35 to 0.05-0.10 at the same held-out likelihood.
     calcium_decay : float, default: 0.0
         Per-bin decay of the indicator kernel (calcium observation; 0 = no kernel).
     smoothing : float, optional
@@ -149,7 +159,7 @@ class LowRankRNNEstimator:
         test_fraction: float = 0.2,
         patience: int = 40,
         weight_decay: float = 0.0,
-        process_noise: float = 0.0,
+        process_noise: float | str = "auto",
         calcium_decay: float = 0.0,
         smoothing: float | None = None,
         random_state: int | None = None,
@@ -196,6 +206,16 @@ class LowRankRNNEstimator:
                 f"use one of {list(_ALLOWED[kind])} (or 'auto')."
             )
         return observation
+
+    def _resolve_process_noise(self, observation: str) -> float:
+        if isinstance(self.process_noise, str):
+            if self.process_noise != "auto":
+                raise ValueError(
+                    f"process_noise must be a non-negative number or 'auto'; "
+                    f"got {self.process_noise!r}."
+                )
+            return _AUTO_PROCESS_NOISE if observation == "poisson" else 0.0
+        return check_positive(self.process_noise, "process_noise", allow_zero=True)
 
     def _resolve_alpha(self, bin_width: float) -> float:
         if self.alpha is not None and self.tau is not None:
@@ -262,7 +282,7 @@ class LowRankRNNEstimator:
             None if self.batch_size is None else check_positive_int(self.batch_size, "batch_size")
         )
         check_positive(self.weight_decay, "weight_decay", allow_zero=True)
-        check_positive(self.process_noise, "process_noise", allow_zero=True)
+        process_noise = self._resolve_process_noise(observation)
         decay = check_positive(self.calcium_decay, "calcium_decay", allow_zero=True)
         if decay >= 1 or (decay > 0 and observation != "calcium"):
             raise ValueError(
@@ -348,7 +368,7 @@ class LowRankRNNEstimator:
             batch_size=batch_size,
             patience=patience,
             weight_decay=self.weight_decay,
-            process_noise=self.process_noise,
+            process_noise=process_noise,
             progress=self.progress,
             lbfgs_rounds=lbfgs_rounds,
             refit_units=bool(self.refit_units),

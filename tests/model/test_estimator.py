@@ -131,6 +131,17 @@ def test_unit_refit_is_kept_only_with_a_lower_held_out_loss():
     assert refit.metrics_["log_likelihood"] > plain.metrics_["log_likelihood"]
 
 
+@pytest.mark.parametrize(("kind", "resolved"), [("spikes", 0.05), ("rates", 0.0)])
+def test_auto_process_noise_is_five_percent_for_spikes_and_zero_otherwise(kind, resolved):
+    rec = _tiny_recording(kind).to_recording()
+    auto = LowRankRNNEstimator(**TINY).fit(rec)
+    explicit = LowRankRNNEstimator(**TINY, process_noise=resolved).fit(rec)
+    np.testing.assert_array_equal(auto.loss_history_, explicit.loss_history_)
+    if resolved > 0:  # the noise does change the training path
+        plain = LowRankRNNEstimator(**TINY, process_noise=0.0).fit(rec)
+        assert not np.array_equal(auto.loss_history_[1:], plain.loss_history_[1:])
+
+
 def test_fit_never_mutates_the_recording():
     rec = _tiny_recording().to_recording()
     before = {
@@ -186,6 +197,8 @@ def test_unfitted_estimator_refuses_to_predict():
         ({"calcium_decay": 0.5}, ValueError, "calcium_decay must lie in"),
         ({"lr": "fast"}, TypeError, "lr must be a number"),
         ({"max_epochs": 2.5}, TypeError, "max_epochs must be an integer"),
+        ({"process_noise": "high"}, ValueError, "process_noise must be a non-negative number or"),
+        ({"process_noise": -0.1}, ValueError, "process_noise must be finite and >= 0"),
     ],
 )
 def test_bad_hyperparameters(override, error, match):
