@@ -14,6 +14,7 @@ __all__ = [
     "check_is_fitted",
     "check_positive",
     "check_positive_int",
+    "check_nonnegative_or_auto",
     "check_choice",
     "check_array",
     "make_rng",
@@ -42,6 +43,15 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}; got {value!r}.")
     return value
+
+
+def check_nonnegative_or_auto(value: Any, name: str) -> float | str:
+    """Return "auto" unchanged, or ``value`` as a float after checking it is finite and >= 0."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"{name} must be a non-negative number or 'auto'; got {value!r}.")
+        return value
+    return check_positive(value, name, allow_zero=True)
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:

@@ -33,7 +33,12 @@ from typing import Any
 
 import tomllib
 
-from ._validation import check_choice, check_positive, check_positive_int
+from ._validation import (
+    check_choice,
+    check_nonnegative_or_auto,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "SOURCE_KINDS",
@@ -369,15 +374,8 @@ class FitConfig:
         check_positive_int(self.patience, "fit.patience")
         value = check_positive(self.weight_decay, "fit.weight_decay", allow_zero=True)
         object.__setattr__(self, "weight_decay", value)
-        if isinstance(self.process_noise, str):
-            if self.process_noise != "auto":
-                raise ValueError(
-                    "fit.process_noise must be a non-negative number or 'auto'; "
-                    f"got {self.process_noise!r}."
-                )
-        else:
-            value = check_positive(self.process_noise, "fit.process_noise", allow_zero=True)
-            object.__setattr__(self, "process_noise", value)
+        value = check_nonnegative_or_auto(self.process_noise, "fit.process_noise")
+        object.__setattr__(self, "process_noise", value)
         decay = check_positive(self.calcium_decay, "fit.calcium_decay", allow_zero=True)
         if not decay < 1:
             raise ValueError(f"fit.calcium_decay must be in [0, 1); got {decay}.")

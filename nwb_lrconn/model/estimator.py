@@ -9,6 +9,7 @@ from scipy.special import gammaln as _gammaln
 from .._validation import (
     check_choice,
     check_is_fitted,
+    check_nonnegative_or_auto,
     check_positive,
     check_positive_int,
     make_rng,
@@ -208,14 +209,10 @@ class LowRankRNNEstimator:
         return observation
 
     def _resolve_process_noise(self, observation: str) -> float:
-        if isinstance(self.process_noise, str):
-            if self.process_noise != "auto":
-                raise ValueError(
-                    f"process_noise must be a non-negative number or 'auto'; "
-                    f"got {self.process_noise!r}."
-                )
+        noise = check_nonnegative_or_auto(self.process_noise, "process_noise")
+        if noise == "auto":
             return _AUTO_PROCESS_NOISE if observation == "poisson" else 0.0
-        return check_positive(self.process_noise, "process_noise", allow_zero=True)
+        return noise
 
     def _resolve_alpha(self, bin_width: float) -> float:
         if self.alpha is not None and self.tau is not None:
