@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .observation import _RATE_FLOOR
+from .observation import _RATE_FLOOR, expected_observation
 from .rollout import activation, activation_slope
 
 __all__ = ["refit_units", "ridge_output_loadings"]
@@ -42,7 +42,7 @@ def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width
     phi = activation(x, nonlinearity)
     r = g * phi + c
     if observation == "poisson":
-        lam = bin_width * torch.nn.functional.softplus(r) + _RATE_FLOOR
+        lam = expected_observation(r, observation, bin_width=bin_width) + _RATE_FLOOR
         loss = (lam - y * torch.log(lam)).sum(0)
         if not full:
             return loss, None, None
