@@ -60,6 +60,16 @@ class SourceInfo:
     selection : dict
         JSON-serialisable description of what was selected (unit ids, columns, time range,
         trials table, window, epochs, normalisation).
+    session : dict
+        Identity of the recorded session, copied from the source file so that derived files
+        can carry it: ``session_id``, ``session_start_time`` (ISO 8601), ``session_description``,
+        ``nwb_version``, ``experimenter``, ``lab``, ``institution`` and ``subject`` (a dict of
+        the Subject's fields: ``subject_id``, ``species``, ``sex``, ``age``, ...). Empty when
+        not read from NWB.
+    origin : dict
+        Where the bytes came from: ``kind`` ("local", "url", "dandi" or "nwbfile"), and for
+        remote sources ``url``; for DANDI assets also ``instance``, ``dandiset_id``,
+        ``version``, ``asset_path``, ``asset_id``; ``sha256`` and ``size`` (bytes) when known.
     """
 
     identifier: str = ""
@@ -67,6 +77,12 @@ class SourceInfo:
     object_path: str = ""
     table_path: str = ""
     selection: dict[str, Any] = field(default_factory=dict)
+    session: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the source description as a JSON-serialisable dict."""
+        return json.loads(self.to_json())
 
     def to_json(self) -> str:
         """Return the source description as a JSON string."""
@@ -77,6 +93,8 @@ class SourceInfo:
                 "object_path": self.object_path,
                 "table_path": self.table_path,
                 "selection": self.selection,
+                "session": self.session,
+                "origin": self.origin,
             },
             sort_keys=True,
             default=_json_default,
@@ -597,4 +615,6 @@ def _json_default(obj: Any) -> Any:
         return float(obj)
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "replace")
+    if hasattr(obj, "isoformat"):  # datetime, date
+        return obj.isoformat()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")

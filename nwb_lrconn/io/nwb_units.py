@@ -12,6 +12,7 @@ import numpy as np
 
 from .._validation import check_positive, check_positive_int
 from ..data import Recording, SourceInfo
+from ._identity import session_identity
 from ._paths import file_identifier, get_object
 from .binning import make_grid
 from .streaming import open_nwb
@@ -338,6 +339,7 @@ def read_units(
         if inputs:
             u, names = build_inputs(nwbfile, inputs, grid, source)
         identifier = file_identifier(nwbfile)
+        session = session_identity(nwbfile)
     selection.update(
         units_path=units_path,
         unit_ids=None if unit_ids is None else [_json_id(v) for v in unit_ids],
@@ -364,6 +366,7 @@ def read_units(
             object_path=units_path,
             table_path=units_path,
             selection=selection,
+            session=session,
         ),
     )
 

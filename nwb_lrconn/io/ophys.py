@@ -10,6 +10,7 @@ import numpy as np
 
 from .._validation import check_choice, check_positive
 from ..data import Recording, SourceInfo
+from ._identity import session_identity
 from ._paths import file_identifier, get_object, object_paths, path_of
 from .binning import BinGrid, bin_samples, make_grid
 from .streaming import open_nwb
@@ -263,6 +264,7 @@ def read_ophys(
             u, names = build_inputs(nwbfile, inputs, grid, source)
             u = u[keep]
         identifier = file_identifier(nwbfile)
+        session = session_identity(nwbfile)
     selection.update(
         series_path=series_path,
         bin_width=None if bin_width is None else float(bin_width),
@@ -289,5 +291,6 @@ def read_ophys(
             object_path=series_path,
             table_path=table_path,
             selection=selection,
+            session=session,
         ),
     )
