@@ -4,7 +4,7 @@ A thin adapter over :mod:`nwb_lrconn.pipeline`: flags map onto
 :class:`~nwb_lrconn.config.RunConfig` fields (defaults < ``--config`` file < flags), the work
 is done by the same functions the tutorials call, and bad input gives a one-line error and a
 non-zero exit code, never a traceback (``--debug`` shows it). Exit codes: 0 success, 1 error in
-the input or the run, 2 bad usage, 130 interrupted.
+the input or the run, 2 bad usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,12 +34,16 @@ examples:
   nwb-lrconn fit session.nwb --bin-width 0.05 --window 2 --epochs epochs:wake --rank auto
   nwb-lrconn fit fly.nwb --ophys processing/ophys/Fluorescence/EPG --trials trials --rank 2
   nwb-lrconn fit session.nwb --config run.toml --out fits/session_rank2.nwb --seed 1
-  nwb-lrconn report session_lrconn.nwb --figures figures/
+  nwb-lrconn fit session.nwb --output-dir derivatives/ --rank 2
+  nwb-lrconn report sub-1_ses-1_desc-lrconn_ecephys.nwb --figures figures/
   nwb-lrconn demo --out demo/
   nwb-lrconn batch sessions/*.nwb --ranks 1 2 3 --seeds 0 1 --output-dir fits/
 
-The output of `fit` is a new NWB file (the source content plus the results in the processing
-module "lrconn"); --in-place adds the results to the source itself, atomically.
+The output of `fit` is a new, small NWB file holding only the results, with the source's
+subject and session identity and links to the source objects (named in the DANDI layout,
+sub-<subject>_ses-<session>_desc-lrconn_<modality>.nwb). --copy-source writes a full copy of the
+source plus the results instead; --in-place adds the results to the source itself. No mode ever
+changes anything in the source but the added results group.
 """
 
 
@@ -131,9 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--unit-ids", type=_ranks, metavar="IDS", help="comma-separated unit ids")
     fit.add_argument("--normalize", choices=("zscore", "dff"), help="calcium normalisation")
     out = fit.add_mutually_exclusive_group()
-    out.add_argument("--out", metavar="OUT.nwb", help="output file (default IN_lrconn.nwb)")
+    out.add_argument(
+        "--out", metavar="OUT.nwb", help="output file (default: DANDI-style name beside IN)"
+    )
+    out.add_argument(
+        "--output-dir", metavar="DIR", help="write DIR/sub-<subject>/sub-..._desc-lrconn_*.nwb"
+    )
     out.add_argument("--in-place", action="store_true", help="add the results to IN itself")
-    fit.add_argument("--overwrite", action="store_true", help="replace an existing output/fit")
+    fit.add_argument(
+        "--copy-source",
+        action="store_true",
+        help="write a full copy of IN plus the results (instead of a small derived file)",
+    )
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file, or (--in-place) a fit of the same name",
+    )
     fit.add_argument("--name", help="name of the fit group (default lrconn_fit)")
     fit.add_argument("--config", metavar="FILE", help="TOML or JSON run configuration")
     fit.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -252,7 +271,14 @@ _FLAG_HINTS = {
 
 
 def _one_line(exc: BaseException) -> str:
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        text = exc.args[0]
+    elif isinstance(exc, OSError) and exc.strerror and exc.errno is not None:
+        text = exc.strerror  # our OSErrors carry the whole message; drop "[Errno N]"
+        if exc.filename and str(exc.filename) not in text:
+            text = f"{text}: {exc.filename}"
+    else:
+        text = str(exc)
     text = " ".join(str(text).split()) or type(exc).__name__
     flags = [flag for key, flag in _FLAG_HINTS.items() if key in text and flag not in text]
     if flags:
@@ -267,36 +293,35 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     progress = not args.quiet
     start = time.perf_counter()
+    if args.in_place and args.copy_source:
+        raise CLIError("--copy-source and --in-place exclude each other: choose one")
+    mode = "in-place" if args.in_place else "copy" if args.copy_source else "derived"
+    say = lambda m: _say(args, m)  # noqa: E731
     if config.read.source == "sorting":
-        if not args.out:
+        if not args.out or mode != "derived":
             raise CLIError("--sorting writes a new NWB file: give --out OUT.nwb")
         from .extension import write_results
+        from .extension._files import check_output_path
 
-        output = Path(args.out)
-        if output.exists() and not args.overwrite:
-            raise FileExistsError(f"output file already exists: {output}; pass --overwrite")
-        results = pipeline.run(
-            config, _load_sorting(args.input), progress=progress, log=lambda m: _say(args, m)
-        )
+        output = check_output_path(args.out, overwrite=args.overwrite)
+        results = pipeline.run(config, _load_sorting(args.input), progress=progress, log=say)
         write_results(
             results, None, output, overwrite=args.overwrite, module_name=config.module_name
         )
     else:
-        output = None if args.in_place else args.out
-        results = pipeline.run_file(
+        output = pipeline.run_file(
             args.input,
-            output,
+            args.out,
             config,
-            in_place=args.in_place,
+            mode=mode,
+            output_dir=args.output_dir,
             overwrite=args.overwrite,
             progress=progress,
-            log=lambda m: _say(args, m),
+            log=say,
         )
-        output = (
-            Path(args.input)
-            if args.in_place
-            else Path(args.out or pipeline.default_output(args.input))
-        )
+        from .extension import read_results
+
+        results = read_results(output, config.name, module_name=config.module_name)
     fit = results.fit
     keys = ("log_likelihood", "bits_per_spike", "r2")
     quality = ", ".join(f"{k} {fit.metrics[k]:.4g}" for k in keys if k in fit.metrics)
@@ -309,7 +334,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .extension import list_results, read_results
+    from .pipeline import check_input
 
+    check_input(args.input)
     names = list_results(args.input, module_name=args.module)
     if not names:
         raise CLIError(
@@ -332,9 +359,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .io import inspect_nwb
+    from .pipeline import check_input
 
-    if "://" not in args.input and not Path(args.input).is_file():
-        raise FileNotFoundError(f"input file not found: {args.input}")
+    check_input(args.input)
     summary = inspect_nwb(args.input)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, default=str))
@@ -411,10 +438,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0)
     command = _COMMANDS.get(args.command, getattr(args, "func", None))
+    previous = _handle_sigterm()
     try:
         return command(args)
+    except _Terminated:
+        print(f"{PROG}: terminated (SIGTERM); nothing was left half-written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted; nothing was left half-written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -424,6 +455,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` cleans up."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _handle_sigterm():
+    """Treat SIGTERM like Ctrl-C (only possible from the main thread); return the old handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -615,23 +666,38 @@ def _gmm_curves(results: Results) -> dict[str, tuple[Any, Any]]:
 
 
 def _recording_for(results: Results, nwb_path: str | os.PathLike | None) -> Any:
-    """Re-read the fitted recording from ``nwb_path`` with the stored configuration, or None."""
-    if nwb_path is None:
-        return None
+    """Re-read the fitted recording with the stored configuration, or None.
+
+    Tried in turn: ``nwb_path`` (a copy or in-place file holds the data), the recorded source
+    path, and a file of the source's name beside ``nwb_path`` (a derived file next to its
+    source).
+    """
     from .pipeline import read_recording
 
+    source = results.provenance.source.path
+    candidates = [nwb_path, source]
+    if nwb_path is not None and source and "://" not in source:
+        candidates.append(Path(nwb_path).parent / Path(source).name)
     try:
         config = RunConfig.from_json(results.provenance.config_json)
-        if config.read.source == "sorting":
-            return None
-        recording = read_recording(config, str(nwb_path))
-    except (ValueError, KeyError, TypeError, FileNotFoundError, OSError):
+    except (ValueError, KeyError, TypeError):
         return None
-    same = (
-        recording.n_units == results.fit.n_units
-        and recording.data.shape[:2] == (results.fit.latents.shape[:2])
-    )
-    return recording if same else None
+    if config.read.source == "sorting":
+        return None
+    for candidate in candidates:
+        if not candidate or "://" in str(candidate) or not Path(candidate).is_file():
+            continue
+        try:
+            recording = read_recording(config, str(candidate))
+        except (ValueError, KeyError, TypeError, FileNotFoundError, OSError):
+            continue
+        same = (
+            recording.n_units == results.fit.n_units
+            and recording.data.shape[:2] == (results.fit.latents.shape[:2])
+        )
+        if same:
+            return recording
+    return None
 
 
 # --------------------------------------------------------------------------------------- demo
@@ -669,6 +735,7 @@ def run_demo(
     """
     import numpy as np
 
+    from .extension import read_results
     from .io import write_units_nwb
     from .model.gauge import align_latents
     from .model.networks import grid_initial_conditions, sample_network
@@ -715,7 +782,8 @@ def run_demo(
         name="ring_demo",
     )
     output = out / "ring_demo_lrconn.nwb"
-    results = run_file(source, output, config, overwrite=True, progress=progress, log=log)
+    run_file(source, output, config, overwrite=True, progress=progress, log=log)
+    results = read_results(output, config.name)
     A, c = align_latents(results.fit.latents, session.latents, results.fit.latent_mask)
     aligned = results.fit.latents @ A.T + c
     r2 = 1 - np.sum((aligned - session.latents) ** 2) / np.sum(

@@ -207,6 +207,22 @@ class Recording:
         """Number of external input channels (0 when none)."""
         return 0 if self.inputs is None else self.inputs.shape[2]
 
+    def select_units(self, units: np.ndarray) -> Recording:
+        """Return a new Recording holding only ``units`` (indices), in that order."""
+        idx = np.asarray(units, dtype=np.int64)
+        return Recording(
+            data=self.data[:, :, idx],
+            mask=self.mask,
+            bin_width=self.bin_width,
+            kind=self.kind,
+            unit_ids=self.unit_ids[idx],
+            unit_rows=self.unit_rows[idx],
+            trial_start_times=self.trial_start_times,
+            inputs=self.inputs,
+            input_names=self.input_names,
+            source=self.source,
+        )
+
     def select_trials(self, trials: np.ndarray) -> Recording:
         """Return a new Recording holding only ``trials`` (indices), in that order."""
         idx = np.asarray(trials, dtype=np.int64)
@@ -269,6 +285,9 @@ class LowRankFit:
         Trial indices used for training and held out.
     unit_ids : ndarray of shape (n_units,)
         Ids of the fitted units.
+    unit_rows : ndarray of shape (n_units,), int, optional
+        Row of each fitted unit in the source table (``Recording.unit_rows``); None when
+        unknown.
     """
 
     M: np.ndarray
@@ -293,6 +312,7 @@ class LowRankFit:
     test_trials: np.ndarray
     unit_ids: np.ndarray
     calcium_decay: float = 0.0
+    unit_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rank = check_positive_int(self.rank, "LowRankFit.rank")
@@ -337,6 +357,9 @@ class LowRankFit:
             self, "trial_start_times", np.asarray(self.trial_start_times, np.float64)
         )
         object.__setattr__(self, "metrics", {k: float(v) for k, v in self.metrics.items()})
+        if self.unit_rows is not None:
+            rows = check_array(self.unit_rows, "LowRankFit.unit_rows", shape=(n_units,))
+            object.__setattr__(self, "unit_rows", rows.astype(np.int64))
 
     @property
     def n_units(self) -> int:

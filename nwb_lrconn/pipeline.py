@@ -1,8 +1,11 @@
 """One run of the whole method: read → fit → posterior → degeneracy → distribution → Results.
 
 :func:`run` is what the CLI, the tutorials and the batch runner call; :func:`run_file` also writes
-the results into an NWB file (a new file by default, or the source itself with ``in_place=True``,
-atomically). Each stage can be switched off in the :class:`~nwb_lrconn.config.RunConfig`.
+the results into NWB: a new, small derived file by default, a copy of the source plus the
+results, or the source itself (see :func:`nwb_lrconn.extension.write_results`). Everything that
+can be checked before the fit (input readable and NWB, output writable, fit name free, enough
+units, bins and trials for the rank) is checked before it. Each stage can be switched off in the
+:class:`~nwb_lrconn.config.RunConfig`.
 
 With ``fit.rank = "auto"`` every rank in ``fit.ranks`` is fitted with the same seed (hence the
 same held-out trials) and the rank with the highest held-out log-likelihood per observed value is
@@ -18,11 +21,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from .config import RunConfig
 from .data import LowRankFit, Provenance, Recording, Results
 
-__all__ = ["PipelineError", "read_recording", "fit_lowrank", "run", "run_file", "default_output"]
+__all__ = [
+    "PipelineError",
+    "check_input",
+    "check_recording",
+    "read_recording",
+    "fit_lowrank",
+    "run",
+    "run_file",
+    "output_path",
+]
 
 Log = Callable[[str], None]
 
@@ -32,7 +46,45 @@ class PipelineError(ValueError):
 
 
 def _is_url(value: Any) -> bool:
-    return isinstance(value, str) and value.split("://", 1)[0] in ("http", "https", "s3")
+    from .io.streaming import is_url
+
+    return isinstance(value, (str, os.PathLike)) and is_url(value)
+
+
+def check_input(source: Any) -> None:
+    """The one check of an input NWB file, run before any work (``fit``, ``inspect``, ...).
+
+    A local file must exist, be a complete HDF5 file with an NWBFile root, and open with pynwb;
+    a URL must answer. Anything else (a Recording, a sorting, an open NWBFile) passes.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, PermissionError
+        Missing, a folder, unreadable or locked by a writer.
+    PipelineError
+        Not HDF5, damaged, not NWB, or pynwb cannot read it; the message names the file.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return
+    from .extension._files import check_nwb_file
+    from .io import open_nwb
+
+    if not _is_url(source):
+        try:
+            check_nwb_file(source)
+        except ValueError as err:
+            raise PipelineError(str(err)) from None
+    try:
+        with open_nwb(source):
+            pass
+    except (FileNotFoundError, PermissionError, ImportError):
+        raise
+    except Exception as err:  # hdmf/h5py raise many kinds for damaged content
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise PipelineError(
+            f"{source} could not be read as an NWB file ({reason}); check that it is a complete "
+            "NWB file (e.g. `nwbinspector` or `pynwb-validate` on it)."
+        ) from None
 
 
 def _quiet(_: str) -> None:
@@ -89,9 +141,8 @@ def read_recording(config: RunConfig, source: Any) -> Recording:
     return read_ophys(source, **read.reader_kwargs())
 
 
-def _check_ranks(config: RunConfig, recording: Recording) -> tuple[int, ...]:
+def _usable_ranks(config: RunConfig, recording: Recording, where: str) -> tuple[int, ...]:
     n_units = recording.n_units
-    where = recording.source.path or "the recording"
     candidates = config.fit.candidate_ranks
     usable = tuple(r for r in candidates if r <= n_units)
     if not usable:
@@ -104,13 +155,79 @@ def _check_ranks(config: RunConfig, recording: Recording) -> tuple[int, ...]:
             f"rank {candidates[0]} is larger than the {n_units} units read from {where}; "
             f"choose a rank <= {n_units} (CLI: --rank) or select more units."
         )
+    return usable
+
+
+def _drop_constant_units(recording: Recording, where: str, log: Log) -> Recording:
+    """Traces that never change carry no information: drop them, naming them."""
+    if recording.kind == "spikes":
+        return recording
+    mask = recording.mask[..., None]
+    count = recording.mask.sum()
+    mean = (recording.data * mask).sum(axis=(0, 1)) / count
+    spread = np.sqrt((((recording.data - mean) * mask) ** 2).sum(axis=(0, 1)) / count)
+    scale = np.maximum(np.abs(mean), 1.0)
+    constant = np.flatnonzero(spread <= 1e-9 * scale)
+    if constant.size == 0:
+        return recording
+    ids = recording.unit_ids[constant].tolist()
+    if constant.size == recording.n_units:
+        raise PipelineError(
+            f"every trace read from {where} is constant ({recording.n_units} units/ROIs); "
+            "nothing can be fitted: check the series (CLI: nwb-lrconn inspect)."
+        )
+    log(
+        f"dropped {constant.size} constant trace(s) of {recording.n_units} (ids "
+        f"{ids[:10]}{' ...' if len(ids) > 10 else ''}): they carry no information"
+    )
+    keep = np.setdiff1d(np.arange(recording.n_units), constant)
+    selection = {**recording.source.selection, "dropped_constant_ids": ids}
+    source = dataclasses.replace(recording.source, selection=selection)
+    return dataclasses.replace(recording.select_units(keep), source=source)
+
+
+def check_recording(
+    config: RunConfig, recording: Recording, *, log: Log | None = None
+) -> Recording:
+    """Check, before any fitting, that ``recording`` can be fitted as ``config`` asks.
+
+    Constant traces (calcium, rates) are dropped with a note; everything else that makes a fit
+    impossible raises.
+
+    Returns
+    -------
+    Recording
+        ``recording``, without its constant traces.
+
+    Raises
+    ------
+    PipelineError
+        Fewer than 2 units, a rank above the number of units, fewer than 2 trials, or fewer
+        than 2 trials with at least 2 bins; the message says what to change.
+    """
+    log = log or _quiet
+    where = recording.source.path or "the recording"
+    recording = _drop_constant_units(recording, where, log)
+    if recording.n_units < 2:
+        raise PipelineError(
+            f"{where} gave {recording.n_units} unit; a low-rank network needs at least 2 units "
+            "(select more units, or check --unit-ids/--where)."
+        )
+    _usable_ranks(config, recording, where)
     if recording.n_trials < 2:
         raise PipelineError(
             f"{where} gave a single trial; fitting holds out trials, so it needs at least 2: "
             "set read.window_length (CLI: --window) to cut the data into windows, or use a "
             "trials table (CLI: --trials)."
         )
-    return usable
+    long_enough = int((recording.mask.sum(axis=1) >= 2).sum())
+    if long_enough < 2:
+        raise PipelineError(
+            f"{where} gave {recording.n_trials} trials but {long_enough} with at least 2 bins of "
+            f"{recording.bin_width:g} s; the dynamics need consecutive bins: use a smaller bin "
+            "width (CLI: --bin-width) or longer trials/windows (CLI: --window)."
+        )
+    return recording
 
 
 def fit_lowrank(
@@ -143,7 +260,7 @@ def fit_lowrank(
     from .model.estimator import LowRankRNNEstimator
 
     log = log or _quiet
-    ranks = _check_ranks(config, recording)
+    ranks = _usable_ranks(config, recording, recording.source.path or "the recording")
     fits: dict[int, LowRankFit] = {}
     for rank in ranks:
         estimator = LowRankRNNEstimator(
@@ -166,19 +283,22 @@ def fit_lowrank(
     return dataclasses.replace(fits[best], metrics=metrics)
 
 
-def _run(
-    config: RunConfig, source: Any, *, progress: bool, log: Log | None
-) -> tuple[Results, Recording]:
-    log = log or _quiet
+def _read_checked(config: RunConfig, source: Any, log: Log) -> Recording:
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig; got {type(config).__name__}.")
+    check_input(source)
     log("reading the recording")
     recording = read_recording(config, source)
     log(
         f"read {recording.n_units} units, {recording.n_trials} trials of up to "
         f"{recording.n_time} bins ({recording.bin_width:g} s)"
     )
+    return check_recording(config, recording, log=log)
+
+
+def _stages(config: RunConfig, recording: Recording, *, progress: bool, log: Log) -> Results:
     fit = fit_lowrank(config, recording, progress=progress, log=log)
+    fit = dataclasses.replace(fit, unit_rows=recording.unit_rows)
     posterior = degeneracy = distribution = None
     if config.posterior.enabled:
         from .inference.degeneracy import compute_degeneracy
@@ -216,7 +336,7 @@ def _run(
         degeneracy=degeneracy,
         distribution=distribution,
     )
-    return results, recording
+    return results
 
 
 def run(
@@ -248,46 +368,69 @@ def run(
     PipelineError
         Rank larger than the number of units, a single trial, or a source of the wrong type.
     """
-    return _run(config, source, progress=progress, log=log)[0]
+    log = log or _quiet
+    recording = _read_checked(config, source, log)
+    return _stages(config, recording, progress=progress, log=log)
 
 
-def default_output(input: str | os.PathLike) -> Path:
-    """Default output of :func:`run_file`: ``<input stem>_lrconn.nwb`` beside the input."""
-    path = Path(input)
-    return path.with_name(f"{path.stem}_lrconn.nwb")
+def output_path(
+    config: RunConfig,
+    recording: Recording,
+    source: Any,
+    *,
+    output_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Where :func:`run_file` writes a derived file when no output is given.
+
+    Under ``output_dir`` (or, for a local source without ``output_dir``, beside the source;
+    for a remote one, the current folder) the DANDI-layout name
+    ``sub-<subject>/sub-<subject>_ses-<session>_desc-lrconn[-<name>]_<modality>.nwb``, or
+    ``<source stem>_desc-lrconn[-<name>].nwb`` when the source has no subject id. The same
+    source and fit name always give the same path.
+    """
+    from .extension import derived_file_name
+
+    relative = derived_file_name(recording.source, config.name)
+    if output_dir is not None:
+        return Path(output_dir) / relative
+    if isinstance(source, (str, os.PathLike)) and not _is_url(source):
+        return Path(source).with_name(relative.name)
+    return Path.cwd() / relative
 
 
-def _check_output(input: Any, output: Path, *, in_place: bool, overwrite: bool) -> None:
-    """Fail before the (long) fit when the results could not be written."""
-    if in_place:
-        if _is_url(input):
-            raise PipelineError(f"cannot write in place into a remote file ({input}); use --out.")
-        if output.resolve() != Path(input).resolve():
-            raise PipelineError(
-                f"in-place writing goes into the input {input}; do not also give an output "
-                f"({output})."
-            )
-        if not os.access(input, os.W_OK) or not os.access(Path(input).resolve().parent, os.W_OK):
-            raise PermissionError(
-                f"cannot write in place: {input} or its folder is read-only; write a new file "
-                "with --out instead."
-            )
-        return
-    if not _is_url(input) and output.resolve() == Path(input).resolve():
+def _check_in_place(input: Any, config: RunConfig, overwrite: bool) -> None:
+    """In place: a local, writable file whose fit name is free (or --overwrite)."""
+    import h5py
+
+    from .extension._files import check_writable_file
+
+    if _is_url(input) or not isinstance(input, (str, os.PathLike)):
         raise PipelineError(
-            f"the output {output} is the input file; use --in-place to add the results to it, or "
-            "choose another output."
+            f"cannot write in place into a remote or in-memory source ({input}); write a "
+            "derived file instead (leave out --in-place)."
         )
-    folder = output.resolve().parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"output folder does not exist (or is not a folder): {folder}")
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"output folder is not writable: {folder}; choose another --out.")
-    if output.exists() and not overwrite:
+    check_writable_file(Path(input))
+    with h5py.File(input, "r") as handle:
+        taken = f"processing/{config.module_name}/{config.name}" in handle
+    if taken and not overwrite:
         raise FileExistsError(
-            f"output file already exists: {output}; pass --overwrite (overwrite=True) or choose "
-            "another output."
+            f"{input} already holds a fit named {config.name!r} in module "
+            f"{config.module_name!r}; pass --overwrite to replace it or choose another name "
+            "(--name)."
         )
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders to create for ``folder`` (outermost first), after checking their parent."""
+    from .extension._files import check_output_path
+
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    if missing:  # the deepest existing folder must take a new entry
+        check_output_path(folder / missing[-1].name, overwrite=False)
+    return missing[::-1]
 
 
 def run_file(
@@ -295,11 +438,12 @@ def run_file(
     output: str | os.PathLike | None = None,
     config: RunConfig | None = None,
     *,
-    in_place: bool = False,
+    mode: str = "derived",
+    output_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
     log: Log | None = None,
-) -> Results:
+) -> Path:
     """Run the pipeline on an NWB file and write the results into NWB.
 
     Parameters
@@ -307,14 +451,18 @@ def run_file(
     input : str or path-like
         Source NWB file (local path or URL).
     output : str or path-like, optional
-        New output file; default ``<input stem>_lrconn.nwb`` beside a local input. It holds the
-        source's content plus the results (processing module ``config.module_name``).
+        The output file (``"derived"`` and ``"copy"``); by default see :func:`output_path`
+        (a copy defaults to ``<input stem>_lrconn.nwb`` beside the input).
     config : RunConfig, optional
         Default :class:`~nwb_lrconn.config.RunConfig`.
-    in_place : bool, default: False
-        Add the results to ``input`` itself, atomically (the source is never left half-written).
+    mode : {"derived", "copy", "in-place"}, default: "derived"
+        A new small file with the results and the source's identity and links; a copy of the
+        source plus the results; or the results added to ``input`` itself. No mode ever
+        changes anything in the source but the added results group.
+    output_dir : str or path-like, optional
+        Folder of the derived file when ``output`` is not given (DANDI layout below it).
     overwrite : bool, default: False
-        Replace an existing output file, or a fit with the same name.
+        Replace an existing output file, or in place a fit with the same name.
     progress : bool, default: True
         Progress bars on the long steps.
     log : callable, optional
@@ -322,36 +470,66 @@ def run_file(
 
     Returns
     -------
-    Results
-        What was written.
+    Path
+        The written file (read the results back with
+        :func:`nwb_lrconn.extension.read_results`).
 
     Raises
     ------
-    FileNotFoundError, PermissionError, FileExistsError
-        Checked before fitting: missing input, unwritable or existing output.
+    FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError
+        Checked before fitting: missing or unreadable input, unwritable or existing output,
+        fit name taken.
     PipelineError
-        See :func:`run`; also output equal to the input without ``in_place``.
+        See :func:`run`; also an input that is not NWB, or in place into a remote file.
     """
-    config = RunConfig() if config is None else config
-    if not _is_url(input) and not Path(input).is_file():
-        raise FileNotFoundError(f"input file not found: {input}")
-    if output is None:
-        if _is_url(input):
-            raise PipelineError(f"give an output file for the remote input {input} (CLI: --out).")
-        output = Path(input) if in_place else default_output(input)
-    output = Path(output)
-    _check_output(input, output, in_place=in_place, overwrite=overwrite)
-    from .extension import write_results
+    from .extension import MODES, write_results
+    from .extension._files import check_output_path
 
-    results, recording = _run(config, input, progress=progress, log=log)
-    (log or _quiet)("writing the results")
-    write_results(
+    config = RunConfig() if config is None else config
+    log = log or _quiet
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}; got {mode!r}.")
+    local = isinstance(input, (str, os.PathLike)) and not _is_url(input)
+    check_input(input)
+    if mode == "in-place":
+        if output is not None or output_dir is not None:
+            raise PipelineError(
+                f"in-place writing goes into the input {input}; do not also give an output."
+            )
+        _check_in_place(input, config, overwrite)
+    elif mode == "copy" and not local:
+        raise PipelineError(
+            f"--copy-source needs a local input file; {input} is remote: write a derived file "
+            "(leave out --copy-source)."
+        )
+    if output is not None:
+        check_output_path(output, overwrite=overwrite, source=input if local else None)
+    elif output_dir is not None:
+        if Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise NotADirectoryError(f"--output-dir {output_dir} is a file, not a folder.")
+        _missing_folders(Path(output_dir) / "sub")  # its deepest existing folder is writable
+    recording = _read_checked(config, input, log)
+    if mode == "in-place":
+        target = Path(input)
+    elif output is not None:
+        target = Path(output)
+    elif mode == "copy":
+        target = Path(input).with_name(f"{Path(input).stem}_lrconn.nwb")
+    else:
+        target = output_path(config, recording, input, output_dir=output_dir)
+    missing = [] if mode == "in-place" else _missing_folders(target.parent)
+    if mode != "in-place" and not missing:
+        check_output_path(target, overwrite=overwrite, source=input if local else None)
+    results = _stages(config, recording, progress=progress, log=log)
+    for folder in missing:  # e.g. the sub-<subject>/ folder of the DANDI layout
+        folder.mkdir(exist_ok=True)
+    log(f"writing the results ({mode}) to {target}")
+    return write_results(
         results,
-        None if _is_url(input) else input,
-        None if in_place else output,
-        in_place=in_place,
+        input,
+        None if mode == "in-place" else target,
+        mode=mode,
         overwrite=overwrite,
         module_name=config.module_name,
         unit_rows=recording.unit_rows,
     )
-    return results

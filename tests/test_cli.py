@@ -209,9 +209,9 @@ def test_inspect_lists_what_can_be_fitted(workdir, capsys):
         (["--trials", "nope"], r"nope"),
         (["--bin-width", "-1"], r"read.bin_width must be finite and > 0"),
         (["--config", "missing.toml"], r"configuration file not found"),
-        (["--out", "{dir}/ring.nwb/out.nwb"], r"output folder does not exist"),
+        (["--out", "{dir}/ring.nwb/out.nwb"], r"The output folder .*ring.nwb does not exist"),
         (["--out", "{dir}/ring.nwb"], r"output .* is the input file; use --in-place"),
-        (["--out", "{dir}/existing.nwb"], r"output file already exists: .*--overwrite"),
+        (["--out", "{dir}/existing.nwb"], r"The output file .*existing.nwb already exists; pass"),
         (["--sorting"], r"read.trials is not available for source='sorting'"),
     ],
 )
@@ -306,7 +306,7 @@ def test_real_subprocess_inspect_and_bad_input(workdir, tmp_path):
     )
     assert bad.returncode == 1
     assert bad.stderr.strip() == (
-        f"nwb-lrconn fit: error: input file not found: {tmp_path / 'missing.nwb'}"
+        f"nwb-lrconn fit: error: NWB file not found: {tmp_path / 'missing.nwb'}"
     )
 
 

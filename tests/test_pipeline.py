@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import os
 import stat
 
 import numpy as np
@@ -17,7 +17,7 @@ from nwb_lrconn.config import (
     ReadConfig,
     RunConfig,
 )
-from nwb_lrconn.pipeline import PipelineError, default_output, read_recording, run, run_file
+from nwb_lrconn.pipeline import PipelineError, output_path, read_recording, run, run_file
 
 N_UNITS = 24
 
@@ -169,45 +169,64 @@ def test_run_reads_a_spikeinterface_sorting(session, units_file):
     assert recording.n_trials >= 2
 
 
-def test_run_file_writes_a_new_file_and_leaves_the_source_untouched(units_file, tmp_path):
+def test_run_file_writes_a_derived_file_and_leaves_the_source_untouched(units_file, tmp_path):
     from nwb_lrconn.extension import list_results, read_results
 
     before = _sha(units_file)
     output = tmp_path / "out.nwb"
-    results = run_file(units_file, output, tiny_config(), progress=False)
+    assert run_file(units_file, output, tiny_config(), progress=False) == output
     assert _sha(units_file) == before
     assert list_results(output) == ["tiny"]
     back = read_results(output, "tiny")
-    np.testing.assert_allclose(back.fit.M, results.fit.M)
-    assert json.loads(back.provenance.config_json) == json.loads(results.provenance.config_json)
+    assert back.fit.n_units == N_UNITS
+    assert json.loads(back.provenance.config_json) == json.loads(tiny_config().to_json())
+    assert output.stat().st_size < units_file.stat().st_size + 2_000_000
     # a second run refuses to clobber the output, before fitting
-    with pytest.raises(FileExistsError, match=r"output file already exists: .*out.nwb"):
+    with pytest.raises(FileExistsError, match=r"The output file .*out.nwb already exists"):
         run_file(units_file, output, tiny_config(), progress=False)
     assert _sha(units_file) == before
 
 
-def test_default_output_sits_beside_the_input(tmp_path):
-    assert default_output(tmp_path / "a" / "s.nwb") == tmp_path / "a" / "s_lrconn.nwb"
+def test_output_path_follows_the_dandi_layout(units_file, tmp_path):
+    config = tiny_config()
+    recording = read_recording(config, units_file)
+    beside = output_path(config, recording, units_file)
+    assert beside == units_file.with_name(
+        "sub-synthetic1_ses-session1_desc-lrconn-tiny_ecephys.nwb"
+    )
+    identified = dataclasses.replace(
+        recording,
+        source=dataclasses.replace(
+            recording.source,
+            session={"session_id": "day-1", "subject": {"subject_id": "m_12"}},
+        ),
+    )
+    assert output_path(config, identified, units_file, output_dir=tmp_path) == (
+        tmp_path / "sub-m12" / "sub-m12_ses-day1_desc-lrconn-tiny_ecephys.nwb"
+    )
 
 
 def test_run_file_checks_the_output_before_fitting(units_file, tmp_path):
     config = tiny_config()
-    with pytest.raises(PipelineError, match=r"the output .* is the input file; use --in-place"):
+    with pytest.raises(ValueError, match=r"The output .* is the input file; use --in-place"):
         run_file(units_file, units_file, config)
-    with pytest.raises(FileNotFoundError, match=r"output folder does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"The output folder .*no does not exist"):
         run_file(units_file, tmp_path / "no" / "out.nwb", config)
-    with pytest.raises(FileNotFoundError, match=r"input file not found"):
+    with pytest.raises(FileNotFoundError, match=r"NWB file not found: .*nope.nwb"):
         run_file(tmp_path / "nope.nwb", tmp_path / "out.nwb", config)
+    with pytest.raises(IsADirectoryError, match=r"The output .* is a folder"):
+        run_file(units_file, tmp_path, config)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 def test_run_file_refuses_unwritable_targets(units_file, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        with pytest.raises(PermissionError, match=r"output folder is not writable"):
+        with pytest.raises(PermissionError, match=r"The output folder .*locked is not writable"):
             run_file(units_file, locked / "out.nwb", tiny_config())
+        with pytest.raises(PermissionError, match=r"The output folder .*locked is not writable"):
+            run_file(units_file, None, tiny_config(), output_dir=locked / "sub")
     finally:
         locked.chmod(stat.S_IRWXU)
 
@@ -219,6 +238,10 @@ def test_run_file_in_place_adds_the_fit_to_the_source(units_file, tmp_path):
 
     copy = tmp_path / "copy.nwb"
     shutil.copy(units_file, copy)
-    run_file(copy, None, tiny_config(name="inplace"), in_place=True, progress=False)
+    assert (
+        run_file(copy, None, tiny_config(name="inplace"), mode="in-place", progress=False) == copy
+    )
     assert list_results(copy) == ["inplace"]
-    assert not default_output(copy).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.nwb"]
+    with pytest.raises(FileExistsError, match=r"already holds a fit named 'inplace' in module"):
+        run_file(copy, None, tiny_config(name="inplace"), mode="in-place", progress=False)

@@ -98,13 +98,14 @@ config = RunConfig(
     seed=0,
     name="ring_rank2",
 )
-results = run_file(source, "ring_lrconn.nwb", config, overwrite=True, progress=not FAST)
+output = run_file(source, "ring_lrconn.nwb", config, overwrite=True, progress=not FAST)
+results = read_results(output)
 print(results.fit.metrics)
 
 # %% [markdown]
 # ## Read the results back from NWB
-# The output file holds the source content plus a processing module `lrconn` with one group per
-# fit.
+# The output is a small derived NWB file: the source's subject and session identity, a link to
+# the source Units table, and a processing module `lrconn` with one group per fit.
 
 # %%
 print(list_results("ring_lrconn.nwb"))
@@ -146,7 +147,7 @@ if stored.degeneracy is not None:
 # %%
 from nwb_lrconn.pipeline import read_recording  # noqa: E402
 
-recording = read_recording(config, "ring_lrconn.nwb")
+recording = read_recording(config, source)
 save_figure(plot_summary(stored), "ring_summary")
 save_figure(plot_latent_dynamics(fit, fixed_points=fixed_points), "ring_latents")
 save_figure(plot_loadings(fit, stored.distribution), "ring_loadings")

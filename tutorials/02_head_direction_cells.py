@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from nwb_lrconn.config import DistributionConfig, FitConfig, ReadConfig, RunConfig
+from nwb_lrconn.extension import read_results
 from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse
 from nwb_lrconn.io import read_timeseries
 from nwb_lrconn.model.networks import default_data_dir
@@ -85,7 +86,8 @@ head = read_timeseries(PATH, HD, recording, reduce="circmean")[..., 0]
 # ## Fit, posterior, degeneracy and distribution; write a new NWB file
 
 # %%
-results = run_file(PATH, "hd_lrconn.nwb", config, overwrite=True, progress=not FAST)
+output = run_file(PATH, "hd_lrconn.nwb", config, overwrite=True, progress=not FAST)
+results = read_results(output)
 fit = results.fit
 print({k: round(v, 4) for k, v in fit.metrics.items()})
 

@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from nwb_lrconn.config import FitConfig, ReadConfig, RunConfig
+from nwb_lrconn.extension import read_results
 from nwb_lrconn.io import list_roi_response_series, read_ophys, read_timeseries
 from nwb_lrconn.model.networks import default_data_dir
 from nwb_lrconn.pipeline import run_file
@@ -69,7 +70,8 @@ config = RunConfig(
     name="epg_rank2",
 )
 config = config.with_overrides(**{"distribution.enabled": False})
-results = run_file(PATH, "epg_lrconn.nwb", config, overwrite=True, progress=not FAST)
+output = run_file(PATH, "epg_lrconn.nwb", config, overwrite=True, progress=not FAST)
+results = read_results(output)
 fit = results.fit
 print({k: round(v, 4) for k, v in fit.metrics.items()})
 

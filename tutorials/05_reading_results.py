@@ -33,7 +33,10 @@ FAST = os.environ.get("NWB_LRCONN_TUTORIAL_FAST") == "1"
 
 # %% [markdown]
 # ## Make a small results file
-# Two fits of the same recording (rank 1 and rank 2) go into one output file.
+# Two fits of the same recording (rank 1 and rank 2) go into one output file: the first run
+# writes a copy of the recording plus its fit (`mode="copy"`), the second adds its fit to that
+# copy (`mode="in-place"`). By default `run_file` writes a small *derived* file instead, holding
+# only the results (see tutorial 7).
 
 # %%
 session = simulate_spikes(
@@ -49,20 +52,16 @@ base = RunConfig(
     posterior=PosteriorConfig(enabled=True),
 )
 base = base.with_overrides(**{"distribution.enabled": False})
+if os.path.exists("cycle_lrconn.nwb"):
+    os.remove("cycle_lrconn.nwb")  # start afresh: the in-place fit below must not exist yet
 run_file(
     "cycle.nwb",
     "cycle_lrconn.nwb",
     base.with_overrides(rank=1, name="rank1"),
-    overwrite=True,
+    mode="copy",
     progress=False,
 )
-run_file(
-    "cycle_lrconn.nwb",
-    None,
-    base.with_overrides(rank=2, name="rank2"),
-    in_place=True,
-    progress=False,
-)
+run_file("cycle_lrconn.nwb", None, base.with_overrides(rank=2, name="rank2"), mode="in-place")
 print(list_results("cycle_lrconn.nwb"))
 
 # %% [markdown]
@@ -106,3 +105,16 @@ for name in list_results("cycle_lrconn.nwb"):
         print(f"    {deg.n_constrained} constrained / {deg.n_degenerate} degenerate directions")
     print("    config:", RunConfig.from_json(results.provenance.config_json).fit.rank)
     save_figure(plot_summary(results), f"cycle_{name}_summary")
+
+# %% [markdown]
+# ## One row per unit
+# Each fit carries a per-unit table (`UnitLoadings`): loadings m and k, bias, readout, held-out
+# quality and identifiability, with `source_row` pointing at the unit's row of the source Units
+# table. `read_unit_table` returns it as a DataFrame; `join_source=True` adds the source table's
+# own columns.
+
+# %%
+from nwb_lrconn.extension import read_unit_table  # noqa: E402
+
+table = read_unit_table("cycle_lrconn.nwb", "rank2", join_source=True)
+print(table[["unit_id", "m", "k", "quality", "identifiability"]].head())

@@ -7,28 +7,34 @@ installed package (``nwb_lrconn/spec``) or, in a source checkout, from the repos
 
 from __future__ import annotations
 
-# importing .types (also done by .read and .write) loads the namespace into pynwb
+# importing .containers (also done by .read and .write) loads the namespace into pynwb
+from ._derived import derived_file_name
 from ._namespace import NAMESPACE, load_namespace, spec_path
-from .mock import mock_ophys_nwb, mock_results, mock_units_nwb
-from .read import list_results, read_results
-from .types import (
-    ConnectivityDistribution,
-    DegeneracyReport,
+from .containers import (
+    DegeneracyAnalysis,
     FitProvenance,
     LaplacePosterior,
     LatentTrajectories,
+    LoadingDistribution,
     LowRankRNNFit,
+    MetricsTable,
     NamedArray,
     NamedArrays,
+    UnitLoadings,
 )
-from .write import write_results
+from .mock import mock_ophys_nwb, mock_results, mock_units_nwb
+from .read import list_results, read_results, read_unit_table
+from .write import MODES, write_results
 
 __all__ = [
     "NAMESPACE",
     "spec_path",
     "load_namespace",
+    "MODES",
     "write_results",
+    "derived_file_name",
     "read_results",
+    "read_unit_table",
     "list_results",
     "mock_results",
     "mock_units_nwb",
@@ -37,8 +43,10 @@ __all__ = [
     "LatentTrajectories",
     "FitProvenance",
     "LaplacePosterior",
-    "DegeneracyReport",
-    "ConnectivityDistribution",
+    "DegeneracyAnalysis",
+    "LoadingDistribution",
+    "UnitLoadings",
+    "MetricsTable",
     "NamedArrays",
     "NamedArray",
 ]

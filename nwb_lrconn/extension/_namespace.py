@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pynwb import available_namespaces, load_namespaces
 
-__all__ = ["NAMESPACE", "spec_path", "load_namespace"]
+from .spec_builder import NAMESPACE, SPEC_VERSION
 
-NAMESPACE = "ndx-lrconn"
+__all__ = ["NAMESPACE", "SPEC_VERSION", "spec_path", "load_namespace"]
 
 
 def spec_path() -> Path:

@@ -76,7 +76,7 @@ def mock_results(
     Returns
     -------
     Results
-        Unit ids are ``0 .. n_units - 1`` (the ids of the mock source tables).
+        Unit ids and rows are ``0 .. n_units - 1`` (as in the mock source tables).
     """
     for value, label in ((n_units, "n_units"), (rank, "rank"), (n_trials, "n_trials")):
         check_positive_int(value, label)
@@ -113,6 +113,7 @@ def mock_results(
         test_trials=np.arange(max(n_trials - 1, 1), n_trials),
         unit_ids=np.arange(n_units),
         calcium_decay=0.9 if observation == "calcium" else 0.0,
+        unit_rows=np.arange(n_units),
     )
     layout = (
         data.ParameterBlock("M", (n_units, rank)),

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import h5py
 import numpy as np
 from pynwb import NWBHDF5IO
 
 from .. import data
 from ._files import check_nwb_file
-from .types import LowRankRNNFit, copy_array
+from ._namespace import NAMESPACE, SPEC_VERSION
+from .containers import LowRankRNNFit, copy_array
 
 __all__ = ["list_results", "read_results", "fit_to_results"]
 
@@ -24,6 +29,52 @@ def _fits(nwbfile, module_name: str) -> dict:
         for name, obj in module.data_interfaces.items()
         if getattr(obj, "neurodata_type", None) == "LowRankRNNFit"
     }
+
+
+def _check_schema(path: Path, module_name: str) -> None:
+    """Refuse fits written with an older, incompatible ndx-lrconn schema, in plain words."""
+    with h5py.File(path, "r") as handle:
+        cached = handle.get(f"specifications/{NAMESPACE}")
+        versions = sorted(cached) if isinstance(cached, h5py.Group) else []
+        has_fits = f"processing/{module_name}" in handle
+    if has_fits and versions and SPEC_VERSION not in versions:
+        if max(map(_version_key, versions)) > _version_key(SPEC_VERSION):
+            return  # newer schemas only add optional fields; read what we know
+        raise ValueError(
+            f"{path} holds fits written with the {NAMESPACE} schema {', '.join(versions)}, "
+            f"which this version of nwb_lrconn (schema {SPEC_VERSION}) cannot read; fit the "
+            "recording again."
+        )
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else 0 for part in text.split("."))
+
+
+@contextmanager
+def _opened_fits(path: str | Path, module_name: str) -> Iterator[tuple[Path, dict]]:
+    path = Path(path)
+    check_nwb_file(path)
+    _check_schema(path, module_name)
+    with NWBHDF5IO(str(path), "r") as io:
+        yield path, _fits(io.read(), module_name)
+
+
+def _pick(path: Path, fits: dict, name: str | None, module_name: str):
+    if not fits:
+        raise KeyError(f"{path} holds no fits in processing module {module_name!r}.")
+    if name is None:
+        if len(fits) != 1:
+            raise ValueError(
+                f"{path} holds {len(fits)} fits in {module_name!r} ({sorted(fits)}); "
+                "pass name=... to choose one."
+            )
+        name = next(iter(fits))
+    if name not in fits:
+        raise KeyError(
+            f"{path} has no fit named {name!r} in module {module_name!r}; found {sorted(fits)}."
+        )
+    return fits[name]
 
 
 def list_results(path: str | Path, *, module_name: str = "lrconn") -> list[str]:
@@ -44,12 +95,10 @@ def list_results(path: str | Path, *, module_name: str = "lrconn") -> list[str]:
     Raises
     ------
     FileNotFoundError, ValueError
-        When ``path`` is missing or is not a complete NWB file.
+        When ``path`` is missing, is not a complete NWB file, or holds fits of an older schema.
     """
-    path = Path(path)
-    check_nwb_file(path)
-    with NWBHDF5IO(str(path), "r") as io:
-        return sorted(_fits(io.read(), module_name))
+    with _opened_fits(path, module_name) as (_, fits):
+        return sorted(fits)
 
 
 def read_results(
@@ -74,43 +123,78 @@ def read_results(
     Raises
     ------
     FileNotFoundError, ValueError
-        When ``path`` is missing or is not a complete NWB file.
+        When ``path`` is missing, is not a complete NWB file, or holds fits of an older schema.
     KeyError
         When the module or the named fit does not exist (the message lists what does).
     ValueError
         When ``name`` is omitted and the module holds several fits.
     """
-    path = Path(path)
-    check_nwb_file(path)
-    with NWBHDF5IO(str(path), "r") as io:
-        nwbfile = io.read()
-        if module_name not in nwbfile.processing:
-            raise KeyError(
-                f"{path} has no processing module {module_name!r}; found "
-                f"{sorted(nwbfile.processing)}."
+    with _opened_fits(path, module_name) as (path, fits):
+        return fit_to_results(_pick(path, fits, name, module_name))
+
+
+def read_unit_table(
+    path: str | Path,
+    name: str | None = None,
+    *,
+    module_name: str = "lrconn",
+    join_source: bool = False,
+):
+    """Return the per-unit table of one fit as a pandas DataFrame, one row per fitted unit.
+
+    Parameters
+    ----------
+    path : str or Path
+        NWB file holding the fit (a derived file, a copy, or the source itself).
+    name : str, optional
+        Name of the fit; may be omitted when the module holds exactly one.
+    module_name : str, default: "lrconn"
+        Processing module holding the fits.
+    join_source : bool, default: False
+        Also add the source table's columns (e.g. the Units table's ``location`` or
+        ``quality``) for each unit, prefixed ``source_``. The source table is reached through
+        the region column, or in a derived file through its external link, which resolves
+        only while the source file is reachable.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by row; columns ``source_row``, ``unit_id``, ``m``, ``k`` (one array per row),
+        ``d``, readout, ``quality``, ``identifiability`` (when computed).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``join_source=True`` but the source table cannot be reached.
+    """
+    with _opened_fits(path, module_name) as (path, fits):
+        table = _pick(path, fits, name, module_name).unit_table
+        frame = table.to_dataframe(index=True)
+        if "unit" in frame.columns:
+            frame = frame.drop(columns="unit")
+        if not join_source:
+            return frame
+        source = table.source_table
+        if source is None:
+            raise FileNotFoundError(
+                f"The source table of the fit in {path} cannot be reached (the link is absent or "
+                "its file is missing); place the source file where the link points, or read "
+                "without join_source."
             )
-        fits = _fits(nwbfile, module_name)
-        if name is None:
-            if len(fits) != 1:
-                raise ValueError(
-                    f"{path} holds {len(fits)} fits in {module_name!r} ({sorted(fits)}); "
-                    "pass name=... to choose one."
-                )
-            name = next(iter(fits))
-        if name not in fits:
-            raise KeyError(
-                f"{path} has no fit named {name!r} in module {module_name!r}; found "
-                f"{sorted(fits)}."
-            )
-        return fit_to_results(fits[name])
+        exclude = {c for c in source.colnames if c in ("electrodes", "electrode_group")}
+        extra = source.to_dataframe(exclude=exclude).iloc[frame["source_row"].to_numpy()]
+        extra = extra.add_prefix("source_").reset_index().rename(columns={"id": "source_id"})
+        extra.index = frame.index
+        return frame.join(extra)
 
 
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _float_dict(text: str) -> dict[str, float]:
-    return {k: float(v) for k, v in json.loads(_text(text)).items()}
+def _json_attr(container, name: str) -> dict:
+    value = getattr(container, name, None)
+    return {} if value is None else json.loads(_text(value))
 
 
 def _fit(container: LowRankRNNFit) -> data.LowRankFit:
@@ -133,12 +217,13 @@ def _fit(container: LowRankRNNFit) -> data.LowRankFit:
         latent_mask=mask,
         trial_start_times=trial_start_times,
         loss_history=copy_array(container.loss_history),
-        metrics=_float_dict(container.metrics),
+        metrics=container.metrics.to_dict(),
         unit_quality=copy_array(container.unit_quality),
         train_trials=copy_array(container.train_trials),
         test_trials=copy_array(container.test_trials),
         unit_ids=copy_array(container.unit_ids),
         calcium_decay=float(container.calcium_decay),
+        unit_rows=copy_array(container.unit_table["source_row"].data).astype(np.int64),
     )
 
 
@@ -154,6 +239,8 @@ def _provenance(container) -> data.Provenance:
             object_path=_text(container.source_object_path),
             table_path=_text(container.source_table_path),
             selection=json.loads(_text(container.source_selection)),
+            session=_json_attr(container, "source_session"),
+            origin=_json_attr(container, "source_origin"),
         ),
         created=_text(container.created),
     )
@@ -195,6 +282,17 @@ def _degeneracy(container) -> data.DegeneracyReport:
     )
 
 
+def _model_fields(container) -> dict[str, str]:
+    """``model``/``reason`` when the dataclass has those fields and the file holds them."""
+    fields = {f.name for f in dataclasses.fields(data.ConnectivityDistribution)}
+    out = {}
+    for key, attr in (("model", "model"), ("reason", "model_reason")):
+        value = getattr(container, attr, None)
+        if key in fields and value is not None:
+            out[key] = _text(value)
+    return out
+
+
 def _distribution(container) -> data.ConnectivityDistribution:
     return data.ConnectivityDistribution(
         flow_a_parameters=container.flow_a_parameters.to_dict(),
@@ -206,7 +304,8 @@ def _distribution(container) -> data.ConnectivityDistribution:
         training_curves=container.training_curves.to_dict(),
         samples_z=copy_array(container.samples_z),
         samples_k=copy_array(container.samples_k),
-        validation_metrics=_float_dict(container.validation_metrics),
+        validation_metrics=container.validation.to_dict(),
+        **_model_fields(container),
     )
 
 

@@ -24,17 +24,24 @@ from pynwb.spec import (
     export_spec,
 )
 
-from nwb_lrconn import __version__
-
 __all__ = ["NAMESPACE", "SPEC_VERSION", "REPO_SPEC_DIR", "build_spec", "main"]
 
 NAMESPACE = "ndx-lrconn"
-SPEC_VERSION = __version__
+SPEC_VERSION = "0.2.0"
+"""Version of the schema; it moves only when the YAML changes (a test holds the YAML's hash)."""
 REPO_SPEC_DIR = Path(__file__).resolve().parents[2] / "spec"
 
 
-def _attr(name: str, dtype: str, doc: str, *, required: bool = True) -> NWBAttributeSpec:
-    return NWBAttributeSpec(name=name, doc=doc, dtype=dtype, required=required)
+def _attr(
+    name: str,
+    dtype: str,
+    doc: str,
+    *,
+    required: bool = True,
+    shape: Sequence[int | None] | None = None,
+) -> NWBAttributeSpec:
+    kwargs = {} if shape is None else {"shape": list(shape), "dims": ["num_values"]}
+    return NWBAttributeSpec(name=name, doc=doc, dtype=dtype, required=required, **kwargs)
 
 
 def _array(
@@ -44,17 +51,45 @@ def _array(
     *,
     dtype: str | None = "float64",
     optional: bool = False,
+    attributes: Sequence[NWBAttributeSpec] = (),
 ) -> NWBDatasetSpec:
     kwargs = {}
     if dims is not None:
         kwargs = {"dims": list(dims), "shape": [None] * len(dims)}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if attributes:
+        kwargs["attributes"] = list(attributes)
     return NWBDatasetSpec(name=name, doc=doc, quantity="?" if optional else 1, **kwargs)
 
 
 def _per_unit(name: str, doc: str) -> NWBDatasetSpec:
     return _array(name, ["num_units"], doc)
+
+
+def _seconds(name: str, dims: Sequence[str], doc: str) -> NWBDatasetSpec:
+    unit = NWBAttributeSpec(name="unit", doc="Unit of the values.", dtype="text", value="seconds")
+    return _array(name, dims, doc, attributes=[unit])
+
+
+def _column(
+    name: str,
+    doc: str,
+    *,
+    dtype: str | None = "float64",
+    dims: Sequence[str] = ("num_units",),
+    optional: bool = False,
+) -> NWBDatasetSpec:
+    kwargs = {"dims": list(dims), "shape": [None] * len(dims)}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return NWBDatasetSpec(
+        name=name,
+        neurodata_type_inc="VectorData",
+        doc=doc,
+        quantity="?" if optional else 1,
+        **kwargs,
+    )
 
 
 def _named_arrays_types() -> list:
@@ -77,16 +112,29 @@ def _named_arrays_types() -> list:
     return [named_array, named_arrays]
 
 
+def _metrics_type() -> NWBGroupSpec:
+    return NWBGroupSpec(
+        neurodata_type_def="MetricsTable",
+        neurodata_type_inc="DynamicTable",
+        doc="Named numeric results, one row per metric (e.g. held-out log-likelihood).",
+        datasets=[
+            _column("metric", "Name of the metric.", dtype="text", dims=["num_metrics"]),
+            _column("value", "Value of the metric.", dims=["num_metrics"]),
+        ],
+    )
+
+
 def _latents_type() -> NWBGroupSpec:
     return NWBGroupSpec(
         neurodata_type_def="LatentTrajectories",
         neurodata_type_inc="TimeSeries",
         doc=(
             "Latent states kappa(t) of a fitted low-rank RNN over every observed bin of every "
-            "trial, flattened to (num_times, rank). Timestamps (seconds, session clock) are "
-            "trial_start_time + bin_index * bin_width, sorted ascending. The padded array "
-            "(num_trials, n_time, rank) and its mask are rebuilt exactly from trial_index and "
-            "bin_index (padding is zero)."
+            "trial, flattened to (num_times, rank), on the source recording's clock (seconds "
+            "from its session_start_time): trial_start_time + bin_index * bin_width, sorted "
+            "ascending; stored as starting_time and rate when those times are regular. The "
+            "padded array (num_trials, n_time, rank) and its mask are rebuilt exactly from "
+            "trial_index and bin_index (padding is zero)."
         ),
         datasets=[
             _array("trial_index", ["num_times"], "Trial of each row of data.", dtype="int64"),
@@ -109,12 +157,26 @@ def _provenance_type() -> NWBGroupSpec:
         ("source_table_path", "Path in the source file of the table whose rows are M's rows."),
         ("source_selection", "JSON description of what was selected from the source."),
     ]
+    optional_text = [
+        (
+            "source_session",
+            "JSON identity of the source session: session_id, session_start_time, subject.",
+        ),
+        (
+            "source_origin",
+            "JSON description of where the source bytes came from: kind (local, url, dandi), "
+            "url, dandiset_id, version, asset_path, asset_id, size.",
+        ),
+        ("source_sha256", "SHA-256 checksum of the source file (hex), when known."),
+        ("dependency_versions", "JSON object: versions of the packages used for the run."),
+    ]
     return NWBGroupSpec(
         neurodata_type_def="FitProvenance",
         neurodata_type_inc="NWBDataInterface",
-        doc="How a low-rank connectivity fit was produced.",
+        doc="How a low-rank connectivity fit was produced, and from which source.",
         attributes=[_attr(n, "text", d) for n, d in text]
-        + [_attr("random_seed", "int32", "Seed of the run (absent: none).", required=False)],
+        + [_attr(n, "text", d, required=False) for n, d in optional_text]
+        + [_attr("random_seed", "int64", "Seed of the run (absent: none).", required=False)],
     )
 
 
@@ -169,7 +231,7 @@ def _degeneracy_type() -> NWBGroupSpec:
         ("phi_effective_rank", "Effective rank of the state matrix Phi."),
     ]
     return NWBGroupSpec(
-        neurodata_type_def="DegeneracyReport",
+        neurodata_type_def="DegeneracyAnalysis",
         neurodata_type_inc="NWBDataInterface",
         doc="Which directions of theta = (M, K, B, d) the data constrain.",
         attributes=[_attr(n, "int32", d) for n, d in counts]
@@ -195,27 +257,88 @@ def _distribution_type() -> NWBGroupSpec:
         return NWBGroupSpec(name=name, neurodata_type_inc="NamedArrays", doc=doc)
 
     return NWBGroupSpec(
-        neurodata_type_def="ConnectivityDistribution",
+        neurodata_type_def="LoadingDistribution",
         neurodata_type_inc="NWBDataInterface",
         doc=(
-            "Maximum-entropy connectivity distribution: flow A over z = (m, b, d), conditional "
-            "flow B over k given z; velocity-network weights stored as plain arrays."
+            "Maximum-entropy distribution of the per-unit loadings consistent with the fitted "
+            "dynamics: a model over z = (m, b, d) and a conditional model over k given z. With "
+            "model 'flows' these are continuous normalizing flows (flow A over z, flow B over "
+            "k given z) whose velocity-network weights are stored as plain arrays; simpler "
+            "models (e.g. 'gaussian') store their parameters the same way."
         ),
         attributes=[
-            _attr("architecture", "text", "JSON description needed to rebuild the flows."),
+            _attr("architecture", "text", "JSON description needed to rebuild the model."),
             _attr("sigma", "float64", "Isotropic spread added to k when sampling."),
-            _attr("ridge_lambda", "float64", "Ridge strength of the flow-B targets."),
+            _attr("ridge_lambda", "float64", "Ridge strength of the k targets."),
             _attr("n_virtual_units", "int32", "Virtual units S per flow-B training step."),
-            _attr("validation_metrics", "text", "JSON object of held-out checks."),
+            _attr(
+                "model",
+                "text",
+                "Which model was fitted ('flows', 'gaussian', ...).",
+                required=False,
+            ),
+            _attr("model_reason", "text", "Why that model was chosen.", required=False),
         ],
         datasets=[
             _array("samples_z", ["num_samples", "num_z"], "Drawn z = (m, b, d)."),
             _array("samples_k", ["num_samples", "rank"], "Drawn k at sigma."),
         ],
         groups=[
-            arrays("flow_a_parameters", "Flow A velocity-network weights."),
-            arrays("flow_b_parameters", "Flow B velocity-network weights."),
+            arrays("flow_a_parameters", "Parameters of the model over z (flow A weights)."),
+            arrays("flow_b_parameters", "Parameters of the model over k given z (flow B)."),
             arrays("training_curves", "Training and validation curves."),
+            NWBGroupSpec(
+                name="validation",
+                neurodata_type_inc="MetricsTable",
+                doc="Held-out checks of the distribution.",
+            ),
+        ],
+    )
+
+
+def _unit_table_type() -> NWBGroupSpec:
+    return NWBGroupSpec(
+        neurodata_type_def="UnitLoadings",
+        neurodata_type_inc="DynamicTable",
+        doc=(
+            "The fit per unit, one row per fitted unit (row i = row i of M and K): loadings, "
+            "readout, fit quality and identifiability. 'unit' points at the unit's row of the "
+            "source Units table or PlaneSegmentation when that table is in the same file; "
+            "'source_row' always holds that row index, and the link 'source_table' reaches the "
+            "table (an external link in derived files, resolved when the source is reachable)."
+        ),
+        datasets=[
+            NWBDatasetSpec(
+                name="unit",
+                neurodata_type_inc="DynamicTableRegion",
+                doc="Row of the source table (when it is in the same file).",
+                quantity="?",
+            ),
+            _column("source_row", "Row index of the unit in the source table.", dtype="int64"),
+            _column("unit_id", "Id of the unit/ROI in the source table.", dtype=None),
+            _column("m", "Input-side loading m_i.", dims=["num_units", "rank"]),
+            _column("k", "Output-side loading k_i.", dims=["num_units", "rank"]),
+            _column(
+                "b", "External-input weights b_i.", dims=["num_units", "num_inputs"], optional=True
+            ),
+            _column("d", "Bias d_i inside the nonlinearity."),
+            _column("readout_gain", "Observation readout gain g_i."),
+            _column("readout_offset", "Observation readout offset c_i."),
+            _column("noise_std", "Observation noise standard deviation (1 for Poisson)."),
+            _column("quality", "Held-out fit quality (bits/spike for spikes, R^2 otherwise)."),
+            _column(
+                "identifiability",
+                "Fraction in [0, 1] of the unit's output loading the data determine.",
+                optional=True,
+            ),
+        ],
+        links=[
+            NWBLinkSpec(
+                name="source_table",
+                target_type="DynamicTable",
+                quantity="?",
+                doc="The source Units table or PlaneSegmentation whose rows source_row indexes.",
+            )
         ],
     )
 
@@ -224,13 +347,21 @@ def _fit_type() -> NWBGroupSpec:
     def child(name: str, type_: str, doc: str, quantity: str | int = "?") -> NWBGroupSpec:
         return NWBGroupSpec(name=name, neurodata_type_inc=type_, doc=doc, quantity=quantity)
 
+    loss_columns = NWBAttributeSpec(
+        name="columns",
+        doc="Label of each column.",
+        dtype="text",
+        dims=["num_columns"],
+        shape=[None],
+    )
     return NWBGroupSpec(
         neurodata_type_def="LowRankRNNFit",
         neurodata_type_inc="NWBDataInterface",
         doc=(
             "A low-rank RNN fitted to recorded units (canonical gauge): x_i = m_i.kappa + "
             "b_i.u + d_i, kappa(t+1) = (1 - alpha) kappa(t) + (alpha/N) sum_i k_i phi(x_i), "
-            "connectivity J = M K^T / N. Row i of every per-unit dataset is row i of units."
+            "connectivity J = M K^T / N. Row i of every per-unit dataset is row i of "
+            "unit_table."
         ),
         attributes=[
             _attr("rank", "int32", "Rank R."),
@@ -239,7 +370,6 @@ def _fit_type() -> NWBGroupSpec:
             _attr("bin_width", "float64", "Width of one time bin, in seconds."),
             _attr("observation", "text", "'gaussian', 'poisson' or 'calcium'."),
             _attr("calcium_decay", "float64", "Per-bin indicator decay (0: no kernel)."),
-            _attr("metrics", "text", "JSON object of held-out metrics."),
         ],
         datasets=[
             _array("M", ["num_units", "rank"], "Input-side loadings m_i."),
@@ -251,27 +381,28 @@ def _fit_type() -> NWBGroupSpec:
             _per_unit("noise_std", "Observation noise standard deviation."),
             _per_unit("unit_quality", "Held-out per-unit fit quality."),
             _array("unit_ids", ["num_units"], "Ids of the fitted units/ROIs.", dtype=None),
-            _array("trial_start_times", ["num_trials"], "Start of each trial, in seconds."),
+            _seconds(
+                "trial_start_times",
+                ["num_trials"],
+                "Start of each trial on the source clock, in seconds.",
+            ),
             _array(
                 "loss_history",
                 ["num_epochs", "num_columns"],
-                "Per epoch: training and held-out negative log-likelihood.",
+                "Per epoch: training and held-out negative log-likelihood per observed value.",
+                attributes=[loss_columns],
             ),
             _array("train_trials", ["num_train"], "Training trial indices.", dtype="int64"),
             _array("test_trials", ["num_test"], "Held-out trial indices.", dtype="int64"),
-            NWBDatasetSpec(
-                name="units",
-                neurodata_type_inc="DynamicTableRegion",
-                quantity="?",
-                doc="Rows of the source Units table or PlaneSegmentation (= rows of M and K).",
-            ),
         ],
         groups=[
             child("latents", "LatentTrajectories", "Latent trajectories.", quantity=1),
             child("provenance", "FitProvenance", "How the fit was produced.", quantity=1),
+            child("metrics", "MetricsTable", "Held-out metrics of the fit.", quantity=1),
+            child("unit_table", "UnitLoadings", "The fit per unit.", quantity=1),
             child("posterior", "LaplacePosterior", "Laplace posterior at the fit."),
-            child("degeneracy", "DegeneracyReport", "Degeneracy analysis of the fit."),
-            child("distribution", "ConnectivityDistribution", "Connectivity distribution."),
+            child("degeneracy", "DegeneracyAnalysis", "Degeneracy analysis of the fit."),
+            child("distribution", "LoadingDistribution", "Connectivity distribution."),
         ],
         links=[
             NWBLinkSpec(
@@ -288,11 +419,13 @@ def neurodata_types() -> list:
     """Return the new type specifications of ``ndx-lrconn``, in dependency order."""
     return [
         *_named_arrays_types(),
+        _metrics_type(),
         _latents_type(),
         _provenance_type(),
         _posterior_type(),
         _degeneracy_type(),
         _distribution_type(),
+        _unit_table_type(),
         _fit_type(),
     ]
 
@@ -324,7 +457,8 @@ def build_spec(output_dir: str | Path = REPO_SPEC_DIR) -> tuple[Path, Path]:
     )
     for type_ in ("NWBData", "NWBDataInterface", "TimeSeries"):
         ns.include_type(type_, namespace="core")
-    ns.include_type("DynamicTableRegion", namespace="hdmf-common")
+    for type_ in ("DynamicTable", "VectorData", "DynamicTableRegion"):
+        ns.include_type(type_, namespace="hdmf-common")
     export_spec(ns, neurodata_types(), str(output_dir))
     return (
         output_dir / f"{NAMESPACE}.namespace.yaml",

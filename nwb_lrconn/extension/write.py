@@ -1,39 +1,59 @@
-"""Write :class:`~nwb_lrconn.data.Results` into NWB files, atomically.
+"""Write :class:`~nwb_lrconn.data.Results` into NWB files, without ever altering a user's data.
 
-Every write goes to a hidden temporary file beside the target (``.<name>.<pid>-<hex>.lrconn-tmp``),
-is flushed to disk and read back, and only then renamed over the target with ``os.replace``. A
-crash or ``kill -9`` at any moment therefore leaves the target either as it was or complete; the
-next write beside it removes temporary files whose writer process has died.
+Three modes:
+
+- ``"derived"`` (default): a new, small NWB file holding only the results, with the source
+  session's identity and external links to the source objects it describes;
+- ``"copy"``: a byte-for-byte copy of the source plus the results;
+- ``"in-place"``: the results added to the source file itself.
+
+In the last two the results group is copied into the file with h5py (see
+:mod:`nwb_lrconn.extension._graft`): nothing outside ``processing/<module>/<fit>`` changes, not
+even the file's ``nwb_version``. Every write goes to a hidden temporary file that is flushed and
+read back before it is published atomically; writers to one target serialise on a lock (see
+:mod:`nwb_lrconn.extension._files`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
-import uuid
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
 import numpy as np
-from hdmf.common import DynamicTable, DynamicTableRegion
-from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+from pynwb import NWBHDF5IO, NWBFile
 
-from .. import __version__, data
+from .. import data
 from ._build import build_fit
+from ._derived import derived_file_name, derived_nwbfile, relative_link_target, software_versions
 from ._files import (
+    check_free_space,
     check_nwb_file,
+    check_output_path,
     check_writable_file,
-    check_writable_folder,
     fsync_file,
     fsync_folder,
+    publish,
     remove_stale_temps,
+    same_file,
+    target_lock,
     temp_path,
 )
+from ._graft import FitExistsError, graft_fit
 from ._namespace import NAMESPACE
 from .read import read_results
 
-__all__ = ["write_results", "check_namespace"]
+__all__ = ["MODES", "write_results", "check_namespace", "default_output", "FitExistsError"]
+
+MODES = ("derived", "copy", "in-place")
+"""Write modes of :func:`write_results`."""
+
+log = logging.getLogger(__name__)
+
+_ROOT_KEYS = ("nwb_version", "neurodata_type", "namespace", "object_id")
 
 
 def check_namespace(io: NWBHDF5IO, path: Path) -> None:
@@ -52,144 +72,206 @@ def check_namespace(io: NWBHDF5IO, path: Path) -> None:
 
 
 def _open(tmp: Path, mode: str) -> NWBHDF5IO:
-    """Open the temporary file (whose name deliberately does not end in '.nwb')."""
+    """Open a temporary file (whose name deliberately does not end in '.nwb')."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The file path provided", category=UserWarning)
         return NWBHDF5IO(str(tmp), mode)
 
 
-def _object_paths(nwbfile, manager) -> dict[str, object]:
-    paths = {}
-    for obj in nwbfile.objects.values():
-        builder = manager.get_builder(obj)  # None for objects not read from the file
-        if builder is not None:
-            paths[builder.path.split("/", 1)[-1]] = obj
-    return paths
+def _is_local(source) -> bool:
+    return source is not None and "://" not in str(source)
 
 
-def _source_objects(nwbfile, manager, results: data.Results, path: Path, unit_rows):
-    source = results.provenance.source
-    if source.identifier and source.identifier != nwbfile.identifier:
+def default_output(results: data.Results, source: str | os.PathLike | None, mode: str) -> Path:
+    """Where :func:`write_results` writes when no output is given.
+
+    A derived file goes beside a local source, named in the DANDI layout
+    (``sub-<subject>_ses-<session>_desc-lrconn[-<name>]_<modality>.nwb``); a copy goes to
+    ``<source stem>_lrconn.nwb`` beside the source; in place is the source itself.
+
+    Raises
+    ------
+    ValueError
+        When the source is not a local file (give an output).
+    """
+    if not _is_local(source):
         raise ValueError(
-            f"Results {results.name!r} were fitted on the NWB file with identifier "
-            f"{source.identifier!r}, but {path} has identifier {nwbfile.identifier!r}."
+            f"Give an output file for results of a remote or in-memory source ({source!r})."
         )
-    paths = _object_paths(nwbfile, manager)
-    region = None
-    if source.table_path:
-        table = paths.get(source.table_path.strip("/"))
-        if not isinstance(table, DynamicTable):
-            found = sorted(p for p, obj in paths.items() if isinstance(obj, DynamicTable))
-            raise KeyError(
-                f"No table at {source.table_path!r} in {path} (SourceInfo.table_path); "
-                f"found {found}."
-            )
-        rows = _unit_rows(table, results.fit.unit_ids, unit_rows, path, source.table_path)
-        region = DynamicTableRegion(
-            name="units",
-            data=rows,
-            table=table,
-            description=f"Rows of {source.table_path} that are the rows of M and K.",
-        )
-    series = paths.get(source.object_path.strip("/")) if source.object_path else None
-    return region, series if isinstance(series, TimeSeries) else None
+    source = Path(source)
+    if mode == "in-place":
+        return source
+    if mode == "copy":
+        return source.with_name(f"{source.stem}_lrconn.nwb")
+    return source.with_name(derived_file_name(results.provenance.source, results.name).name)
 
 
-def _unit_rows(table, unit_ids, unit_rows, path: Path, table_path: str) -> np.ndarray:
-    n_rows = len(table)
-    if unit_rows is None:
-        ids = np.asarray(table.id[:])
-        position = {value: row for row, value in enumerate(ids.tolist())}
-        missing = [u for u in np.asarray(unit_ids).tolist() if u not in position]
-        if missing:
-            raise ValueError(
-                f"Unit ids {missing[:10]} of the fit are not ids of {table_path} in {path} "
-                f"(its {n_rows} ids run from {ids.min() if n_rows else None} to "
-                f"{ids.max() if n_rows else None}); pass unit_rows=... explicitly."
-            )
-        return np.array([position[u] for u in np.asarray(unit_ids).tolist()], dtype=np.int64)
-    rows = np.asarray(unit_rows)
-    if rows.shape != (len(unit_ids),) or rows.dtype.kind not in "iu":
+def _given_rows(results: data.Results, unit_rows) -> np.ndarray | None:
+    rows = unit_rows if unit_rows is not None else results.fit.unit_rows
+    if rows is None:
+        return None
+    n_units = results.fit.n_units
+    rows = np.asarray(rows)
+    if rows.shape != (n_units,) or rows.dtype.kind not in "iu":
         raise ValueError(
-            f"unit_rows must be integers of shape ({len(unit_ids)},) (one per fitted unit); "
-            f"got {rows.dtype} of shape {rows.shape}."
-        )
-    bad = rows[(rows < 0) | (rows >= n_rows)]
-    if bad.size:
-        raise IndexError(
-            f"unit_rows {bad[:10].tolist()} are out of range for {table_path} in {path}, which "
-            f"has {n_rows} rows."
+            f"unit_rows must be integers of shape ({n_units},) (one per fitted unit); got "
+            f"{rows.dtype} of shape {rows.shape}."
         )
     return rows.astype(np.int64)
 
 
-def _add_results(nwbfile, manager, results, path, *, module_name: str, unit_rows) -> None:
-    """Add the fit to ``processing[module_name]``; ``manager=None``: no links to the source."""
-    if module_name in nwbfile.processing:
-        module = nwbfile.processing[module_name]
-    else:
-        module = nwbfile.create_processing_module(
-            name=module_name,
-            description="Low-rank RNN connectivity fits (nwb_lrconn, ndx-lrconn extension).",
+def _table_rows(handle: h5py.File, results: data.Results, rows, path) -> np.ndarray:
+    """Rows of the source table for the fitted units (matched by id when not given)."""
+    table_path = results.provenance.source.table_path.strip("/")
+    table = handle.get(table_path)
+    if not isinstance(table, h5py.Group) or "id" not in table:
+        found = []
+        handle.visititems(
+            lambda name, obj: (
+                found.append(name)
+                if isinstance(obj, h5py.Group) and "id" in obj and "colnames" in obj.attrs
+                else None
+            )
         )
-    region = series = None
-    if manager is not None:
-        region, series = _source_objects(nwbfile, manager, results, path, unit_rows)
-    module.add(build_fit(results, units=region, source_series=series))
+        raise KeyError(
+            f"No table at {table_path!r} in {path} (SourceInfo.table_path); found {found}."
+        )
+    ids = table["id"][:]
+    fitted = np.asarray(results.fit.unit_ids)
+    if rows is None:
+        position = {value: row for row, value in enumerate(ids.tolist())}
+        missing = [u for u in fitted.tolist() if u not in position]
+        if missing:
+            raise ValueError(
+                f"Unit ids {missing[:10]} of the fit are not ids of {table_path} in {path}; "
+                "pass unit_rows=... explicitly."
+            )
+        return np.array([position[u] for u in fitted.tolist()], dtype=np.int64)
+    bad = rows[(rows < 0) | (rows >= ids.size)]
+    if bad.size:
+        raise IndexError(
+            f"unit_rows {bad[:10].tolist()} are out of range for {table_path} in {path}, which "
+            f"has {ids.size} rows."
+        )
+    if fitted.dtype.kind in "iuf" and not np.array_equal(ids[rows], fitted):
+        raise ValueError(
+            f"The fitted unit ids {fitted[:10].tolist()} are not the ids at rows "
+            f"{rows[:10].tolist()} of {table_path} in {path} ({ids[rows][:10].tolist()}); "
+            "were the results fitted on another file?"
+        )
+    return rows
 
 
-def _fit_exists(path: Path, module_name: str, name: str) -> bool:
-    with h5py.File(path, "r") as handle:
-        return f"processing/{module_name}/{name}" in handle
+def _check_identifier(handle: h5py.File, results: data.Results, path) -> None:
+    expected = results.provenance.source.identifier
+    found = handle["identifier"][()] if "identifier" in handle else b""
+    found = found.decode() if isinstance(found, bytes) else str(found)
+    if expected and expected != found:
+        raise ValueError(
+            f"Results {results.name!r} were fitted on the NWB file with identifier "
+            f"{expected!r}, but {path} has identifier {found!r}."
+        )
 
 
-def _fresh_nwbfile(results: data.Results) -> NWBFile:
-    try:
-        start = datetime.fromisoformat(results.provenance.created)
-    except ValueError:
-        start = datetime.now(timezone.utc)
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=timezone.utc)
-    return NWBFile(
-        session_description=f"nwb_lrconn results {results.name!r} (no source recording file).",
-        identifier=str(uuid.uuid4()),
-        session_start_time=start,
-        was_generated_by=[["nwb_lrconn", __version__]],
+def _series_path(handle: h5py.File, source: data.SourceInfo) -> str | None:
+    """The fitted object's path when it is a TimeSeries (calcium), else None."""
+    path = source.object_path.strip("/")
+    obj = handle.get(path) if path else None
+    is_series = isinstance(obj, h5py.Group) and "data" in obj
+    if is_series and ("timestamps" in obj or "starting_time" in obj):
+        return path
+    return None
+
+
+def _write_donor(donor: Path, results, *, module_name: str, rows, n_table_rows: int) -> None:
+    """Write the results (with a stand-in for the source table) into a fresh donor file."""
+    from hdmf.common import DynamicTable
+
+    nwbfile = derived_nwbfile(results)
+    stand_in = None
+    if n_table_rows:
+        stand_in = DynamicTable(
+            name="source_table",
+            description="Stand-in for the source table (its rows are referenced).",
+            id=np.arange(n_table_rows),
+        )
+        nwbfile.create_processing_module("lrconn_stand_in", "stand-in").add(stand_in)
+    module = nwbfile.create_processing_module(
+        name=module_name,
+        description="Low-rank RNN connectivity fits (nwb_lrconn, ndx-lrconn extension).",
     )
+    with warnings.catch_warnings():  # the stand-in is deliberately outside the fit's module
+        warnings.filterwarnings("ignore", message="The linked table for DynamicTableRegion")
+        fit = build_fit(results, unit_rows=rows, table=stand_in, versions=software_versions())
+        module.add(fit)
+    with _open(donor, "w") as io:
+        check_namespace(io, donor)
+        io.write(nwbfile)
 
 
-def _write_fresh(tmp: Path, results, *, module_name: str) -> None:
-    nwbfile = _fresh_nwbfile(results)
+def _write_derived(tmp: Path, results, *, module_name: str, rows, link_target) -> None:
+    nwbfile: NWBFile = derived_nwbfile(results)
+    module = nwbfile.create_processing_module(
+        name=module_name,
+        description="Low-rank RNN connectivity fits (nwb_lrconn, ndx-lrconn extension).",
+    )
+    module.add(build_fit(results, unit_rows=rows, versions=software_versions()))
     with _open(tmp, "w") as io:
         check_namespace(io, tmp)
-        _add_results(nwbfile, None, results, tmp, module_name=module_name, unit_rows=None)
         io.write(nwbfile)
+    source = results.provenance.source
+    if link_target is None:
+        return
+    with h5py.File(tmp, "r+") as handle:
+        fit = handle[f"processing/{module_name}/{results.name}"]
+        if source.table_path:
+            fit["unit_table"]["source_table"] = h5py.ExternalLink(
+                link_target, "/" + source.table_path.strip("/")
+            )
+        if source.object_path and source.object_path.strip("/") != source.table_path.strip("/"):
+            fit["source_series"] = h5py.ExternalLink(
+                link_target, "/" + source.object_path.strip("/")
+            )
 
 
-def _append(source: Path, tmp: Path, results, *, module_name: str, unit_rows) -> None:
-    shutil.copyfile(source, tmp)
-    with _open(tmp, "a") as io:
-        check_namespace(io, tmp)
-        nwbfile = io.read()
-        _add_results(
-            nwbfile, io.manager, results, source, module_name=module_name, unit_rows=unit_rows
-        )
-        io.write(nwbfile)
+def _graft_into(
+    tmp: Path, donor: Path, results, *, module_name: str, rows, replace: bool, path
+) -> None:
+    """Add the results to ``tmp`` (a byte copy of the source) through a donor file."""
+    source = results.provenance.source
+    with h5py.File(tmp, "r") as handle:
+        _check_identifier(handle, results, path)
+        n_rows = 0
+        if source.table_path:
+            rows = _table_rows(handle, results, rows, path)
+            n_rows = int(handle[source.table_path.strip("/")]["id"].shape[0])
+        elif rows is None:
+            rows = np.arange(results.fit.n_units, dtype=np.int64)
+        series = _series_path(handle, source)
+    try:
+        _write_donor(donor, results, module_name=module_name, rows=rows, n_table_rows=n_rows)
+        with h5py.File(tmp, "r+") as target, h5py.File(donor, "r") as donor_file:
+            graft_fit(
+                target,
+                donor_file,
+                module_name=module_name,
+                fit_name=results.name,
+                table_path=source.table_path or None,
+                series_path=series,
+                replace=replace,
+                path=str(path),
+            )
+    finally:
+        donor.unlink(missing_ok=True)
 
 
-def _export_replacing(source: Path, tmp: Path, results, *, module_name: str, unit_rows) -> None:
-    with NWBHDF5IO(str(source), "r") as src_io:
-        nwbfile = src_io.read()
-        nwbfile.processing[module_name].data_interfaces.pop(results.name)
-        _add_results(
-            nwbfile, src_io.manager, results, source, module_name=module_name, unit_rows=unit_rows
-        )
-        with _open(tmp, "w") as out_io:
-            check_namespace(out_io, tmp)
-            out_io.export(src_io=src_io, nwbfile=nwbfile)
+def _root_state(path: Path) -> dict:
+    with h5py.File(path, "r") as handle:
+        attrs = {k: str(handle.attrs[k]) for k in _ROOT_KEYS if k in handle.attrs}
+        return {"attrs": attrs, "keys": sorted(handle.keys())}
 
 
-def _verify(tmp: Path, results: data.Results, module_name: str) -> None:
+def _verify(tmp: Path, results: data.Results, module_name: str, before: dict | None) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The file path provided", category=UserWarning)
         back = read_results(tmp, results.name, module_name=module_name)
@@ -201,50 +283,62 @@ def _verify(tmp: Path, results: data.Results, module_name: str) -> None:
         and np.array_equal(back.fit.latents[mask], fit.latents[mask], equal_nan=True)
     )
     with h5py.File(tmp, "r") as handle:
-        cached = f"specifications/{NAMESPACE}" in handle
-    if not (same and cached):
+        cached = any(
+            NAMESPACE in group for group in (handle.get("specifications"),) if group is not None
+        )
+    kept = True
+    if before is not None:
+        after = _root_state(tmp)
+        kept = after["attrs"] == before["attrs"] and set(before["keys"]) <= set(after["keys"])
+    if not (same and cached and kept):
         raise RuntimeError(
             f"Read-back check of {tmp} failed (values equal: {same}, {NAMESPACE} spec cached: "
-            f"{cached}); the target was left untouched."
+            f"{cached}, source root unchanged: {kept}); the target was left untouched."
         )
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def write_results(
     results: data.Results,
-    source: str | Path | None,
-    output: str | Path | None = None,
+    source: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
     *,
-    in_place: bool = False,
+    mode: str = "derived",
     overwrite: bool = False,
     module_name: str = "lrconn",
     unit_rows: np.ndarray | None = None,
+    lock_timeout: float = 600.0,
 ) -> Path:
-    """Write ``results`` as one ``LowRankRNNFit`` group into an NWB file.
-
-    The fit goes to ``processing[module_name][results.name]``, with a ``DynamicTableRegion`` into
-    the source table (``results.provenance.source.table_path``) and a link to the fitted series
-    when ``source.object_path`` is a TimeSeries (e.g. a RoiResponseSeries).
+    """Write ``results`` as one ``LowRankRNNFit`` group (``processing[module_name][name]``).
 
     Parameters
     ----------
     results : Results
         What to write.
-    source : str, Path or None
-        The recording the results were fitted on. ``None`` writes a fresh NWB file holding only
-        the results (no links; for tests and demos: DANDI would also require a Subject).
-    output : str, Path, optional
-        The new file. Defaults to ``<source stem>_lrconn.nwb`` beside the source. Must differ
-        from ``source`` unless ``in_place=True``.
-    in_place : bool, default: False
-        Add the results to ``source`` itself (atomically: temporary copy, fsync, rename).
+    source : str, path or None
+        The recording the results were fitted on: a local NWB file or a URL. A derived file
+        links to a local source (external links, resolved while the source is reachable);
+        ``"copy"`` and ``"in-place"`` need a local source.
+    output : str or path, optional
+        The new file (``"derived"``, ``"copy"``); see :func:`default_output`. Not used with
+        ``"in-place"``.
+    mode : {"derived", "copy", "in-place"}, default: "derived"
+        A new file with only the results and the source's identity; a copy of the source
+        plus the results; or the results added to the source itself.
     overwrite : bool, default: False
-        Replace a fit of the same name (the file is rewritten without the old group), or an
-        existing ``output`` file.
+        Replace an existing output file (only a regular file), or in place an existing fit of
+        the same name (only that group is removed; HDF5 does not return its space).
     module_name : str, default: "lrconn"
         Processing module holding the fits.
     unit_rows : ndarray of shape (n_units,), int, optional
-        Rows of the source table that are the rows of M and K (``Recording.unit_rows``). By
-        default they are found by matching ``results.fit.unit_ids`` to the table's ids.
+        Rows of the source table that are the rows of M and K; default
+        ``results.fit.unit_rows``.
+    lock_timeout : float, default: 600
+        Seconds to wait while another process writes the same target.
 
     Returns
     -------
@@ -253,81 +347,100 @@ def write_results(
 
     Raises
     ------
-    FileNotFoundError
-        Missing source file or output folder.
-    ValueError
-        Source not HDF5, truncated, or not NWB; output equal to source without ``in_place``;
-        fit name already present without ``overwrite``; source identifier mismatch; unit ids
-        not in the source table.
-    PermissionError
-        Read-only source with ``in_place=True``; unwritable output folder.
+    FileNotFoundError, IsADirectoryError, PermissionError
+        Missing source or output folder, a folder given as output, read-only targets.
     FileExistsError
-        ``output`` exists and ``overwrite`` is False.
-    KeyError
-        ``SourceInfo.table_path`` not found in the source.
-    IndexError
-        ``unit_rows`` out of range for the source table.
+        ``output`` exists without ``overwrite``, is not a regular file, or appeared while
+        writing.
+    FitExistsError
+        In place: the source holds a fit of that name and ``overwrite`` is False.
+    ValueError
+        Bad ``mode``; a remote source with ``"copy"``/``"in-place"``; the output is the
+        source; the source is not NWB; identifier or unit ids that do not match the source.
+    KeyError, IndexError
+        The source table is missing, or ``unit_rows`` fall outside it.
     """
     if not isinstance(results, data.Results):
         raise TypeError(
             f"results must be a nwb_lrconn.data.Results; got {type(results).__name__}."
         )
-    if source is None:
-        if in_place or output is None:
-            raise ValueError(
-                "With source=None, pass output=... (a new file) and leave in_place=False; got "
-                f"output={output!r}, in_place={in_place}."
-            )
-        target = Path(output)
-    else:
-        source = Path(source)
-        check_nwb_file(source)
-        if in_place:
-            if output is not None and Path(output).resolve() != source.resolve():
-                raise ValueError(
-                    f"in_place=True writes into the source {source}; do not also pass a "
-                    f"different output ({output})."
-                )
-            target = source
-            check_writable_file(source)
-        else:
-            target = (
-                Path(output)
-                if output is not None
-                else source.with_name(f"{source.stem}_lrconn.nwb")
-            )
-            if target.resolve() == source.resolve():
-                raise ValueError(
-                    f"output {target} is the source file; pass in_place=True to add the results "
-                    "to it, or choose another output."
-                )
-    check_writable_folder(target.parent.resolve())
-    if target != source and target.exists() and not overwrite:
-        raise FileExistsError(f"Output file already exists: {target} (pass overwrite=True).")
-    replacing = source is not None and _fit_exists(source, module_name, results.name)
-    if replacing and not overwrite:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}; got {mode!r}.")
+    if not isinstance(module_name, str) or not module_name or "/" in module_name:
+        raise ValueError(f"module_name must be a non-empty name without '/'; got {module_name!r}.")
+    if mode != "derived" and not _is_local(source):
         raise ValueError(
-            f"{source} already holds a fit named {results.name!r} in module {module_name!r}; "
-            "pass overwrite=True to replace it or choose another Results.name."
+            f"mode={mode!r} needs a local source file (got {source!r}); a remote or in-memory "
+            "recording gets a derived file."
         )
-
-    final = target.resolve()
-    remove_stale_temps(final)
-    tmp = temp_path(final)
-    try:
-        if source is None:
-            _write_fresh(tmp, results, module_name=module_name)
-        elif replacing:
-            _export_replacing(source, tmp, results, module_name=module_name, unit_rows=unit_rows)
-        else:
-            _append(source, tmp, results, module_name=module_name, unit_rows=unit_rows)
-        fsync_file(tmp)
-        _verify(tmp, results, module_name)
-        if final.exists():
-            shutil.copymode(final, tmp)
-        tmp.replace(final)
-        fsync_folder(final.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if _is_local(source):
+        check_nwb_file(source)
+        source = Path(source)
+    if mode == "in-place":
+        if output is not None and not same_file(output, source):
+            raise ValueError(
+                f"mode='in-place' writes into the source {source}; do not also pass a different "
+                f"output ({output})."
+            )
+        check_writable_file(source)
+        target = source.resolve()
+    else:
+        target = Path(output) if output is not None else default_output(results, source, mode)
+        check_output_path(target, overwrite=overwrite, source=source)
+    rows = _given_rows(results, unit_rows)
+    final = target.absolute()
+    if mode != "derived":
+        check_free_space(final.parent, 2 * os.path.getsize(source), f"a copy of {source}")
+    with target_lock(final, timeout=lock_timeout):
+        remove_stale_temps(final)
+        if mode != "in-place":  # re-checked under the lock: another writer may have finished
+            check_output_path(target, overwrite=overwrite, source=source)
+        tmp = temp_path(final)
+        try:
+            before = fingerprint = None
+            if mode == "derived":
+                link = None
+                if _is_local(source) and results.provenance.source.table_path:
+                    with h5py.File(source, "r") as handle:
+                        _check_identifier(handle, results, source)
+                        rows = _table_rows(handle, results, rows, source)
+                if rows is None:
+                    rows = np.arange(results.fit.n_units, dtype=np.int64)
+                if source is not None:
+                    link = relative_link_target(
+                        results.provenance.source, final, source if _is_local(source) else None
+                    )
+                _write_derived(tmp, results, module_name=module_name, rows=rows, link_target=link)
+            else:
+                with h5py.File(source, "r"):  # HDF5's shared lock: no other writer meanwhile
+                    fingerprint = _fingerprint(source)
+                    shutil.copyfile(source, tmp)
+                before = _root_state(tmp)
+                _graft_into(
+                    tmp,
+                    temp_path(final),
+                    results,
+                    module_name=module_name,
+                    rows=rows,
+                    replace=overwrite and mode == "in-place",
+                    path=source,
+                )
+            fsync_file(tmp)
+            _verify(tmp, results, module_name, before)
+            if fingerprint is not None and _fingerprint(source) != fingerprint:
+                raise RuntimeError(
+                    f"{source} changed while the results were being written (another program "
+                    "wrote to it); nothing was replaced: run again."
+                )
+            if mode == "in-place" and os.stat(final).st_nlink > 1:
+                log.warning(
+                    "%s has %d hard links; the in-place write replaces the file, so the other "
+                    "names keep the old content.",
+                    final,
+                    os.stat(final).st_nlink,
+                )
+            publish(tmp, final, replace=mode == "in-place" or overwrite)
+            fsync_folder(final.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
     return target

@@ -31,6 +31,8 @@ def _plain(value: Any) -> Any:
     """Return a JSON-friendly value: text for bytes, ISO 8601 for datetimes, lists for arrays."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if hasattr(value, "shape") and not isinstance(value, np.ndarray):  # lazy h5py dataset
+        value = value[()]
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, (np.ndarray, list, tuple)):
@@ -52,7 +54,8 @@ def session_identity(nwbfile: Any) -> dict[str, Any]:
     -------
     dict
         ``session_id``, ``session_start_time`` (ISO 8601), ``session_description``,
-        ``nwb_version``, ``experimenter``, ``lab``, ``institution`` (each only when set) and
+        ``nwb_version``, ``experimenter``, ``lab``, ``institution``,
+        ``experiment_description``, ``keywords`` (each only when set) and
         ``subject``: the set fields of :data:`SUBJECT_FIELDS` (empty when the file has no
         Subject).
     """
@@ -64,6 +67,8 @@ def session_identity(nwbfile: Any) -> dict[str, Any]:
         "experimenter",
         "lab",
         "institution",
+        "experiment_description",
+        "keywords",
     ):
         value = getattr(nwbfile, key, None)
         if value is not None and not (isinstance(value, (tuple, list)) and not value):

@@ -435,6 +435,7 @@ class LowRankRNNEstimator:
             train_trials=train_trials,
             test_trials=test_trials,
             unit_ids=recording.unit_ids.copy(),
+            unit_rows=recording.unit_rows.copy(),
             calcium_decay=decay,
         )
         return self

@@ -11,6 +11,13 @@ import pytest
 from nwb_lrconn.data import SourceInfo
 from nwb_lrconn.extension import mock_ophys_nwb, mock_results, mock_units_nwb
 from nwb_lrconn.extension.mock import OPHYS_SERIES, OPHYS_TABLE, UNITS_TABLE
+from nwb_lrconn.io import open_nwb
+from nwb_lrconn.io._identity import session_identity
+
+
+def _identity(path: Path) -> dict:
+    with open_nwb(path) as nwbfile:
+        return session_identity(nwbfile)
 
 
 def _assert_same(a, b, where: str = "results") -> None:
@@ -51,23 +58,27 @@ def ophys_source(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def units_results():
+def units_results(units_source):
     source = SourceInfo(
         identifier="mock-units",
-        path="units.nwb",
+        path=str(units_source),
         object_path=UNITS_TABLE,
         table_path=UNITS_TABLE,
         selection={"unit_ids": list(range(8)), "bin_width": 0.02},
+        session=_identity(units_source),
+        origin={"kind": "local"},
     )
     return mock_results(n_units=8, source=source)
 
 
 @pytest.fixture
-def ophys_results():
+def ophys_results(ophys_source):
     source = SourceInfo(
         identifier="mock-ophys",
-        path="ophys.nwb",
+        path=str(ophys_source),
         object_path=OPHYS_SERIES,
         table_path=OPHYS_TABLE,
+        session=_identity(ophys_source),
+        origin={"kind": "local"},
     )
     return mock_results(n_units=8, observation="calcium", structure="blocks", source=source)

@@ -44,8 +44,9 @@ def _patch_stage(stage: str) -> None:
         HDF5IO.write_builder = _die_after(HDF5IO.write_builder)
     elif stage == "before-fsync":
         os.fsync = _die
-    elif stage == "before-replace":
+    elif stage == "before-replace":  # in place: os.replace; a new file: link-or-fail
         os.replace = _die
+        os.link = _die
 
 
 def _fork_write(write, *, stage: str | None = None, delay: float | None = None) -> int:
@@ -83,7 +84,7 @@ STAGES = ["after-copy", "mid-write", "before-fsync", "before-replace"]
 def test_in_place_killed_at_stage(units_source, units_results, stage):
     before = units_source.read_bytes()
     code = _fork_write(
-        lambda: write_results(units_results, units_source, in_place=True), stage=stage
+        lambda: write_results(units_results, units_source, mode="in-place"), stage=stage
     )
     assert code == -signal.SIGKILL
     assert units_source.read_bytes() == before
@@ -91,7 +92,7 @@ def test_in_place_killed_at_stage(units_source, units_results, stage):
     assert _nwb_files(units_source.parent) == ["units.nwb"]
     # the dead writer's hidden temporary file stays until the next write beside it removes it
     assert [p for p in units_source.parent.iterdir() if p.name.endswith(TEMP_SUFFIX)]
-    write_results(units_results, units_source, in_place=True)
+    write_results(units_results, units_source, mode="in-place")
     assert sorted(p.name for p in units_source.parent.iterdir()) == ["units.nwb"]
     assert list_results(units_source) == ["fit"]
 
@@ -124,7 +125,7 @@ def test_in_place_killed_after_delay(units_source, units_results, delay):
     """Killed at an arbitrary moment: the source is unchanged, or complete with the new fit."""
     before = units_source.read_bytes()
     code = _fork_write(
-        lambda: write_results(units_results, units_source, in_place=True), delay=delay
+        lambda: write_results(units_results, units_source, mode="in-place"), delay=delay
     )
     assert code in (0, -signal.SIGKILL)
     assert _nwb_files(units_source.parent) == ["units.nwb"]
@@ -139,14 +140,17 @@ def test_in_place_killed_after_delay(units_source, units_results, delay):
 
 
 def test_only_temporary_files_of_dead_writers_are_removed(tmp_path):
-    from nwb_lrconn.extension._files import remove_stale_temps, temp_path
+    from nwb_lrconn.extension._files import _HOST, remove_stale_temps, temp_path
 
     target = tmp_path / "out.nwb"
     live = temp_path(target)  # carries this (living) process's id
-    dead = tmp_path / f".out.nwb.99999999-0123abcd{TEMP_SUFFIX}"  # above any Linux pid_max
-    other = tmp_path / f".other.nwb.99999999-0123abcd{TEMP_SUFFIX}"
-    for path in (live, dead, other):
+    dead = tmp_path / f".out.nwb.{_HOST}-99999999-0123abcd{TEMP_SUFFIX}"  # above any pid_max
+    remote = tmp_path / f".out.nwb.otherhost-99999999-0123abcd{TEMP_SUFFIX}"  # not ours to judge
+    other = tmp_path / f".other.nwb.{_HOST}-99999999-0123abcd{TEMP_SUFFIX}"
+    for path in (live, dead, remote, other):
         path.write_bytes(b"partial")
     assert not live.name.endswith(".nwb") and live.name.startswith(".out.nwb.")
     assert remove_stale_temps(target) == [dead]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, remote.name, other.name]
+    )

@@ -12,8 +12,8 @@ import pytest
 
 from nwb_lrconn.extension import list_results, mock_results, read_results, write_results
 from nwb_lrconn.extension._build import build_fit
-from nwb_lrconn.extension.types import NamedArrays
-from nwb_lrconn.extension.write import check_namespace
+from nwb_lrconn.extension.containers import NamedArrays
+from nwb_lrconn.extension.write import FitExistsError, check_namespace
 
 
 @pytest.fixture
@@ -27,20 +27,23 @@ def bad_files(tmp_path, units_source):
         handle["x"] = np.arange(3)
     return {
         "missing": (tmp_path / "missing.nwb", FileNotFoundError, "NWB file not found: "),
-        "folder": (tmp_path, ValueError, "Expected an NWB file, found a folder: "),
+        "folder": (tmp_path, IsADirectoryError, "Expected an NWB file, found a folder: "),
         "text": (text, ValueError, "is not an HDF5 file"),
-        "truncated": (truncated, ValueError, "is a truncated or unreadable HDF5 file"),
+        "truncated": (truncated, ValueError, "is a damaged or truncated HDF5 file"),
         "plain-hdf5": (plain, ValueError, "is an HDF5 file but not an NWB file"),
     }
 
 
 @pytest.mark.parametrize("kind", ["missing", "folder", "text", "truncated", "plain-hdf5"])
-@pytest.mark.parametrize("operation", ["write", "write-in-place", "read", "list"])
+@pytest.mark.parametrize("operation", ["write", "write-copy", "write-in-place", "read", "list"])
 def test_bad_source_files(tmp_path, bad_files, units_results, kind, operation):
     path, error, message = bad_files[kind]
     calls = {
         "write": lambda: write_results(units_results, path, tmp_path / "out.nwb"),
-        "write-in-place": lambda: write_results(units_results, path, in_place=True),
+        "write-copy": lambda: write_results(
+            units_results, path, tmp_path / "out.nwb", mode="copy"
+        ),
+        "write-in-place": lambda: write_results(units_results, path, mode="in-place"),
         "read": lambda: read_results(path),
         "list": lambda: list_results(path),
     }
@@ -60,13 +63,14 @@ def read_only(units_source):
 def test_read_only_source_in_place(read_only, units_results):
     before = read_only.read_bytes()
     with pytest.raises(PermissionError, match="source file is read-only.*") as info:
-        write_results(units_results, read_only, in_place=True)
+        write_results(units_results, read_only, mode="in-place")
     assert str(read_only) in str(info.value)
     assert read_only.read_bytes() == before
 
 
-def test_read_only_source_can_still_be_copied(tmp_path, read_only, units_results):
-    out = write_results(units_results, read_only, tmp_path / "copy.nwb")
+@pytest.mark.parametrize("mode", ["derived", "copy"])
+def test_read_only_source_can_still_be_copied(tmp_path, read_only, units_results, mode):
+    out = write_results(units_results, read_only, tmp_path / "copy.nwb", mode=mode)
     assert list_results(out) == ["fit"]
 
 
@@ -75,35 +79,42 @@ def test_unwritable_and_missing_output_folder(tmp_path, units_source, units_resu
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        with pytest.raises(PermissionError, match=f"Output folder is not writable: {locked}"):
+        with pytest.raises(
+            PermissionError, match=f"The output folder {locked} is not writable; choose another"
+        ):
             write_results(units_results, units_source, locked / "out.nwb")
     finally:
         locked.chmod(stat.S_IRWXU)
-    with pytest.raises(FileNotFoundError, match="Output folder does not exist: .*nowhere"):
+    with pytest.raises(FileNotFoundError, match="The output folder .*nowhere does not exist"):
         write_results(units_results, units_source, tmp_path / "nowhere" / "out.nwb")
+    with pytest.raises(IsADirectoryError, match=f"The output {tmp_path} is a folder; give a"):
+        write_results(units_results, units_source, tmp_path)
 
 
 def test_output_equal_to_source(units_source, units_results):
-    with pytest.raises(ValueError, match=f"output {units_source} is the source file"):
+    with pytest.raises(ValueError, match=f"The output {units_source} is the input file; use"):
         write_results(units_results, units_source, units_source)
-    with pytest.raises(ValueError, match="in_place=True writes into the source"):
-        write_results(units_results, units_source, units_source.with_name("x.nwb"), in_place=True)
+    with pytest.raises(ValueError, match="mode='in-place' writes into the source"):
+        write_results(
+            units_results, units_source, units_source.with_name("x.nwb"), mode="in-place"
+        )
 
 
 def test_existing_output_file(tmp_path, units_source, units_results):
     out = write_results(units_results, units_source, tmp_path / "out.nwb")
-    with pytest.raises(FileExistsError, match=f"Output file already exists: {out}"):
+    with pytest.raises(FileExistsError, match=f"The output file {out} already exists; pass"):
         write_results(units_results, units_source, out)
     write_results(units_results, units_source, out, overwrite=True)
     assert list_results(out) == ["fit"]
 
 
 def test_same_fit_name_twice(units_source, units_results):
-    write_results(units_results, units_source, in_place=True)
+    write_results(units_results, units_source, mode="in-place")
     with pytest.raises(
-        ValueError, match=f"{units_source} already holds a fit named 'fit' in module 'lrconn'"
+        FitExistsError,
+        match=f"{units_source} already holds a fit named 'fit' in module 'lrconn'; pass",
     ):
-        write_results(units_results, units_source, in_place=True)
+        write_results(units_results, units_source, mode="in-place")
 
 
 def test_region_rows_out_of_range(tmp_path, units_source, units_results):
@@ -119,7 +130,7 @@ def test_region_rows_out_of_range(tmp_path, units_source, units_results):
     unknown = dataclasses.replace(
         units_results, fit=dataclasses.replace(units_results.fit, unit_ids=np.arange(3, 11))
     )
-    with pytest.raises(ValueError, match=r"Unit ids \[8, 9, 10\] of the fit are not ids of units"):
+    with pytest.raises(ValueError, match=r"The fitted unit ids \[3, 4, 5, .* are not the ids at"):
         write_results(unknown, units_source, tmp_path / "out.nwb")
     assert not (tmp_path / "out.nwb").exists()
     assert [p.name for p in tmp_path.iterdir() if "lrconn-tmp" in p.name] == []
@@ -151,10 +162,16 @@ def test_source_mismatch(tmp_path, units_source, units_results):
 
 
 def test_argument_errors(tmp_path, units_results):
-    with pytest.raises(ValueError, match="With source=None, pass output=..."):
+    with pytest.raises(ValueError, match="Give an output file for results of a remote or"):
         write_results(units_results, None)
-    with pytest.raises(ValueError, match="With source=None, pass output=..."):
-        write_results(units_results, None, tmp_path / "o.nwb", in_place=True)
+    with pytest.raises(ValueError, match="mode='in-place' needs a local source file"):
+        write_results(units_results, None, tmp_path / "o.nwb", mode="in-place")
+    with pytest.raises(ValueError, match="mode='copy' needs a local source file"):
+        write_results(units_results, "https://example.org/a.nwb", tmp_path / "o.nwb", mode="copy")
+    with pytest.raises(ValueError, match=r"mode must be one of \['derived', 'copy', 'in-place'\]"):
+        write_results(units_results, None, tmp_path / "o.nwb", mode="append")
+    with pytest.raises(ValueError, match="module_name must be a non-empty name without '/'"):
+        write_results(units_results, None, tmp_path / "o.nwb", module_name="a/b")
     with pytest.raises(TypeError, match="results must be a nwb_lrconn.data.Results; got dict"):
         write_results({}, None, tmp_path / "o.nwb")
 
@@ -167,7 +184,7 @@ def test_bad_array_names():
     results = mock_results()
     bad = dataclasses.replace(results.distribution, flow_a_parameters={"": np.zeros(2)})
     with pytest.raises(ValueError, match="flow_a_parameters: array names must be non-empty"):
-        build_fit(dataclasses.replace(results, distribution=bad))
+        build_fit(dataclasses.replace(results, distribution=bad), unit_rows=np.arange(8))
 
 
 def test_namespace_guard(tmp_path):
@@ -199,6 +216,6 @@ def test_failed_read_back_leaves_the_target_untouched(monkeypatch, units_source,
     with pytest.raises(
         RuntimeError, match=r"Read-back check of .*lrconn-tmp failed \(values equal"
     ):
-        write_results(units_results, units_source, in_place=True)
+        write_results(units_results, units_source, mode="in-place")
     assert units_source.read_bytes() == before
     assert sorted(p.name for p in units_source.parent.iterdir()) == ["units.nwb"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -13,9 +14,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-import nwb_lrconn
 from nwb_lrconn.extension import NAMESPACE, spec_path
-from nwb_lrconn.extension.spec_builder import REPO_SPEC_DIR, build_spec, main
+from nwb_lrconn.extension.spec_builder import REPO_SPEC_DIR, SPEC_VERSION, build_spec, main
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC_FILES = (f"{NAMESPACE}.namespace.yaml", f"{NAMESPACE}.extensions.yaml")
@@ -37,11 +37,31 @@ def test_builder_command_line(tmp_path, capsys):
     assert printed == [str(tmp_path / "out" / name) for name in SPEC_FILES]
 
 
-def test_namespace_version_is_the_package_version():
+# Each schema version is pinned to the SHA-256 of its YAML. Changing the YAML without moving
+# SPEC_VERSION fails here; a new version adds its line (older lines stay as the record).
+SCHEMA_HASHES = {
+    "0.2.0": "0ee7f11ff3e489890983d40be531fbc26387290aaeb6fa3e9552cb2d4c8a0153",
+}
+
+
+def _yaml_digest() -> str:
+    digest = hashlib.sha256()
+    for name in SPEC_FILES:
+        digest.update((REPO / "spec" / name).read_bytes())
+    return digest.hexdigest()
+
+
+def test_schema_version_moves_only_with_the_yaml():
     text = (REPO / "spec" / SPEC_FILES[0]).read_text()
     namespace = YAML(typ="safe").load(text)["namespaces"][0]
     assert namespace["name"] == "ndx-lrconn"
-    assert namespace["version"] == nwb_lrconn.__version__ == "0.1.0"
+    assert namespace["version"] == SPEC_VERSION
+    assert SPEC_VERSION in SCHEMA_HASHES, f"add SCHEMA_HASHES[{SPEC_VERSION!r}]"
+    assert SCHEMA_HASHES[SPEC_VERSION] == _yaml_digest(), (
+        f"the ndx-lrconn YAML changed but its version is still {SPEC_VERSION}: bump SPEC_VERSION "
+        f"in spec_builder.py, regenerate, and pin the new hash {_yaml_digest()}"
+    )
+    assert len(set(SCHEMA_HASHES.values())) == len(SCHEMA_HASHES), "two versions, one YAML"
     assert spec_path() == REPO / "spec" / SPEC_FILES[0]  # editable install: repo fallback
 
 

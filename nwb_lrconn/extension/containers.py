@@ -21,11 +21,13 @@ __all__ = [
     "copy_array",
     "NamedArray",
     "NamedArrays",
+    "MetricsTable",
     "LatentTrajectories",
     "FitProvenance",
     "LaplacePosterior",
-    "DegeneracyReport",
-    "ConnectivityDistribution",
+    "DegeneracyAnalysis",
+    "LoadingDistribution",
+    "UnitLoadings",
     "LowRankRNNFit",
 ]
 
@@ -72,8 +74,29 @@ def copy_array(value) -> np.ndarray:
 NamedArray = get_class("NamedArray", NAMESPACE)
 FitProvenance = get_class("FitProvenance", NAMESPACE)
 LaplacePosterior = get_class("LaplacePosterior", NAMESPACE)
-DegeneracyReport = get_class("DegeneracyReport", NAMESPACE)
-ConnectivityDistribution = get_class("ConnectivityDistribution", NAMESPACE)
+DegeneracyAnalysis = get_class("DegeneracyAnalysis", NAMESPACE)
+LoadingDistribution = get_class("LoadingDistribution", NAMESPACE)
+UnitLoadings = get_class("UnitLoadings", NAMESPACE)
+
+
+@register_class("MetricsTable", NAMESPACE)
+class MetricsTable(get_class("MetricsTable", NAMESPACE)):
+    """Named numeric results, one row per metric (``to_dataframe()`` shows them)."""
+
+    @classmethod
+    def from_dict(cls, name: str, metrics: Mapping[str, float], description: str) -> MetricsTable:
+        """Build the table from ``{metric name: value}`` (rows in sorted name order)."""
+        names = sorted(metrics)
+        table = cls(name=name, description=description)
+        for key in names:
+            table.add_row(metric=str(key), value=float(metrics[key]))
+        return table
+
+    def to_dict(self) -> dict[str, float]:
+        """Return ``{metric name: value}``."""
+        names = copy_array(self["metric"].data)
+        values = copy_array(self["value"].data).astype(np.float64)
+        return {str(k): float(v) for k, v in zip(names.tolist(), values.tolist())}
 
 
 @register_class("NamedArrays", NAMESPACE)
@@ -141,15 +164,20 @@ class LatentTrajectories(get_class("LatentTrajectories", NAMESPACE)):
         timestamps = np.asarray(trial_start_times, np.float64)[trial] + bin_ * float(bin_width)
         order = np.argsort(timestamps, kind="stable")
         trial, bin_, timestamps = trial[order], bin_[order], timestamps[order]
+        timing: dict = {"timestamps": compressed(timestamps)}
+        steps = np.diff(timestamps)
+        # Evenly spaced bins (e.g. contiguous windows) are stored as a rate, as NWB prefers.
+        if timestamps.size > 2 and np.allclose(steps, bin_width, rtol=1e-9, atol=1e-12):
+            timing = {"starting_time": float(timestamps[0]), "rate": 1.0 / float(bin_width)}
         return cls(
             name=name,
             data=compressed(np.asarray(latents, np.float64)[trial, bin_]),
-            timestamps=compressed(timestamps),
             unit="a.u.",
             description="Latent states kappa(t) of the fitted low-rank RNN (canonical gauge).",
             trial_index=compressed(trial.astype(np.int64)),
             bin_index=compressed(bin_.astype(np.int64)),
             n_time=int(mask.shape[1]),
+            **timing,
         )
 
     def to_padded(self, n_trials: int) -> tuple[np.ndarray, np.ndarray]:
