@@ -215,23 +215,32 @@ def _remote_size(url: str, label: str) -> int:
         return int(total)
 
 
-def _uses_remfile(backend: str) -> bool:
-    """Whether ``backend`` streams through remfile (``"auto"``: when remfile is installed)."""
-    if backend == "fsspec":
-        return False
+def _uses_remfile(backend: str, label: str) -> bool:
+    """Whether ``backend`` streams through remfile (``"auto"``: when installed) or fsspec.
+
+    Checked before any request, so a missing package is reported as such.
+    """
+    if backend != "fsspec":
+        try:
+            import remfile  # noqa: F401
+
+            return True
+        except ImportError:
+            if backend == "remfile":
+                raise ImportError(
+                    "backend='remfile' needs the remfile package: pip install nwb-lrconn[stream]"
+                ) from None
     try:
-        import remfile  # noqa: F401
+        import fsspec  # noqa: F401
     except ImportError:
-        if backend == "remfile":
-            raise ImportError(
-                "backend='remfile' needs the remfile package: pip install nwb-lrconn[stream]"
-            ) from None
-        return False
-    return True
+        raise ImportError(
+            f"Streaming {label} needs remfile or fsspec: pip install nwb-lrconn[stream]"
+        ) from None
+    return False
 
 
 def _stream(
-    url: str, label: str, size: int, use_remfile: bool, cache: _ChunkCache | None, stack: ExitStack
+    url: str, size: int, use_remfile: bool, cache: _ChunkCache | None, stack: ExitStack
 ) -> Any:
     """A seekable binary file object over ``url`` (HTTP Range requests)."""
     if use_remfile:
@@ -239,12 +248,8 @@ def _stream(
 
         handle = remfile.File(url, disk_cache=cache, _size=size)
     else:
-        try:
-            import fsspec
-        except ImportError:
-            raise ImportError(
-                f"Streaming {label} needs remfile or fsspec: pip install nwb-lrconn[stream]"
-            ) from None
+        import fsspec
+
         handle = fsspec.filesystem("http").open(url, "rb", size=size)
     stack.callback(handle.close)
     return handle
@@ -393,7 +398,7 @@ def _open_streamed(
     reach it into one clear line, except for a DANDI asset whose bytes are already cached: its
     size is known and a warm read touches no server.
     """
-    use_remfile = _uses_remfile(backend)
+    use_remfile = _uses_remfile(backend, label)
     folder = cache_dir_from_env(cache_dir) if use_remfile else None
     if asset is not None:
         size, key = asset.size, asset.content_key
@@ -403,7 +408,7 @@ def _open_streamed(
         size = _remote_size(url, label)
         key = f"{url}|{size}"
     cache = None if folder is None else _ChunkCache(folder, key, url, size)
-    return _h5_over(_stream(url, label, size, use_remfile, cache, stack), label)
+    return _h5_over(_stream(url, size, use_remfile, cache, stack), label)
 
 
 @contextmanager

@@ -108,6 +108,9 @@ class MockDandi:
     blob_status : int, optional
         When set, every blob request is answered with this HTTP status and no body (e.g. 403
         for an expired link, 503 for an overloaded server).
+    api_status : int, optional
+        When set, every dandiset and asset request of the API is answered with this status
+        (e.g. 401 for an embargoed dandiset); ``/api/info/`` still answers.
 
     Attributes
     ----------
@@ -124,12 +127,14 @@ class MockDandi:
         latency: float = 0.0,
         sha256: bool = True,
         blob_status: int | None = None,
+        api_status: int | None = None,
     ) -> None:
         self.dandiset_id = dandiset_id
         self.versions = tuple(versions)
         self.latency = float(latency)
         self.with_sha256 = sha256
         self.blob_status = blob_status
+        self.api_status = api_status
         self.assets: dict[str, MockAsset] = {}
         for path, file in assets.items():
             file = Path(file)
@@ -154,7 +159,9 @@ class MockDandi:
         handler = type("Handler", (_Handler,), {"mock": self})
         self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -392,6 +399,8 @@ class _Handler(BaseHTTPRequestHandler):
             blob = path[len("/blobs/") :]
             asset = next((a for a in mock.assets.values() if a.blob_id == blob), None)
             return self._blob(asset) if asset else self._not_found()
+        if mock.api_status is not None and path.startswith("/api/"):
+            return self._json({"detail": "mock failure"}, status=mock.api_status)
         match = re.fullmatch(r"/api/assets/(?P<id>[^/]+)/(?P<tail>info/|download/)?", path)
         if match:
             return self._asset(mock._by_id(match["id"]), match["tail"])
