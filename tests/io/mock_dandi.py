@@ -102,7 +102,7 @@ class MockDandi:
     versions : sequence of str, default: ("draft", PUBLISHED_VERSION)
         Versions holding every asset (the first published one is the "most recent").
     latency : float, default: 0.0
-        Seconds added to every blob request (simulates a distant server).
+        Seconds added to every request (simulates a distant server).
     sha256 : bool, default: True
         Whether asset metadata carries a ``dandi:sha2-256`` digest (drafts may lack it).
     blob_status : int, optional
@@ -346,8 +346,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._log(302, 0)
 
     def _blob(self, asset: MockAsset) -> None:
-        if self.mock.latency:
-            time.sleep(self.mock.latency)
         if self.mock.blob_status is not None:
             return self._json({"detail": "mock failure"}, status=self.mock.blob_status)
         size = asset.size
@@ -391,6 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, *, head: bool) -> None:
         self._head = head
         mock = self.mock
+        if mock.latency:
+            time.sleep(mock.latency)
         parts = urlsplit(self.path)
         path, query = parts.path, parse_qs(parts.query)
         if path == "/server-info" or path == "/api/info/":
