@@ -110,7 +110,7 @@ class DandiAsset:
     dandiset_id : str or None
         Six-digit dandiset identifier (None when the reference named only an asset id).
     version : str or None
-        ``"draft"`` or a published version (None with ``dandiset_id``).
+        ``"draft"`` or a published version (None when ``dandiset_id`` is).
     asset_path : str
         Path of the asset inside the dandiset.
     asset_id : str
@@ -136,7 +136,7 @@ class DandiAsset:
 
     @property
     def reference(self) -> str:
-        """A spelling that resolves to this asset again (versioned, so it stays valid)."""
+        """An API URL naming this asset by id: it resolves to the same bytes while they exist."""
         if self.dandiset_id is None:
             return f"{self.api_url}/assets/{self.asset_id}/"
         return (
@@ -154,7 +154,7 @@ class DandiAsset:
         return self.url
 
     def origin(self) -> dict[str, Any]:
-        """The ``SourceInfo.origin`` of a recording read from this asset."""
+        """The ``SourceInfo.origin`` of a recording read from this asset (instance: API URL)."""
         return {
             "kind": "dandi",
             "url": self.url,
@@ -233,18 +233,16 @@ def parse_dandi_reference(text: str) -> DandiReference | None:
 def is_dandi_reference(source: Any) -> bool:
     """Whether ``source`` names a DANDI asset or dandiset rather than a local file or plain URL.
 
-    True for a :class:`DandiAsset` and for the spellings listed in :mod:`nwb_lrconn.io.dandi`,
-    except that a bare ``<dandiset>[/<path>]`` counts only when no local path of that name
-    exists (a local folder ``000207/`` wins).
+    True for a :class:`DandiAsset` and for strings in the spellings listed in
+    :mod:`nwb_lrconn.io.dandi`, except that a bare ``<dandiset>[/<path>]`` counts only when no
+    local path of that name exists (a local folder ``000207/`` wins). ``Path`` objects are
+    always local.
     """
     if isinstance(source, DandiAsset):
         return True
-    if not isinstance(source, (str, os.PathLike)):
+    if not isinstance(source, str) or parse_dandi_reference(source) is None:
         return False
-    text = os.fspath(source)
-    if not isinstance(text, str) or parse_dandi_reference(text) is None:
-        return False
-    return not (_BARE.fullmatch(text.strip()) and os.path.exists(text))
+    return not (_BARE.fullmatch(source.strip()) and os.path.exists(source))
 
 
 # -- resolution ------------------------------------------------------------------------------

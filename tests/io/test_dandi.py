@@ -123,6 +123,7 @@ def test_is_dandi_reference(tmp_path, monkeypatch):
     assert is_dandi_reference(asset) and not is_dandi_reference(42)
     monkeypatch.chdir(tmp_path)
     assert is_dandi_reference("000207/x.nwb")
+    assert not is_dandi_reference(tmp_path / "000207" / "x.nwb"), "a Path is always local"
     (tmp_path / "000207").mkdir()
     (tmp_path / "000207" / "x.nwb").write_bytes(b"")
     assert not is_dandi_reference("000207/x.nwb"), "an existing local path wins"
