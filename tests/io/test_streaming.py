@@ -136,6 +136,26 @@ def test_missing_url_is_reported(http_url, backend):
 
 
 @pytest.mark.timeout(60)
+def test_server_without_range_requests(units_file):
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=units_file.parent))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{units_file.name}"
+    try:
+        with pytest.raises(
+            ValueError, match=r"ignores HTTP Range requests, so the file cannot be"
+        ):
+            read_units(url, bin_width=1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.timeout(60)
 def test_url_that_is_not_hdf5(http_url, units_file):
     (units_file.parent / "notes.txt").write_text("plain text, not HDF5")
     with pytest.raises(ValueError, match="could not be opened as an HDF5 file"):
