@@ -1,9 +1,13 @@
-"""Shared fixtures: the real-data folder (env var NWB_LRCONN_DATA, default ../shared/data)."""
+"""Shared fixtures: the real-data folder (env var NWB_LRCONN_DATA, default ../shared/data) and a
+local mock DANDI Archive (``mock_dandi``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -18,6 +22,42 @@ def _data_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _quiet_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYNWB_NO_CACHE_DIR", "1")
+    # A developer's own stream cache or DANDI instance must not leak into the tests.
+    monkeypatch.delenv("NWB_LRCONN_CACHE_DIR", raising=False)
+    monkeypatch.delenv("NWB_LRCONN_DANDI_INSTANCE", raising=False)
+
+
+def load_mock_dandi() -> ModuleType:
+    """The module ``tests/io/mock_dandi.py`` (the tests folder is not a package)."""
+    name = "nwb_lrconn_tests_mock_dandi"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, REPO / "tests" / "io" / "mock_dandi.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
+def mock_dandi(monkeypatch: pytest.MonkeyPatch):
+    """Start local mock DANDI servers: ``mock_dandi({asset path: file}, **options)``.
+
+    Returns a started ``MockDandi`` (see ``tests/io/mock_dandi.py``), stopped at teardown. The
+    dandi client's online version check is switched off (offline tests).
+    """
+    monkeypatch.setenv("DANDI_NO_ET", "1")
+    servers = []
+
+    def start(assets, **options):
+        server = load_mock_dandi().MockDandi(assets, **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._paths import file_identifier, object_paths
-from .streaming import open_nwb
+from .streaming import open_source
 
 __all__ = ["inspect_nwb", "NWBSummary"]
 
@@ -21,7 +21,7 @@ class NWBSummary:
     Attributes
     ----------
     path : str
-        File path or URL.
+        Local path or streamed URL of the file ("" for an open NWBFile of unknown origin).
     identifier : str
         ``NWBFile.identifier``.
     units : list of dict
@@ -35,6 +35,8 @@ class NWBSummary:
         ``columns``.
     timeseries : list of dict
         Other TimeSeries (behaviour, stimuli; candidate inputs): ``path``, ``shape``, ``unit``.
+    origin : dict
+        Where the bytes came from, as ``SourceInfo.origin`` (DANDI ids, URL, size).
     """
 
     path: str
@@ -43,19 +45,23 @@ class NWBSummary:
     roi_response_series: list[dict[str, Any]] = field(default_factory=list)
     time_intervals: list[dict[str, Any]] = field(default_factory=list)
     timeseries: list[dict[str, Any]] = field(default_factory=list)
+    origin: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as a JSON-serialisable dict."""
         return asdict(self)
 
 
-def inspect_nwb(path: str | os.PathLike) -> NWBSummary:
+def inspect_nwb(path: Any, *, cache_dir: str | os.PathLike | None = None) -> NWBSummary:
     """Summarise the fittable content of an NWB file (reads metadata and index arrays only).
 
     Parameters
     ----------
-    path : str or path-like
-        Local NWB file or URL.
+    path : str, path-like, DandiAsset or pynwb.NWBFile
+        NWB file: local path, URL, DANDI reference or open ``NWBFile`` (see
+        :func:`~nwb_lrconn.io.streaming.open_nwb`).
+    cache_dir : str or path-like, optional
+        Disk cache for streamed bytes.
 
     Returns
     -------
@@ -67,8 +73,9 @@ def inspect_nwb(path: str | os.PathLike) -> NWBSummary:
     from pynwb.misc import Units
     from pynwb.ophys import RoiResponseSeries
 
-    summary = NWBSummary(path=str(path), identifier="")
-    with open_nwb(path) as nwbfile:
+    with open_source(path, cache_dir=cache_dir) as opened:
+        nwbfile = opened.nwbfile
+        summary = NWBSummary(path=opened.path, identifier="", origin=opened.origin)
         for p, obj in sorted(object_paths(nwbfile).items()):
             if isinstance(obj, Units):
                 summary.units.append(_units_info(p, obj))
@@ -90,6 +97,7 @@ def inspect_nwb(path: str | os.PathLike) -> NWBSummary:
         roi_response_series=summary.roi_response_series,
         time_intervals=summary.time_intervals,
         timeseries=summary.timeseries,
+        origin=summary.origin,
     )
 
 

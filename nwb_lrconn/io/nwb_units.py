@@ -15,7 +15,7 @@ from ..data import Recording, SourceInfo
 from ._identity import session_identity
 from ._paths import file_identifier, get_object
 from .binning import make_grid
-from .streaming import open_nwb
+from .streaming import open_source
 from .timeseries import build_inputs
 from .trials import IntervalSpec, build_intervals, record_trial_rows
 
@@ -237,10 +237,12 @@ def read_units(
     inputs: Sequence[str] | None = None,
     min_spikes: int = 1,
     partial_bin: str = "drop",
+    cache_dir: str | os.PathLike | None = None,
 ) -> Recording:
     """Read spike times from a Units table and bin them into trials or windows.
 
-    The file is opened read-only and lazily (local path or URL, see :func:`open_nwb`); the
+    The file is opened read-only and lazily (local path, URL, DANDI reference or open
+    ``NWBFile``, see :func:`~nwb_lrconn.io.streaming.open_nwb`); the
     ragged ``spike_times`` column is read in bulk (flat data + index, two reads).
 
     Which intervals become trials (rows of ``Recording.data``):
@@ -260,8 +262,9 @@ def read_units(
 
     Parameters
     ----------
-    path : str or path-like
-        NWB file (local path or ``http(s)://`` / ``s3://`` URL).
+    path : str, path-like, DandiAsset or pynwb.NWBFile
+        NWB file: local path, ``http(s)://`` / ``s3://`` URL, DANDI reference (e.g.
+        ``"DANDI:000207/sub-4/sub-4_ses-4_ecephys+image.nwb"``) or an open ``NWBFile``.
     bin_width : float
         Bin width in seconds.
     units_path : str, default: "units"
@@ -291,12 +294,15 @@ def read_units(
     partial_bin : {"drop", "keep"}, default: "drop"
         The remainder of an interval shorter than ``bin_width``: dropped, or kept as a shorter
         last bin (then every spike inside the intervals is counted).
+    cache_dir : str or path-like, optional
+        Disk cache for streamed bytes (see :func:`~nwb_lrconn.io.streaming.open_nwb`).
 
     Returns
     -------
     Recording
         ``kind="spikes"``; ``data`` holds counts of shape (n_trials, n_time, n_units);
-        ``unit_rows`` index the Units table; ``source.selection`` records every choice.
+        ``unit_rows`` index the Units table; ``source.selection`` records every choice and
+        ``source.origin`` where the bytes came from.
 
     Raises
     ------
@@ -309,10 +315,10 @@ def read_units(
     """
     min_spikes = check_positive_int(min_spikes, "min_spikes", minimum=0)
     bin_width = check_positive(bin_width, "bin_width")
-    source = str(path)
-    with open_nwb(path) as nwbfile:
+    with open_source(path, cache_dir=cache_dir) as opened:
         from pynwb.misc import Units
 
+        nwbfile, source = opened.nwbfile, opened.label
         table = get_object(nwbfile, units_path, Units, "Units table", source)
         if len(table.id) == 0:
             raise ValueError(f"The Units table {units_path!r} of {source} is empty (0 units).")
@@ -362,11 +368,12 @@ def read_units(
         input_names=names,
         source=SourceInfo(
             identifier=identifier,
-            path=source,
+            path=opened.path,
             object_path=units_path,
             table_path=units_path,
             selection=selection,
             session=session,
+            origin=opened.origin,
         ),
     )
 

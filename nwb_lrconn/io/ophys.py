@@ -13,7 +13,7 @@ from ..data import Recording, SourceInfo
 from ._identity import session_identity
 from ._paths import file_identifier, get_object, object_paths, path_of
 from .binning import BinGrid, bin_samples, make_grid
-from .streaming import open_nwb
+from .streaming import open_source
 from .timeseries import build_inputs, sample_times
 from .trials import IntervalSpec, build_intervals, record_trial_rows
 
@@ -29,13 +29,16 @@ def _series_paths(nwbfile: Any) -> list[str]:
     return sorted(p for p, o in object_paths(nwbfile).items() if isinstance(o, RoiResponseSeries))
 
 
-def list_roi_response_series(path: str | os.PathLike) -> list[str]:
+def list_roi_response_series(
+    path: Any, *, cache_dir: str | os.PathLike | None = None
+) -> list[str]:
     """Return the paths of every RoiResponseSeries in an NWB file (sorted).
 
-    Examples: ``"processing/ophys/Fluorescence/EPG"``, ``"processing/ophys/DfOverF/plane0"``.
+    ``path`` is any source :func:`~nwb_lrconn.io.streaming.open_nwb` takes. Examples:
+    ``"processing/ophys/Fluorescence/EPG"``, ``"processing/ophys/DfOverF/plane0"``.
     """
-    with open_nwb(path) as nwbfile:
-        return _series_paths(nwbfile)
+    with open_source(path, cache_dir=cache_dir) as opened:
+        return _series_paths(opened.nwbfile)
 
 
 def resolve_orientation(
@@ -134,7 +137,7 @@ def _frame_grid(times: np.ndarray, starts: np.ndarray, stops: np.ndarray, period
 
 
 def read_ophys(
-    path: str | os.PathLike,
+    path: Any,
     *,
     series_path: str | None = None,
     bin_width: float | None = None,
@@ -149,13 +152,15 @@ def read_ophys(
     orientation: str = "auto",
     inputs: Sequence[str] | None = None,
     partial_bin: str = "drop",
+    cache_dir: str | os.PathLike | None = None,
 ) -> Recording:
     """Read a RoiResponseSeries (calcium traces) into trials or windows.
 
     Parameters
     ----------
-    path : str or path-like
-        NWB file (local path or URL).
+    path : str, path-like, DandiAsset or pynwb.NWBFile
+        NWB file: local path, URL, DANDI reference or open ``NWBFile`` (see
+        :func:`~nwb_lrconn.io.streaming.open_nwb`).
     series_path : str, optional
         Path of the RoiResponseSeries, e.g. ``"processing/ophys/Fluorescence/EPG"``. Required
         when the file holds more than one (see :func:`list_roi_response_series`).
@@ -177,6 +182,8 @@ def read_ophys(
         TimeSeries / event-column paths binned into ``Recording.inputs``.
     partial_bin : {"drop", "keep"}, default: "drop"
         See :mod:`nwb_lrconn.io.binning` (only with ``bin_width``).
+    cache_dir : str or path-like, optional
+        Disk cache for streamed bytes (see :func:`~nwb_lrconn.io.streaming.open_nwb`).
 
     Returns
     -------
@@ -195,8 +202,8 @@ def read_ophys(
     """
     from pynwb.ophys import RoiResponseSeries
 
-    source = str(path)
-    with open_nwb(path) as nwbfile:
+    with open_source(path, cache_dir=cache_dir) as opened:
+        nwbfile, source = opened.nwbfile, opened.label
         candidates = _series_paths(nwbfile)
         if series_path is None:
             if not candidates:
@@ -287,10 +294,11 @@ def read_ophys(
         input_names=names,
         source=SourceInfo(
             identifier=identifier,
-            path=source,
+            path=opened.path,
             object_path=series_path,
             table_path=table_path,
             selection=selection,
             session=session,
+            origin=opened.origin,
         ),
     )

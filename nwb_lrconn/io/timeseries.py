@@ -12,7 +12,7 @@ from .._validation import check_choice
 from ..data import Recording
 from ._paths import object_paths
 from .binning import BinGrid, bin_events, bin_samples
-from .streaming import open_nwb
+from .streaming import open_source
 
 __all__ = ["read_timeseries", "grid_from_recording", "series_samples", "build_inputs"]
 
@@ -112,19 +112,21 @@ def resample_series(
 
 
 def read_timeseries(
-    path: str | os.PathLike,
+    path: Any,
     series_path: str,
     recording: Recording,
     *,
     reduce: str = "mean",
     fill: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Read a TimeSeries (e.g. head direction, heading, running speed) on a Recording's bins.
 
     Parameters
     ----------
-    path : str or path-like
-        Local NWB file or URL.
+    path : str, path-like, DandiAsset or pynwb.NWBFile
+        NWB file: local path, URL, DANDI reference or open ``NWBFile`` (see
+        :func:`~nwb_lrconn.io.streaming.open_nwb`).
     series_path : str
         Path of the TimeSeries in the file, e.g.
         ``"processing/behavior/CompassDirection/head_direction"``.
@@ -134,6 +136,8 @@ def read_timeseries(
         How the samples inside one bin are combined; ``"circmean"`` for angles in radians.
     fill : bool, default: True
         Fill bins that hold no sample by (circular) linear interpolation at the bin centre.
+    cache_dir : str or path-like, optional
+        Disk cache for streamed bytes (see :func:`~nwb_lrconn.io.streaming.open_nwb`).
 
     Returns
     -------
@@ -153,8 +157,8 @@ def read_timeseries(
     from ._paths import get_object
 
     check_choice(reduce, "reduce", ("mean", "circmean"))
-    source = str(path)
-    with open_nwb(path) as nwbfile:
+    with open_source(path, cache_dir=cache_dir) as opened:
+        nwbfile, source = opened.nwbfile, opened.label
         ts = get_object(nwbfile, series_path, TimeSeries, "TimeSeries", source)
         values, times = series_samples(ts, series_path, source)
     out = resample_series(values, times, grid_from_recording(recording), reduce, fill)
