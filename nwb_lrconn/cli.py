@@ -99,7 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fit.add_argument("input", metavar="IN", help="NWB file (path or URL)")
+    fit.add_argument(
+        "input",
+        metavar="IN",
+        nargs="?",
+        help="NWB file: a path, a URL, or a DANDI asset (DANDI:000207/sub-4/...nwb, "
+        "dandi://DANDI/000207/..., a dandiarchive.org or API URL)",
+    )
+    _add_dandi(fit)
     src = fit.add_mutually_exclusive_group()
     src.add_argument(
         "--units", metavar="PATH", nargs="?", const="units", help="Units table path (default)"
@@ -189,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
 
     inspect = sub.add_parser("inspect", help="list what an NWB file holds that can be fitted")
-    inspect.add_argument("input", metavar="IN.nwb", help="NWB file (path or URL)")
+    inspect.add_argument(
+        "input", metavar="IN", nargs="?", help="NWB file: a path, a URL, or a DANDI asset"
+    )
+    _add_dandi(inspect)
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_common(inspect, progress=False)
 
@@ -197,6 +207,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)  # `batch`: many files x ranks x seeds on Dask (nwb_lrconn.batch)
     return parser
+
+
+def _add_dandi(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("DANDI input (instead of IN; needs nwb-lrconn[dandi])")
+    group.add_argument("--dandiset", metavar="ID", help="dandiset id, e.g. 000207")
+    group.add_argument("--asset", metavar="PATH", help="asset path, e.g. sub-4/sub-4_ses-4.nwb")
+    group.add_argument("--dandiset-version", metavar="V", help="dandiset version (default draft)")
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="keep streamed bytes in DIR so reruns download nothing (or $NWB_LRCONN_CACHE_DIR)",
+    )
+
+
+def _input(args: argparse.Namespace) -> Any:
+    """IN, or the DANDI asset named by --dandiset/--asset (resolved once)."""
+    dandi = [args.dandiset, args.asset, args.dandiset_version]
+    if args.input is not None:
+        if any(v is not None for v in dandi):
+            raise CLIError("give IN or --dandiset/--asset, not both")
+        return args.input
+    if args.dandiset is None or args.asset is None:
+        raise CLIError("give an input file IN, or a DANDI asset with --dandiset ID --asset PATH")
+    from .io import resolve_dandi
+
+    return resolve_dandi(dandiset=args.dandiset, asset=args.asset, version=args.dandiset_version)
 
 
 def _add_common(parser: argparse.ArgumentParser, *, progress: bool = True) -> None:
@@ -280,7 +316,9 @@ def _one_line(exc: BaseException) -> str:
     else:
         text = str(exc)
     text = " ".join(str(text).split()) or type(exc).__name__
-    flags = [flag for key, flag in _FLAG_HINTS.items() if key in text and flag not in text]
+    flags = [
+        flag for key, flag in _FLAG_HINTS.items() if key in text and flag.split()[0] not in text
+    ]
     if flags:
         text += f" (CLI: {', '.join(flags)})"
     return text
@@ -298,8 +336,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     mode = "in-place" if args.in_place else "copy" if args.copy_source else "derived"
     say = lambda m: _say(args, m)  # noqa: E731
     if config.read.source == "sorting":
-        if not args.out or mode != "derived":
-            raise CLIError("--sorting writes a new NWB file: give --out OUT.nwb")
+        if not args.out or mode != "derived" or args.input is None:
+            raise CLIError("--sorting reads a sorting folder IN and writes a new file: give --out")
         from .extension import write_results
         from .extension._files import check_output_path
 
@@ -310,7 +348,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         )
     else:
         output = pipeline.run_file(
-            args.input,
+            _input(args),
             args.out,
             config,
             mode=mode,
@@ -318,6 +356,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=progress,
             log=say,
+            cache_dir=args.cache_dir,
         )
         from .extension import read_results
 
@@ -359,14 +398,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .io import inspect_nwb
-    from .pipeline import check_input
+    from .pipeline import check_input, resolve_source
 
-    check_input(args.input)
-    summary = inspect_nwb(args.input)
+    source = resolve_source(_input(args))
+    check_input(source, cache_dir=args.cache_dir)
+    summary = inspect_nwb(source, cache_dir=args.cache_dir)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, default=str))
         return 0
-    print(f"{summary.path} (identifier {summary.identifier!r})")
+    label = args.input or f"--dandiset {args.dandiset} --asset {args.asset}"
+    print(f"{label} (identifier {summary.identifier!r})")
     tables = [t["path"] for t in summary.time_intervals]
     trials = [p for p in tables if p.rsplit("/", 1)[-1] == "trials"]
     epochs = [p for p in tables if p.rsplit("/", 1)[-1] == "epochs"]
@@ -388,7 +429,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         if extra:
             print(f"    columns: {', '.join(extra)}")
         print(
-            f"    fit with: {PROG} fit {summary.path} --units {u['path']} --bin-width 0.02"
+            f"    fit with: {PROG} fit {label} --units {u['path']} --bin-width 0.02"
             f"{trial_flag} --rank auto"
         )
     for r in summary.roi_response_series:
@@ -397,9 +438,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             f"  RoiResponseSeries {r['path']!r}: shape {tuple(r['shape'])}, {r['n_rois']} ROIs, "
             f"{rate}"
         )
-        print(
-            f"    fit with: {PROG} fit {summary.path} --ophys {r['path']}{trial_flag} --rank auto"
-        )
+        print(f"    fit with: {PROG} fit {label} --ophys {r['path']}{trial_flag} --rank auto")
     for t in summary.time_intervals:
         print(f"  intervals {t['path']!r}: {t['n_rows']} rows; columns {', '.join(t['columns'])}")
     for ts in summary.timeseries:

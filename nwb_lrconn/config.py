@@ -42,6 +42,7 @@ from ._validation import (
 
 __all__ = [
     "SOURCE_KINDS",
+    "MAX_SEED",
     "ReadConfig",
     "FitConfig",
     "PosteriorConfig",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 SOURCE_KINDS = ("units", "ophys", "sorting")
+MAX_SEED = 2**32 - 1
+"""Largest random seed (numpy and torch both accept it on every platform)."""
 _NORMALIZE = (None, "zscore", "dff")
 _WHERE_OPS = ("==", "!=", "<", "<=", ">", ">=", "in")
 
@@ -586,6 +589,10 @@ class RunConfig:
                 )
         if self.seed is not None:
             check_positive_int(self.seed, "seed", minimum=0)
+            if self.seed > MAX_SEED:
+                raise ValueError(
+                    f"seed must be between 0 and {MAX_SEED} (2**32 - 1); got {self.seed}."
+                )
         _check_str(self.device, "device", optional=False)
         if not (self.device == "cpu" or self.device.split(":")[0] in ("cuda", "mps")):
             raise ValueError(

@@ -45,17 +45,40 @@ class PipelineError(ValueError):
     """Raised for inputs the pipeline cannot run on; the message says what to do instead."""
 
 
-def _is_url(value: Any) -> bool:
-    from .io.streaming import is_url
+def _is_remote(value: Any) -> bool:
+    """A URL, a DANDI reference or a resolved DANDI asset: read over the network."""
+    from .io import DandiAsset, is_remote
 
-    return isinstance(value, (str, os.PathLike)) and is_url(value)
+    return isinstance(value, DandiAsset) or is_remote(value)
 
 
-def check_input(source: Any) -> None:
+def _is_local(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and not _is_remote(value)
+
+
+def _is_nwb_source(value: Any) -> bool:
+    """A path, URL, DANDI reference/asset or open pynwb.NWBFile (not a Recording/sorting)."""
+    if isinstance(value, (str, os.PathLike)) or _is_remote(value):
+        return True
+    from pynwb import NWBFile
+
+    return isinstance(value, NWBFile)
+
+
+def resolve_source(source: Any) -> Any:
+    """Resolve a DANDI reference (``DANDI:000207/sub-4/...``, ``dandi://...``, a landing or API
+    URL) to its asset once, so later reads need no further API calls; other sources pass."""
+    from .io import is_dandi_reference, resolve_dandi
+
+    return resolve_dandi(source) if is_dandi_reference(source) else source
+
+
+def check_input(source: Any, *, cache_dir: str | os.PathLike | None = None) -> None:
     """The one check of an input NWB file, run before any work (``fit``, ``inspect``, ...).
 
     A local file must exist, be a complete HDF5 file with an NWBFile root, and open with pynwb;
-    a URL must answer. Anything else (a Recording, a sorting, an open NWBFile) passes.
+    a URL or DANDI asset must answer and open. Anything else (a Recording, a sorting, an open
+    NWBFile) passes.
 
     Raises
     ------
@@ -64,18 +87,18 @@ def check_input(source: Any) -> None:
     PipelineError
         Not HDF5, damaged, not NWB, or pynwb cannot read it; the message names the file.
     """
-    if not isinstance(source, (str, os.PathLike)):
+    if not (isinstance(source, (str, os.PathLike)) or _is_remote(source)):
         return
     from .extension._files import check_nwb_file
     from .io import open_nwb
 
-    if not _is_url(source):
+    if _is_local(source):
         try:
             check_nwb_file(source)
         except ValueError as err:
             raise PipelineError(str(err)) from None
     try:
-        with open_nwb(source):
+        with open_nwb(source, cache_dir=cache_dir):
             pass
     except (FileNotFoundError, PermissionError, ImportError):
         raise
@@ -91,16 +114,22 @@ def _quiet(_: str) -> None:
     return None
 
 
-def read_recording(config: RunConfig, source: Any) -> Recording:
+def read_recording(
+    config: RunConfig, source: Any, *, cache_dir: str | os.PathLike | None = None
+) -> Recording:
     """Turn ``source`` into a :class:`~nwb_lrconn.data.Recording` following ``config.read``.
 
     Parameters
     ----------
     config : RunConfig
         Uses ``config.read``.
-    source : str, path-like, Recording or spikeinterface BaseSorting
-        An NWB file path or URL (read with ``read_units`` or ``read_ophys``), an in-memory
-        recording (returned unchanged), or a sorting (``read.source="sorting"``).
+    source : str, path-like, DandiAsset, pynwb.NWBFile, Recording or spikeinterface BaseSorting
+        An NWB file: a local path, a URL, a DANDI reference (``DANDI:000207/sub-4/...``,
+        ``dandi://...``, a landing or API URL) or an already-open ``NWBFile`` (read with
+        ``read_units`` or ``read_ophys``); an in-memory recording (returned unchanged); or a
+        sorting (``read.source="sorting"``).
+    cache_dir : path, optional
+        Keep streamed bytes here so later reads of the same asset download nothing.
 
     Returns
     -------
@@ -125,20 +154,25 @@ def read_recording(config: RunConfig, source: Any) -> Recording:
         from .io import read_sorting
 
         return read_sorting(source, **read.reader_kwargs())
-    if not isinstance(source, (str, os.PathLike)):
+    if not _is_nwb_source(source):
         raise PipelineError(
-            f"source must be an NWB path or URL, a Recording, or (with read.source='sorting') a "
-            f"spikeinterface sorting; got {type(source).__name__}."
+            f"source must be an NWB path, URL, DANDI reference or open NWBFile, a Recording, or "
+            f"(with read.source='sorting') a spikeinterface sorting; got "
+            f"{type(source).__name__}."
         )
-    if not _is_url(source) and not Path(source).is_file():
-        raise FileNotFoundError(f"input file not found: {source}")
+    if _is_local(source):
+        path = Path(source)
+        if path.is_dir():
+            raise IsADirectoryError(f"Expected an NWB file, found a folder: {path}")
+        if not path.is_file():
+            raise FileNotFoundError(f"NWB file not found: {path}")
     if read.source == "units":
         from .io import read_units
 
-        return read_units(source, **read.reader_kwargs())
+        return read_units(source, cache_dir=cache_dir, **read.reader_kwargs())
     from .io import read_ophys
 
-    return read_ophys(source, **read.reader_kwargs())
+    return read_ophys(source, cache_dir=cache_dir, **read.reader_kwargs())
 
 
 def _usable_ranks(config: RunConfig, recording: Recording, where: str) -> tuple[int, ...]:
@@ -283,12 +317,15 @@ def fit_lowrank(
     return dataclasses.replace(fits[best], metrics=metrics)
 
 
-def _read_checked(config: RunConfig, source: Any, log: Log) -> Recording:
+def _read_checked(
+    config: RunConfig, source: Any, log: Log, cache_dir=None, *, checked: bool = False
+) -> Recording:
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig; got {type(config).__name__}.")
-    check_input(source)
+    if not checked:
+        check_input(source, cache_dir=cache_dir)
     log("reading the recording")
-    recording = read_recording(config, source)
+    recording = read_recording(config, source, cache_dir=cache_dir)
     log(
         f"read {recording.n_units} units, {recording.n_trials} trials of up to "
         f"{recording.n_time} bins ({recording.bin_width:g} s)"
@@ -340,7 +377,12 @@ def _stages(config: RunConfig, recording: Recording, *, progress: bool, log: Log
 
 
 def run(
-    config: RunConfig, source: Any, *, progress: bool = True, log: Log | None = None
+    config: RunConfig,
+    source: Any,
+    *,
+    progress: bool = True,
+    log: Log | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Results:
     """Run every enabled stage on ``source`` and return the results (nothing is written).
 
@@ -348,13 +390,15 @@ def run(
     ----------
     config : RunConfig
         What to read and how to fit; stored as JSON in ``Results.provenance.config_json``.
-    source : str, path-like, Recording or spikeinterface BaseSorting
-        NWB file path or URL, an in-memory recording, or a sorting (see
-        :func:`read_recording`).
+    source : str, path-like, DandiAsset, NWBFile, Recording or spikeinterface BaseSorting
+        An NWB file (path, URL, DANDI reference or open NWBFile), an in-memory recording, or a
+        sorting (see :func:`read_recording`).
     progress : bool, default: True
         Progress bars on the long steps (the fit and the flows).
     log : callable, optional
         Receives a one-line message at the start of each stage (the CLI prints them).
+    cache_dir : path, optional
+        Keep streamed bytes here (remote sources).
 
     Returns
     -------
@@ -369,7 +413,7 @@ def run(
         Rank larger than the number of units, a single trial, or a source of the wrong type.
     """
     log = log or _quiet
-    recording = _read_checked(config, source, log)
+    recording = _read_checked(config, resolve_source(source), log, cache_dir)
     return _stages(config, recording, progress=progress, log=log)
 
 
@@ -393,7 +437,7 @@ def output_path(
     relative = derived_file_name(recording.source, config.name)
     if output_dir is not None:
         return Path(output_dir) / relative
-    if isinstance(source, (str, os.PathLike)) and not _is_url(source):
+    if _is_local(source):
         return Path(source).with_name(relative.name)
     return Path.cwd() / relative
 
@@ -404,7 +448,7 @@ def _check_in_place(input: Any, config: RunConfig, overwrite: bool) -> None:
 
     from .extension._files import check_writable_file
 
-    if _is_url(input) or not isinstance(input, (str, os.PathLike)):
+    if not _is_local(input):
         raise PipelineError(
             f"cannot write in place into a remote or in-memory source ({input}); write a "
             "derived file instead (leave out --in-place)."
@@ -443,13 +487,15 @@ def run_file(
     overwrite: bool = False,
     progress: bool = True,
     log: Log | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Run the pipeline on an NWB file and write the results into NWB.
 
     Parameters
     ----------
-    input : str or path-like
-        Source NWB file (local path or URL).
+    input : str, path-like or DandiAsset
+        Source NWB file: a local path, a URL, or a DANDI reference (``DANDI:000207/sub-4/...``,
+        ``dandi://DANDI/000207/sub-4/...``, a landing or API URL).
     output : str or path-like, optional
         The output file (``"derived"`` and ``"copy"``); by default see :func:`output_path`
         (a copy defaults to ``<input stem>_lrconn.nwb`` beside the input).
@@ -467,6 +513,8 @@ def run_file(
         Progress bars on the long steps.
     log : callable, optional
         Receives a one-line message per stage.
+    cache_dir : path, optional
+        Keep streamed bytes here, so reruns and batch tasks download an asset once.
 
     Returns
     -------
@@ -489,8 +537,9 @@ def run_file(
     log = log or _quiet
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}; got {mode!r}.")
-    local = isinstance(input, (str, os.PathLike)) and not _is_url(input)
-    check_input(input)
+    input = resolve_source(input)
+    local = _is_local(input)
+    check_input(input, cache_dir=cache_dir)
     if mode == "in-place":
         if output is not None or output_dir is not None:
             raise PipelineError(
@@ -508,7 +557,7 @@ def run_file(
         if Path(output_dir).exists() and not Path(output_dir).is_dir():
             raise NotADirectoryError(f"--output-dir {output_dir} is a file, not a folder.")
         _missing_folders(Path(output_dir) / "sub")  # its deepest existing folder is writable
-    recording = _read_checked(config, input, log)
+    recording = _read_checked(config, input, log, cache_dir, checked=True)
     if mode == "in-place":
         target = Path(input)
     elif output is not None:

@@ -16,6 +16,7 @@ read back before it is published atomically; writers to one target serialise on 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -79,7 +80,11 @@ def _open(tmp: Path, mode: str) -> NWBHDF5IO:
 
 
 def _is_local(source) -> bool:
-    return source is not None and "://" not in str(source)
+    from ..io import DandiAsset, is_remote
+
+    if source is None or isinstance(source, DandiAsset) or is_remote(source):
+        return False
+    return isinstance(source, (str, os.PathLike))
 
 
 def default_output(results: data.Results, source: str | os.PathLike | None, mode: str) -> Path:
@@ -319,10 +324,10 @@ def write_results(
     ----------
     results : Results
         What to write.
-    source : str, path or None
-        The recording the results were fitted on: a local NWB file or a URL. A derived file
-        links to a local source (external links, resolved while the source is reachable);
-        ``"copy"`` and ``"in-place"`` need a local source.
+    source : str, path, DandiAsset or None
+        The recording the results were fitted on: a local NWB file, a URL or a DANDI asset. A
+        derived file links to a local source or a DANDI asset (external links, resolved while
+        the source is reachable); ``"copy"`` and ``"in-place"`` need a local source.
     output : str or path, optional
         The new file (``"derived"``, ``"copy"``); see :func:`default_output`. Not used with
         ``"in-place"``.
@@ -441,6 +446,24 @@ def write_results(
                 )
             publish(tmp, final, replace=mode == "in-place" or overwrite)
             fsync_folder(final.parent)
+        except Exception as err:
+            if _disk_full(err):
+                raise OSError(
+                    errno.ENOSPC,
+                    f"The disk holding {final} is full; nothing was written (the source is "
+                    "unchanged): free some space or choose another output.",
+                ) from None
+            raise
         finally:
             tmp.unlink(missing_ok=True)
     return target
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it wraps, as hdmf and h5py do) is ENOSPC."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if getattr(seen, "errno", None) == errno.ENOSPC or "No space left" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

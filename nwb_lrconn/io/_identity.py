@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SUBJECT_FIELDS", "session_identity"]
+__all__ = ["SUBJECT_FIELDS", "session_identity", "plain_value"]
 
 SUBJECT_FIELDS = (
     "subject_id",
@@ -27,7 +27,7 @@ SUBJECT_FIELDS = (
 """Fields of ``pynwb.file.Subject`` copied into derived files (when set)."""
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """Return a JSON-friendly value: text for bytes, ISO 8601 for datetimes, lists for arrays."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -36,7 +36,7 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, (np.ndarray, list, tuple)):
-        return [_plain(v) for v in np.asarray(value, dtype=object).ravel().tolist()]
+        return [plain_value(v) for v in np.asarray(value, dtype=object).ravel().tolist()]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -72,20 +72,20 @@ def session_identity(nwbfile: Any) -> dict[str, Any]:
     ):
         value = getattr(nwbfile, key, None)
         if value is not None and not (isinstance(value, (tuple, list)) and not value):
-            out[key] = _plain(value)
+            out[key] = plain_value(value)
     version = getattr(nwbfile, "nwb_version", None)
     if version is None:
         io = nwbfile.get_read_io() if hasattr(nwbfile, "get_read_io") else None
         handle = getattr(io, "_file", None)
         version = handle.attrs.get("nwb_version") if handle is not None else None
     if version is not None:
-        out["nwb_version"] = _plain(version)
+        out["nwb_version"] = plain_value(version)
     subject = getattr(nwbfile, "subject", None)
     fields: dict[str, Any] = {}
     if subject is not None:
         for key in SUBJECT_FIELDS:
             value = getattr(subject, key, None)
             if value is not None:
-                fields[key] = _plain(value)
+                fields[key] = plain_value(value)
     out["subject"] = fields
     return out

@@ -16,9 +16,19 @@ import numpy as np
 
 from .._validation import check_choice, check_positive
 
-__all__ = ["BinGrid", "make_grid", "assign_to_bins", "bin_events", "bin_samples", "PARTIAL_BIN"]
+__all__ = [
+    "BinGrid",
+    "make_grid",
+    "assign_to_bins",
+    "bin_events",
+    "bin_samples",
+    "PARTIAL_BIN",
+    "MAX_VALUES",
+]
 
 PARTIAL_BIN = ("drop", "keep")
+MAX_VALUES = 250_000_000
+"""Most values (trials x bins x units) a binned recording may hold: 2 GB in float64."""
 _EPS = 1e-9  # relative slack when dividing a length by the bin width
 
 
@@ -79,7 +89,12 @@ class BinGrid:
 
 
 def make_grid(
-    starts: np.ndarray, stops: np.ndarray, bin_width: float, *, partial_bin: str = "drop"
+    starts: np.ndarray,
+    stops: np.ndarray,
+    bin_width: float,
+    *,
+    partial_bin: str = "drop",
+    n_units: int = 1,
 ) -> BinGrid:
     """Lay regular bins over intervals.
 
@@ -91,6 +106,8 @@ def make_grid(
         Bin width in seconds (> 0).
     partial_bin : {"drop", "keep"}, default: "drop"
         What to do with the remainder of an interval shorter than one bin (module docstring).
+    n_units : int, default: 1
+        Units that will be binned on the grid (for the size check).
 
     Returns
     -------
@@ -101,7 +118,8 @@ def make_grid(
     Raises
     ------
     ValueError
-        When ``bin_width`` is not > 0, is longer than every interval, or no interval is left.
+        When ``bin_width`` is not > 0, is longer than every interval, no interval is left, or
+        the binned data would hold more than :data:`MAX_VALUES` values.
     """
     bin_width = check_positive(bin_width, "bin_width")
     check_choice(partial_bin, "partial_bin", PARTIAL_BIN)
@@ -117,6 +135,14 @@ def make_grid(
             f"{longest:.6g} s."
         )
     ratio = lengths / bin_width
+    size = float(lengths.size) * float(ratio.max()) * max(int(n_units), 1)
+    if size > MAX_VALUES:  # checked before any array of that size is made
+        raise ValueError(
+            f"bin_width={bin_width:g} s gives {lengths.size} trials x {ratio.max():.3g} bins x "
+            f"{n_units} units = {size:.3g} values, more than the {MAX_VALUES:.3g} allowed "
+            f"({MAX_VALUES * 8 / 1e9:.0f} GB); choose a larger bin width (CLI: --bin-width) or "
+            "shorter trials/windows."
+        )
     n_full = np.floor(ratio + _EPS).astype(np.int64)
     if partial_bin == "keep":
         n_bins = np.where(ratio - n_full > _EPS, n_full + 1, n_full)

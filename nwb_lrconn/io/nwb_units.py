@@ -162,6 +162,21 @@ def read_spike_trains(table: Any, rows: np.ndarray, source: str, path: str):
             f"spike_times of {path!r} in {source} must be finite; found {n_bad} NaN/inf "
             f"value(s) in rows {rows[units].tolist()}."
         )
+    negative = np.unique(labels[times < 0])
+    if negative.size:
+        raise ValueError(
+            f"spike_times of {path!r} in {source} hold negative times (before the session "
+            f"start) in rows {rows[negative][:10].tolist()}; NWB times count from "
+            "session_start_time: fix the file, or leave those units out (--unit-ids/--where)."
+        )
+    same_unit = labels[1:] == labels[:-1]
+    unsorted = np.unique(labels[1:][same_unit & (np.diff(times) < 0)])
+    if unsorted.size:
+        raise ValueError(
+            f"spike_times of {path!r} in {source} are not sorted ascending in rows "
+            f"{rows[unsorted][:10].tolist()} (NWB requires ascending spike times per unit); the "
+            "file is damaged or was written incorrectly."
+        )
     return times, labels
 
 
@@ -336,7 +351,7 @@ def read_units(
         starts, stops, trial_rows, selection = build_intervals(
             nwbfile, spec, source, default_range=lambda: _default_range(times, bin_width, source)
         )
-        grid = make_grid(starts, stops, bin_width, partial_bin=partial_bin)
+        grid = make_grid(starts, stops, bin_width, partial_bin=partial_bin, n_units=len(rows))
         record_trial_rows(selection, trial_rows, grid.source_index)
         counts, ids_kept, rows_kept, dropped = bin_spike_trains(
             times, labels, ids, rows, grid=grid, min_spikes=min_spikes, source=source

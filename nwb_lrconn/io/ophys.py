@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from .._validation import check_choice, check_positive
 from ..data import Recording, SourceInfo
-from ._identity import session_identity
+from ._identity import plain_value, session_identity
 from ._paths import file_identifier, get_object, object_paths, path_of
 from .binning import BinGrid, bin_samples, make_grid
 from .streaming import open_source
@@ -18,6 +19,8 @@ from .timeseries import build_inputs, sample_times
 from .trials import IntervalSpec, build_intervals, record_trial_rows
 
 __all__ = ["read_ophys", "list_roi_response_series", "resolve_orientation", "normalize_traces"]
+
+log = logging.getLogger(__name__)
 
 NORMALIZATIONS = (None, "zscore", "dff")
 ORIENTATIONS = ("auto", "time_first", "rois_first")
@@ -228,6 +231,22 @@ def read_ophys(
         raw = raw if layout == "time_first" else raw.T
         values = raw * float(rrs.conversion or 1.0) + float(getattr(rrs, "offset", 0.0) or 0.0)
         times = sample_times(rrs, values.shape[0], series_path, source)
+        empty = ~np.isfinite(values).any(axis=0)
+        if empty.all():
+            raise ValueError(
+                f"Every ROI of {series_path} in {source} is NaN/inf in every frame; there is "
+                "nothing to fit: check the series (nwb-lrconn inspect)."
+            )
+        dropped_empty = ids[empty].tolist()
+        if empty.any():  # an all-NaN ROI would otherwise mask every frame
+            log.warning(
+                "%s in %s: dropped %d ROI(s) that are NaN in every frame (ids %s)",
+                series_path,
+                source,
+                int(empty.sum()),
+                dropped_empty[:10],
+            )
+            values, rows, ids = values[:, ~empty], rows[~empty], ids[~empty]
         values = normalize_traces(
             values, normalize, dff_percentile=dff_percentile, where=f"{series_path} in {source}"
         )
@@ -259,7 +278,7 @@ def read_ophys(
                     f"bin_width={bin_width} s is shorter than the frame period {period:.6g} s "
                     f"of {series_path}; use bin_width=None for one bin per frame."
                 )
-            grid = make_grid(starts, stops, bin_width, partial_bin=partial_bin)
+            grid = make_grid(starts, stops, bin_width, partial_bin=partial_bin, n_units=len(rows))
             masked = np.where(valid[:, None], values, np.nan)
             data, counts = bin_samples(masked, times, grid)
             mask = grid.mask & (counts[..., 0] > 0)
@@ -280,6 +299,7 @@ def read_ophys(
         dff_percentile=float(dff_percentile) if normalize == "dff" else None,
         orientation=reason,
         masked_frames=int((~valid).sum()),
+        dropped_all_nan_ids=[plain_value(v) for v in dropped_empty],
         inputs=list(names),
     )
     return Recording(

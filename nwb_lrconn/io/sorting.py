@@ -132,7 +132,7 @@ def read_sorting(
     starts, stops, _ = clip_intervals(starts, stops, rng)
     if window_length is not None:
         starts, stops, _ = split_windows(starts, stops, window_length)
-    grid = make_grid(starts, stops, bin_width, partial_bin=partial_bin)
+    grid = make_grid(starts, stops, bin_width, partial_bin=partial_bin, n_units=len(ids))
     id_array = np.asarray(ids)
     rows = np.array([all_ids.index(u) for u in ids], dtype=np.int64)
     counts, ids_kept, rows_kept, dropped = bin_spike_trains(

@@ -219,3 +219,29 @@ def test_failed_read_back_leaves_the_target_untouched(monkeypatch, units_source,
         write_results(units_results, units_source, mode="in-place")
     assert units_source.read_bytes() == before
     assert sorted(p.name for p in units_source.parent.iterdir()) == ["units.nwb"]
+
+
+@pytest.mark.parametrize("mode", ["derived", "copy"])
+def test_full_disk_is_reported_in_plain_words(tmp_path, units_source, units_results, mode):
+    import errno
+    from unittest import mock
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = "shutil.copyfile" if mode == "copy" else "pynwb.NWBHDF5IO.write"
+    with mock.patch(target, full), pytest.raises(OSError) as info:
+        write_results(units_results, units_source, tmp_path / "out.nwb", mode=mode)
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.strerror.startswith(f"The disk holding {tmp_path / 'out.nwb'} is full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["units.nwb"]
+
+
+def test_copy_checks_free_space_first(tmp_path, units_source, units_results, monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(os, "statvfs", lambda _: SimpleNamespace(f_bavail=10, f_frsize=1024))
+    with pytest.raises(OSError, match=r"Not enough free disk space in .* for a copy of"):
+        write_results(units_results, units_source, tmp_path / "out.nwb", mode="copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["units.nwb"]
