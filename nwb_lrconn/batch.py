@@ -94,6 +94,7 @@ def run_batch(
     overwrite: bool = False,
     progress: bool = True,
     task_fn: TaskFunction | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Fit every input at every rank with every seed on Dask, resumably; return the summary.
 
@@ -138,6 +139,9 @@ def run_batch(
     task_fn : callable, optional
         ``task_fn(task, path)`` writing the results of one :class:`BatchTask` to ``path``;
         default :func:`run_pipeline_task`. Must be picklable (a module-level function).
+    cache_dir : str or path, optional
+        Folder keeping streamed bytes of remote inputs, shared by every task (workers must
+        see it), so an asset is downloaded once however many ranks and seeds use it.
 
     Returns
     -------
@@ -180,7 +184,14 @@ def run_batch(
     embedded = scheduler is None
     if embedded and resolve_device(config.device) != config.device:
         config = config.with_overrides(device="cpu")
-    tasks = plan_batch(inputs, ranks=ranks, seeds=seeds, config=config, output_dir=output_dir)
+    tasks = plan_batch(
+        inputs,
+        ranks=ranks,
+        seeds=seeds,
+        config=config,
+        output_dir=output_dir,
+        cache_dir=cache_dir,
+    )
     out_dir = Path(output_dir).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -188,6 +199,15 @@ def run_batch(
     pending: list[int] = []
     mismatched: list[str] = []
     for i, task in enumerate(tasks):
+        if task.problem:  # found by the input check while planning: never run
+            rows[i] = {
+                **base_row(task),
+                "status": "failed",
+                "error": task.problem,
+                "time_s": float("nan"),
+                "output": "",
+            }
+            continue
         state, info = existing_state(task)
         if state == "complete":
             rows[i] = info  # type: ignore[assignment]
@@ -416,17 +436,18 @@ def _progress_bar(total: int, progress: bool) -> Any:
 
 def _remove_partials(out_dir: Path, tasks: list[BatchTask]) -> None:
     """Remove scratch folders of this batch's tasks (left by killed workers)."""
-    partial = out_dir / PARTIAL_DIR
-    if not partial.is_dir():
-        return
-    stems = {Path(t.output).stem for t in tasks}
-    for entry in partial.iterdir():
-        if entry.name.rsplit(".", 1)[0] in stems:
-            shutil.rmtree(entry, ignore_errors=True)
-    try:
-        partial.rmdir()
-    except OSError:  # not empty: scratch of another batch in the same folder
-        pass
+    for folder in sorted({Path(t.output).parent for t in tasks} | {out_dir}):
+        partial = folder / PARTIAL_DIR
+        if not partial.is_dir():
+            continue
+        stems = {Path(t.output).stem for t in tasks}
+        for entry in partial.iterdir():
+            if entry.name.rsplit(".", 1)[0] in stems:
+                shutil.rmtree(entry, ignore_errors=True)
+        try:
+            partial.rmdir()
+        except OSError:  # not empty: scratch of another batch in the same folder
+            pass
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -486,6 +507,9 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--overwrite", action="store_true", help="replace outputs that do not match their task"
     )
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="keep streamed bytes of remote inputs in DIR"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_batch_command)
     return parser
@@ -537,6 +561,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
             summary=args.summary,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            cache_dir=args.cache_dir,
         )
     except (FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
         print(f"nwb-lrconn batch: error: {exc}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Planning a batch: expand inputs into sources, and cross them with ranks and seeds.
 
-Each task of a batch is a :class:`BatchTask`: one source (local path or URL) fitted at one rank
-with one seed, written to its own output file whose name is a deterministic function of the three
-(:func:`output_name`).
+Each task of a batch is a :class:`BatchTask`: one source (local path, URL or DANDI asset) fitted
+at one rank with one seed, written to its own derived NWB file. Outputs follow the DANDI layout,
+``sub-<subject>/sub-<subject>_ses-<session>_desc-lrconn-rank<R>seed<S>_<modality>.nwb``, when the
+source has subject and session ids, and are the same on every rerun (:func:`output_name`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +21,15 @@ from ._validation import check_positive_int
 if TYPE_CHECKING:
     from .config import RunConfig
 
-__all__ = ["BatchTask", "expand_inputs", "output_name", "plan_batch", "is_url"]
+__all__ = ["BatchTask", "expand_inputs", "output_name", "plan_batch"]
 
 _MANIFEST_SUFFIXES = (".txt", ".csv", ".tsv")
-_URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-def is_url(source: str) -> bool:
-    """Whether ``source`` is a URL (``scheme://...``) rather than a local path."""
-    return bool(_URL_RE.match(source))
+def _is_remote(source: str) -> bool:
+    from .io.streaming import is_remote
+
+    return is_remote(source)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class BatchTask:
     Attributes
     ----------
     input : str
-        Absolute local path or URL of the source NWB file.
+        Absolute local path, URL or DANDI reference of the source NWB file.
     rank : int
         Rank R of the fit.
     seed : int
@@ -48,6 +48,11 @@ class BatchTask:
         Absolute path of the output NWB file (unique to this task).
     config_json : str
         The full :class:`~nwb_lrconn.config.RunConfig` of this task as JSON (rank and seed set).
+    cache_dir : str or None
+        Folder keeping streamed bytes of remote inputs (shared by the tasks of a batch).
+    problem : str
+        Why the input cannot be fitted, found while planning ("" when it can): such a task is
+        reported as failed without running.
     """
 
     input: str
@@ -55,11 +60,13 @@ class BatchTask:
     seed: int
     output: str
     config_json: str
+    cache_dir: str | None = None
+    problem: str = ""
 
     @property
-    def is_url(self) -> bool:
-        """Whether the input is a URL (``scheme://...``) rather than a local file."""
-        return is_url(self.input)
+    def is_remote(self) -> bool:
+        """Whether the input is read over the network (a URL or a DANDI reference)."""
+        return _is_remote(self.input)
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -69,7 +76,8 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     ----------
     inputs : str, path, or iterable of them
         Each entry is one of: a local NWB file; a glob pattern (``data/*.nwb``, ``**`` allowed);
-        a URL (``http(s)://``, ``s3://``, ...), kept as is; or a manifest, a ``.txt`` file with
+        a URL (``http(s)://``, ``s3://``, ...) or DANDI reference (``DANDI:000207/sub-4/...``),
+        kept as is; or a manifest, a ``.txt`` file with
         one path or URL per line (blank lines and ``#`` comments ignored) or a ``.csv``/``.tsv``
         file whose ``path`` or ``url`` column (else its first column) lists them. Relative paths
         in a manifest are relative to the manifest's folder.
@@ -99,7 +107,7 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
 
 def _expand_one(entry: str, *, base: Path) -> list[str]:
     entry = entry.strip()
-    if _URL_RE.match(entry):
+    if _is_remote(entry):
         return [entry]
     path = Path(entry).expanduser()
     if not path.is_absolute():
@@ -141,29 +149,76 @@ def _read_manifest(path: Path) -> list[str]:
     return out
 
 
-def output_name(source: str, rank: int, seed: int) -> str:
-    """Return the deterministic output file name of a task.
+def _digest(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
+
+
+def output_name(
+    source: str,
+    rank: int,
+    seed: int,
+    *,
+    session: dict | None = None,
+    modality: str = "ecephys",
+    unique: bool = False,
+) -> str:
+    """Return the deterministic output path of a task, relative to the output folder.
 
     Parameters
     ----------
     source : str
-        Absolute local path or URL of the input (as returned by :func:`expand_inputs`).
+        Absolute local path, URL or DANDI reference of the input.
     rank, seed : int
         Rank and seed of the task.
+    session : dict, optional
+        The source's identity (:attr:`nwb_lrconn.data.SourceInfo.session`): its
+        ``subject.subject_id`` and ``session_id`` name the file.
+    modality : str, default: "ecephys"
+        Last entity of the name ("ophys" for calcium).
+    unique : bool, default: False
+        Add the first 8 hex digits of the SHA-256 of ``source`` to the description, for inputs
+        whose ids (or file names) would otherwise give the same name.
 
     Returns
     -------
     str
-        ``<stem>_<digest>_rank<rank>_seed<seed>.nwb``, where ``stem`` is the input's file name
-        without ``.nwb`` (characters other than letters, digits, ``.``, ``_`` and ``-`` replaced
-        by ``_``) and ``digest`` the first 8 hex digits of the SHA-256 of ``source``, so two
-        inputs with the same file name never share an output.
+        ``sub-<subject>/sub-<subject>_ses-<session>_desc-lrconn-rank<R>seed<S>_<modality>.nwb``
+        with subject and session ids; otherwise ``<stem>_desc-lrconn-rank<R>seed<S>.nwb``.
     """
+    from .data import SourceInfo
+    from .extension._derived import derived_file_name
+
+    name = f"rank{rank}seed{seed}"
+    if unique:
+        name = f"{_digest(source)}{name}"
     tail = source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    stem = re.sub(r"\.nwb$", "", tail, flags=re.IGNORECASE)
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).strip("._") or "input"
-    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
-    return f"{stem}_{digest}_rank{rank}_seed{seed}.nwb"
+    info = SourceInfo(
+        path=tail,
+        object_path="processing/ophys" if modality == "ophys" else "units",
+        session=session or {},
+    )
+    return derived_file_name(info, name).as_posix()
+
+
+def _identities(sources: list[str], cache_dir: str | None) -> tuple[dict, dict]:
+    """Check every source (the pipeline's input check) and read its session identity.
+
+    Returns ``({source: identity}, {source: problem})``.
+    """
+    from .io import open_nwb
+    from .io._identity import session_identity
+    from .pipeline import check_input
+
+    identities, problems = {}, {}
+    for source in sources:
+        try:
+            check_input(source, cache_dir=cache_dir)
+            with open_nwb(source, cache_dir=cache_dir) as nwbfile:
+                identities[source] = session_identity(nwbfile)
+        except (OSError, ValueError, ImportError) as err:
+            identities[source] = {}
+            problems[source] = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return identities, problems
 
 
 def plan_batch(
@@ -173,6 +228,7 @@ def plan_batch(
     seeds: Sequence[int] | None,
     config: RunConfig,
     output_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[BatchTask]:
     """Plan the tasks of a batch: every input × rank × seed, in that order.
 
@@ -188,11 +244,14 @@ def plan_batch(
         Base configuration; each task overrides its rank and seed.
     output_dir : str or path
         Folder of the outputs.
+    cache_dir : str or path, optional
+        Folder keeping streamed bytes of remote inputs.
 
     Returns
     -------
     list of BatchTask
-        One task per (input, rank, seed).
+        One task per (input, rank, seed); inputs that fail the pipeline's input check (not
+        readable, not NWB) get tasks whose ``problem`` says why.
 
     Raises
     ------
@@ -218,18 +277,39 @@ def plan_batch(
     seeds = _check_int_list(seeds, "seeds", minimum=0)
     sources = expand_inputs(inputs)
     out_dir = Path(output_dir).expanduser().resolve()
+    cache = None if cache_dir is None else str(Path(cache_dir).expanduser().resolve())
+    modality = "ophys" if config.read.source == "ophys" else "ecephys"
+    sessions, problems = _identities(sources, cache)
+
+    def name(source: str, unique: bool) -> str:
+        return output_name(
+            source, ranks[0], seeds[0], session=sessions[source], modality=modality, unique=unique
+        )
+
+    plain = {source: name(source, False) for source in sources}
+    clashing = {s for s in sources if list(plain.values()).count(plain[s]) > 1}
     tasks = []
     for source in sources:
         for rank in ranks:
             for seed in seeds:
                 task_config = config.with_overrides(rank=rank, seed=seed)
+                relative = output_name(
+                    source,
+                    rank,
+                    seed,
+                    session=sessions[source],
+                    modality=modality,
+                    unique=source in clashing,
+                )
                 tasks.append(
                     BatchTask(
                         input=source,
                         rank=rank,
                         seed=seed,
-                        output=str(out_dir / output_name(source, rank, seed)),
+                        output=str(out_dir / relative),
                         config_json=task_config.to_json(),
+                        cache_dir=cache,
+                        problem=problems.get(source, ""),
                     )
                 )
     return tasks

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batch_plan import BatchTask, is_url
+from .batch_plan import BatchTask
 
 if TYPE_CHECKING:
-    from .data import Results
+    from .data import Results, SourceInfo
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -103,7 +103,14 @@ def run_pipeline_task(task: BatchTask, output: Path) -> None:
     device = resolve_device(config.device)
     if device != config.device:
         config = config.with_overrides(device=device)
-    run_file(task.input, output=output, config=config, progress=False)
+    run_file(
+        task.input,
+        output=output,
+        config=config,
+        progress=False,
+        cache_dir=task.cache_dir,
+        link_from=Path(task.output).parent,
+    )
 
 
 def run_task(task: BatchTask, *, task_fn: TaskFunction | None = None) -> dict[str, Any]:
@@ -179,8 +186,10 @@ def _read_task_results(path: Path, task: BatchTask) -> Results:
 
 
 def _source_identifier(source: str) -> str | None:
-    """``NWBFile.identifier`` of a local HDF5 NWB file (None for URLs)."""
-    if is_url(source):
+    """``NWBFile.identifier`` of a local HDF5 NWB file (None for remote sources)."""
+    from .io import is_remote
+
+    if is_remote(source):
         return None
     import h5py
 
@@ -208,7 +217,7 @@ def _provenance_mismatch(results: Results, task: BatchTask) -> str | None:
         return f"seed {prov.random_seed} != {task.seed}"
     if _comparable_config(prov.config_json) != _comparable_config(task.config_json):
         return "the run configuration differs"
-    if not _same_source(prov.source.path, task.input):
+    if not _same_source(prov.source, task.input):
         return f"source {prov.source.path!r} != {task.input!r}"
     identifier = _source_identifier(task.input)
     if identifier is not None and prov.source.identifier != identifier:
@@ -216,10 +225,17 @@ def _provenance_mismatch(results: Results, task: BatchTask) -> str | None:
     return None
 
 
-def _same_source(recorded: str, source: str) -> bool:
-    if is_url(source) or is_url(recorded):
-        return recorded == source
-    return os.path.realpath(recorded) == os.path.realpath(source)
+def _same_source(recorded: SourceInfo, source: str) -> bool:
+    """Whether the results came from ``source`` (a DANDI asset is matched by its id)."""
+    from .io import is_dandi_reference, is_remote
+
+    if is_dandi_reference(source):
+        from .io import resolve_dandi
+
+        return recorded.origin.get("asset_id") == resolve_dandi(source).asset_id
+    if is_remote(source) or is_remote(recorded.path):
+        return recorded.path == source
+    return os.path.realpath(recorded.path) == os.path.realpath(source)
 
 
 def summarise_output(path: str | os.PathLike, task: BatchTask) -> dict[str, Any]:

@@ -488,6 +488,7 @@ def run_file(
     progress: bool = True,
     log: Log | None = None,
     cache_dir: str | os.PathLike | None = None,
+    link_from: str | os.PathLike | None = None,
 ) -> Path:
     """Run the pipeline on an NWB file and write the results into NWB.
 
@@ -515,6 +516,9 @@ def run_file(
         Receives a one-line message per stage.
     cache_dir : path, optional
         Keep streamed bytes here, so reruns and batch tasks download an asset once.
+    link_from : path, optional
+        Folder the derived file will be read from if it is moved after writing (see
+        :func:`nwb_lrconn.extension.write_results`).
 
     Returns
     -------
@@ -581,4 +585,5 @@ def run_file(
         overwrite=overwrite,
         module_name=config.module_name,
         unit_rows=recording.unit_rows,
+        link_from=link_from,
     )

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import math
 import os
-import re
 import signal
 import sys
 from contextlib import nullcontext as does_not_raise
@@ -41,6 +40,20 @@ from nwb_lrconn.model.simulate import simulate_spikes
 def _touch(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
+    return path
+
+
+def _nwb(path: Path, subject: str = "mouse1") -> Path:
+    """A small real NWB file (mouse1, session1 unless told)."""
+    import h5py
+
+    from nwb_lrconn.extension import mock_units_nwb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mock_units_nwb(path, n_units=4)
+    with h5py.File(path, "r+") as handle:
+        del handle["general/subject/subject_id"]
+        handle["general/subject/subject_id"] = subject
     return path
 
 
@@ -82,23 +95,46 @@ def test_expand_inputs_errors(tmp_path, monkeypatch, entry, expectation):
 
 
 def test_output_names_are_deterministic_and_distinct():
-    first = output_name("/data/one/session.nwb", 2, 0)
-    assert first == output_name("/data/one/session.nwb", 2, 0)
-    assert first.startswith("session_") and first.endswith("_rank2_seed0.nwb")
-    # Same file name in another folder, another rank or seed: another output.
+    session = {"session_id": "day-2", "subject": {"subject_id": "M12"}}
+    first = output_name("/data/one/session.nwb", 2, 0, session=session)
+    assert first == output_name("/data/one/session.nwb", 2, 0, session=session)
+    assert first == "sub-M12/sub-M12_ses-day2_desc-lrconn-rank2seed0_ecephys.nwb"
+    assert output_name("/x.nwb", 1, 4, session=session, modality="ophys").endswith("_ophys.nwb")
+    # Another rank or seed, or the digest of the source: another output.
     others = {
-        output_name("/data/two/session.nwb", 2, 0),
-        output_name("/data/one/session.nwb", 3, 0),
-        output_name("/data/one/session.nwb", 2, 1),
+        output_name("/data/one/session.nwb", 2, 0, session=session, unique=True),
+        output_name("/data/two/session.nwb", 2, 0, session=session, unique=True),
+        output_name("/data/one/session.nwb", 3, 0, session=session),
+        output_name("/data/one/session.nwb", 2, 1, session=session),
     }
-    assert first not in others and len(others) == 3
+    assert first not in others and len(others) == 4
     url = output_name("https://api.dandiarchive.org/assets/abc/download/?x=1 y", 1, 4)
-    assert url.startswith("download_") and url.endswith("_rank1_seed4.nwb")
-    assert all(ch.isalnum() or ch in "._-" for ch in url)
+    assert url == "download_desc-lrconn-rank1seed4.nwb"
+
+
+def test_plan_batch_names_outputs_by_subject_and_session(tmp_path):
+    a = _nwb(tmp_path / "a.nwb", subject="A1")
+    b = _nwb(tmp_path / "b.nwb", subject="B2")
+    twin = _nwb(tmp_path / "twin" / "a.nwb", subject="A1")  # same ids as a: digests added
+    tasks = plan_batch([a, b, twin], ranks=[2], seeds=[0], config=RunConfig(), output_dir="o")
+    names = [Path(t.output).relative_to(Path("o").resolve()).as_posix() for t in tasks]
+    assert names[1] == "sub-B2/sub-B2_ses-session1_desc-lrconn-rank2seed0_ecephys.nwb"
+    assert names[0].startswith("sub-A1/sub-A1_ses-session1_desc-lrconn-") and names[0] != names[2]
+    again = plan_batch([a, b, twin], ranks=[2], seeds=[0], config=RunConfig(), output_dir="o")
+    assert [t.output for t in again] == [t.output for t in tasks]  # stable under reruns
+
+
+def test_plan_batch_finds_unreadable_inputs_up_front(tmp_path):
+    good, bad = _nwb(tmp_path / "good.nwb"), _touch(tmp_path / "bad.nwb")
+    tasks = plan_batch([good, bad], ranks=[1], seeds=[0], config=RunConfig(), output_dir=tmp_path)
+    assert tasks[0].problem == ""
+    assert tasks[1].problem.startswith("PipelineError: ") and "bad.nwb is not an HDF5" in (
+        tasks[1].problem
+    )
 
 
 def test_plan_batch_crosses_files_ranks_seeds(tmp_path):
-    files = [_touch(tmp_path / f"s{i}.nwb") for i in range(3)]
+    files = [_nwb(tmp_path / f"s{i}.nwb", subject=f"S{i}") for i in range(3)]
     config = RunConfig().with_overrides(max_epochs=7)
     tasks = plan_batch(files, ranks=[1, 2], seeds=[0, 5], config=config, output_dir="out")
     assert len(tasks) == 3 * 2 * 2
@@ -107,8 +143,8 @@ def test_plan_batch_crosses_files_ranks_seeds(tmp_path):
         task_config = RunConfig.from_json(task.config_json)
         assert (task_config.fit.rank, task_config.seed) == (task.rank, task.seed)
         assert task_config.fit.max_epochs == 7
-        assert Path(task.output).parent == Path("out").resolve()
-        assert not task.is_url
+        assert Path(task.output).parent.parent == Path("out").resolve()
+        assert not task.is_remote
     # Defaults come from the configuration.
     auto = RunConfig().with_overrides(rank="auto", ranks=(1, 3), seed=4)
     tasks = plan_batch(files[0], ranks=None, seeds=None, config=auto, output_dir=tmp_path)
@@ -132,7 +168,7 @@ def test_plan_batch_crosses_files_ranks_seeds(tmp_path):
     ],
 )
 def test_plan_batch_validation(tmp_path, override, expectation):
-    source = _touch(tmp_path / "s.nwb")
+    source = _nwb(tmp_path / "s.nwb")
     kwargs = {"ranks": [1], "seeds": [0], "config": RunConfig(), "output_dir": tmp_path}
     with expectation:
         plan_batch(source, **{**kwargs, **override})
@@ -159,7 +195,7 @@ def test_plan_batch_validation(tmp_path, override, expectation):
     ],
 )
 def test_run_batch_validation(tmp_path, override, expectation):
-    source = _touch(tmp_path / "s.nwb")
+    source = _nwb(tmp_path / "s.nwb")
     with expectation:
         run_batch(source, ranks=[1], seeds=[0], output_dir=tmp_path / "out", **override)
 
@@ -191,6 +227,7 @@ def _write_mock_output(task, **provenance) -> None:
     }
     results = mock_results(rank=task.rank, with_distribution=False, random_state=0)
     results = dataclasses.replace(results, name=RunConfig().name, provenance=Provenance(**fields))
+    Path(task.output).parent.mkdir(parents=True, exist_ok=True)
     write_results(results, None, task.output)
 
 
@@ -447,7 +484,7 @@ def counting_task(task, output: Path) -> None:
 
 
 @pytest.mark.timeout(400)  # a hung cluster fails instead of blocking the suite
-def test_corrupt_input_is_reported_and_retried_others_finish(sessions, tmp_path, client, capsys):
+def test_corrupt_input_is_reported_up_front_others_finish(sessions, tmp_path, client, capsys):
     corrupt = tmp_path / "corrupt.nwb"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(2000))  # HDF5 magic, garbage after
     config = _tiny_config()
@@ -465,12 +502,12 @@ def test_corrupt_input_is_reported_and_retried_others_finish(sessions, tmp_path,
     assert list(table["status"]) == ["done", "failed", "done"]
     failed = table.iloc[1]
     assert failed["file"] == str(corrupt)
-    assert re.match(r"\w+(Error|Exception): \S", failed["error"])  # "<type>: <message>"
+    assert failed["error"].startswith(f"PipelineError: {corrupt} is a damaged or truncated")
     assert failed["output"] == "" and math.isnan(failed["time_s"])
     assert table.iloc[[0, 2]]["error"].tolist() == ["", ""]
     _check_outputs(table, config)
     plan = plan_batch(corrupt, ranks=[1], seeds=[0], config=config, output_dir=tmp_path / "out")
-    assert _attempts_file(plan[0]).read_text().count("attempt") == 2  # retried once
+    assert not _attempts_file(plan[0]).exists()  # found by the input check: never run
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary["status"].tolist() == ["done", "failed", "done"]
 
@@ -508,7 +545,7 @@ def test_killed_worker_is_rescheduled_and_leaves_no_partial_output(sessions, tmp
         task_fn=kill_once_task,
         progress=False,
     )
-    assert (tmp_path / "out" / Path(table["output"][0]).with_suffix(".killed").name).exists()
+    assert Path(table["output"][0]).with_suffix(".killed").exists()
     assert list(table["status"]) == ["done", "done"]
     _check_outputs(table, config)  # complete and readable, no scratch folder left
 
@@ -536,11 +573,12 @@ def test_unoffered_resources_warn_on_an_existing_cluster(client):
 def test_task_that_writes_nothing_fails_cleanly(tmp_path):
     from nwb_lrconn.batch import run_task
 
-    source = _touch(tmp_path / "s.nwb")
+    source = _nwb(tmp_path / "s.nwb")
     (task,) = plan_batch(source, ranks=[1], seeds=[0], config=RunConfig(), output_dir=tmp_path)
-    with pytest.raises(RuntimeError, match=r"the task function wrote no file at .*s_.*\.nwb"):
+    with pytest.raises(RuntimeError, match=r"the task function wrote no file at .*rank1seed0"):
         run_task(task, task_fn=lambda task, path: None)
-    assert not Path(task.output).exists() and not list((tmp_path / ".partial").iterdir())
+    partial = Path(task.output).parent / ".partial"
+    assert not Path(task.output).exists() and not list(partial.iterdir())
 
 
 @pytest.mark.timeout(900)  # about 40 s on 2 idle cores: part of the default run

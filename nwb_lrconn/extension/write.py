@@ -317,6 +317,7 @@ def write_results(
     module_name: str = "lrconn",
     unit_rows: np.ndarray | None = None,
     lock_timeout: float = 600.0,
+    link_from: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``results`` as one ``LowRankRNNFit`` group (``processing[module_name][name]``).
 
@@ -344,6 +345,10 @@ def write_results(
         ``results.fit.unit_rows``.
     lock_timeout : float, default: 600
         Seconds to wait while another process writes the same target.
+    link_from : str or path, optional
+        Folder from which the derived file will be read, when it is written elsewhere first
+        (a batch writes into scratch space): the external links to a local source are made
+        relative to it. Default: the output's folder.
 
     Returns
     -------
@@ -412,8 +417,11 @@ def write_results(
                 if rows is None:
                     rows = np.arange(results.fit.n_units, dtype=np.int64)
                 if source is not None:
+                    seen_from = final if link_from is None else Path(link_from) / final.name
                     link = relative_link_target(
-                        results.provenance.source, final, source if _is_local(source) else None
+                        results.provenance.source,
+                        seen_from,
+                        source if _is_local(source) else None,
                     )
                 _write_derived(tmp, results, module_name=module_name, rows=rows, link_target=link)
             else:
