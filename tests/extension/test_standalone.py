@@ -183,3 +183,21 @@ def test_nwbinspector_dandi_config(tmp_path, request, kind, mode):
     new = [m for m in after if m not in before]
     # the module name "lrconn" is outside nwbinspector's list: a suggestion, by design
     assert new == [("BEST_PRACTICE_SUGGESTION", "check_processing_module_name", "None")], new
+
+
+def test_reading_results_needs_no_torch_sklearn_or_matplotlib(tmp_path, units_results):
+    out = write_results(units_results, None, tmp_path / "out.nwb")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        for name in ("torch", "sklearn", "matplotlib", "scipy"):
+            sys.modules[name] = None  # any import of them now fails
+        import nwb_lrconn.extension as extension
+        results = extension.read_results({str(out)!r})
+        frame = extension.read_unit_table({str(out)!r})
+        print(results.fit.n_units, len(frame))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["8", "8"]
