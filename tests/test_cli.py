@@ -362,8 +362,8 @@ def test_console_script_fits(workdir, tmp_path):
 
 
 def test_report_reads_back_what_fit_wrote(fitted):
-    from nwb_lrconn.cli import format_report
     from nwb_lrconn.extension import read_results
+    from nwb_lrconn.report import format_report
 
     results = read_results(fitted, "tiny")
     text = format_report(results)

@@ -24,12 +24,12 @@
 import os
 from pathlib import Path
 
-from nwb_lrconn.cli import format_report
 from nwb_lrconn.config import DistributionConfig, FitConfig, ReadConfig, RunConfig
 from nwb_lrconn.extension import read_results, read_unit_table
 from nwb_lrconn.io import inspect_nwb, resolve_dandi
 from nwb_lrconn.pipeline import run_file
 from nwb_lrconn.plotting import plot_summary, save_figure
+from nwb_lrconn.report import format_report
 
 FAST = os.environ.get("NWB_LRCONN_TUTORIAL_FAST") == "1"
 
