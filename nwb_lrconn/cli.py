@@ -71,6 +71,15 @@ def _rank(text: str) -> int | str:
         ) from None
 
 
+def _where(text: str) -> str | tuple:
+    from .io.selection import parse_where
+
+    try:
+        return parse_where(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _epochs(text: str) -> str | tuple[str, str]:
     table, sep, label = text.partition(":")
     return (table, label) if sep else table
@@ -139,8 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TABLE[:LABEL]",
         help="only these epochs, e.g. epochs:wake",
     )
-    fit.add_argument("--unit-ids", type=_ranks, metavar="IDS", help="comma-separated unit ids")
-    fit.add_argument("--normalize", choices=("zscore", "dff"), help="calcium normalisation")
+    fit.add_argument(
+        "--unit-ids", type=_ranks, metavar="IDS", help="comma-separated unit or ROI ids"
+    )
+    fit.add_argument(
+        "--where",
+        type=_where,
+        action="append",
+        metavar="FILTER",
+        help="keep units/ROIs by a column: location==ADn, 'quality in good,mua', iscell "
+        "(repeat to combine; see `nwb-lrconn inspect`)",
+    )
+    fit.add_argument(
+        "--all-rois",
+        action="store_true",
+        help="calcium: keep every ROI, not only those an iscell column calls cells",
+    )
+    fit.add_argument(
+        "--normalize",
+        choices=("auto", "zscore", "dff", "none"),
+        help="calcium normalisation per ROI (default auto: z-score)",
+    )
     out = fit.add_mutually_exclusive_group()
     out.add_argument(
         "--out", metavar="OUT.nwb", help="output file (default: DANDI-style name beside IN)"
@@ -267,7 +295,6 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         "window": "window_length",
         "epochs": "epochs",
         "unit_ids": "unit_ids",
-        "normalize": "normalize",
         "name": "name",
         "seed": "seed",
         "device": "device",
@@ -277,6 +304,12 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
+    if args.where:
+        overrides["where"] = args.where[0] if len(args.where) == 1 else tuple(args.where)
+    if args.all_rois:
+        overrides["cells_only"] = False
+    if args.normalize is not None:
+        overrides["normalize"] = None if args.normalize == "none" else args.normalize
     if args.no_posterior:
         overrides["posterior.enabled"] = False
     if args.no_distribution:

@@ -53,7 +53,7 @@ __all__ = [
 SOURCE_KINDS = ("units", "ophys", "sorting")
 MAX_SEED = 2**32 - 1
 """Largest random seed (numpy and torch both accept it on every platform)."""
-_NORMALIZE = (None, "zscore", "dff")
+_NORMALIZE = ("auto", None, "zscore", "dff")
 _WHERE_OPS = ("==", "!=", "<", "<=", ">", ">=", "in")
 
 
@@ -127,14 +127,21 @@ class ReadConfig:
     unit_ids : tuple of int, optional
         Ids of the units/ROIs to keep (default all).
     where : str or tuple, optional
-        Filter on the units table: a boolean column name, ``(column, operator, value)`` such as
-        ``("quality", "==", "good")``, or a tuple of such triples (combined with AND).
+        Filter on the Units table or the PlaneSegmentation: a boolean column name
+        (``"iscell"``), ``(column, operator, value)`` such as ``("quality", "==", "good")`` or
+        ``("location", "in", ("ADn", "PoS"))``, or a tuple of those (combined with AND).
+    cells_only : bool or None, default: None
+        Calcium: keep only the ROIs a PlaneSegmentation's ``iscell`` column (suite2p) classifies
+        as cells. None does so when the column exists and no ``unit_ids``/``where`` is given;
+        False keeps every ROI.
     inputs : tuple of str, optional
         Paths of TimeSeries and/or trial event columns binned into external inputs u(t).
     time_range : tuple of float, optional
         ``(start, stop)`` in seconds.
-    normalize : {None, "zscore", "dff"}, default: None
-        Normalisation of calcium traces.
+    normalize : {"auto", None, "zscore", "dff"}, default: "auto"
+        Normalisation of calcium traces per ROI. "auto" z-scores calcium (which suits raw
+        fluorescence and ΔF/F alike: the calcium readout has its own gain and offset per ROI)
+        and leaves spikes alone; None keeps the stored values.
     min_spikes : int, default: 1
         Units with fewer spikes in range are dropped (with a warning).
     """
@@ -150,9 +157,10 @@ class ReadConfig:
     epochs: str | tuple[str, ...] | None = None
     unit_ids: tuple[int, ...] | None = None
     where: str | tuple[Any, ...] | None = None
+    cells_only: bool | None = None
     inputs: tuple[str, ...] | None = None
     time_range: tuple[float, float] | None = None
-    normalize: str | None = None
+    normalize: str | None = "auto"
     min_spikes: int = 1
 
     def __post_init__(self) -> None:
@@ -235,7 +243,16 @@ class ReadConfig:
                     "sorting has no NWB tables); use read.window_length and read.time_range."
                 )
         check_choice(self.normalize, "read.normalize", _NORMALIZE)
-        if self.normalize is not None and self.source != "ophys":
+        if self.cells_only is not None and not isinstance(self.cells_only, bool):
+            raise TypeError(
+                f"read.cells_only must be true, false or absent; got {self.cells_only!r}."
+            )
+        if self.cells_only is not None and self.source != "ophys":
+            raise ValueError(
+                "read.cells_only selects calcium ROIs (source='ophys'); it cannot apply to "
+                f"source={self.source!r}: use read.where or read.unit_ids."
+            )
+        if self.normalize not in (None, "auto") and self.source != "ophys":
             raise ValueError(
                 f"read.normalize applies to calcium traces (source='ophys'); got "
                 f"normalize={self.normalize!r} with source={self.source!r}."
@@ -267,7 +284,10 @@ class ReadConfig:
         elif self.source == "ophys":
             extra = {
                 "series_path": self.series_path,
-                "normalize": self.normalize,
+                "normalize": "zscore" if self.normalize == "auto" else self.normalize,
+                "unit_ids": None if self.unit_ids is None else list(self.unit_ids),
+                "where": self.where,
+                "cells_only": self.cells_only,
                 "event": self.event,
                 "window": self.window,
                 "inputs": None if self.inputs is None else list(self.inputs),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import warnings
 from collections.abc import Sequence
@@ -12,123 +11,15 @@ import numpy as np
 
 from .._validation import check_positive, check_positive_int
 from ..data import Recording, SourceInfo
-from ._identity import session_identity
+from ._identity import plain_value, session_identity
 from ._paths import file_identifier, get_object
 from .binning import make_grid
+from .selection import Where, json_where, select_rows
 from .streaming import open_source
 from .timeseries import build_inputs
 from .trials import IntervalSpec, build_intervals, record_trial_rows
 
-__all__ = ["read_units", "read_spike_trains", "select_rows", "WHERE_OPS", "bin_spike_trains"]
-
-WHERE_OPS = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-    "in": lambda a, b: np.isin(a, list(b)),
-}
-Where = str | tuple[str, str, Any] | Sequence[tuple[str, str, Any] | str]
-
-
-def _column_array(table: Any, column: str, source: str, path: str) -> np.ndarray:
-    if column not in table.colnames:
-        raise KeyError(
-            f"Unknown column {column!r} in the Units table {path!r} of {source}; "
-            f"columns are {list(table.colnames)}."
-        )
-    col = table[column]
-    if not hasattr(col, "data") or type(col).__name__ in ("VectorIndex", "DynamicTableRegion"):
-        raise ValueError(
-            f"Column {column!r} of {path!r} in {source} is ragged or a reference; "
-            "where= needs a column with one value per unit."
-        )
-    values = np.asarray(col.data[:])
-    if values.dtype.kind in "OSU":
-        values = np.array([v.decode() if isinstance(v, bytes) else v for v in values])
-    return values
-
-
-def select_rows(
-    table: Any,
-    *,
-    unit_ids: Sequence[int] | None,
-    where: Where | None,
-    source: str,
-    path: str,
-) -> np.ndarray:
-    """Rows of a Units table selected by ids and a column filter, in table order (or in the
-    order of ``unit_ids`` when given).
-
-    ``where`` is a boolean column name, ``(column, op, value)`` with ``op`` in
-    ``==, !=, >, >=, <, <=, in``, or a list of those (all must hold).
-    """
-    ids = np.asarray(table.id.data[:])
-    rows = np.arange(ids.size)
-    if unit_ids is not None:
-        wanted = np.asarray(unit_ids).reshape(-1)
-        lookup = {int(v): i for i, v in enumerate(ids)}
-        missing = [int(u) for u in wanted if int(u) not in lookup]
-        if missing:
-            raise KeyError(
-                f"unit_ids {missing} are not in the Units table {path!r} of {source}; "
-                f"its ids run {ids.min()}..{ids.max()} ({ids.size} units)."
-            )
-        rows = np.array([lookup[int(u)] for u in wanted], dtype=np.int64)
-    if where is not None:
-        clauses = _clauses(where)
-        keep = np.ones(ids.size, dtype=bool)
-        for clause in clauses:
-            keep &= _evaluate(table, clause, source, path)
-        rows = rows[keep[rows]]
-    if rows.size == 0:
-        raise ValueError(
-            f"No unit of {path!r} in {source} matches unit_ids={unit_ids!r}, where={where!r}."
-        )
-    return rows
-
-
-def _clauses(where: Any) -> list[Any]:
-    """Normalise ``where`` into a list of clauses (JSON configs turn tuples into lists)."""
-    if isinstance(where, str):
-        return [where]
-    if isinstance(where, tuple):
-        return [where]
-    if (
-        isinstance(where, list)
-        and len(where) == 3
-        and isinstance(where[0], str)
-        and isinstance(where[1], str)
-        and where[1] in WHERE_OPS
-    ):
-        return [tuple(where)]
-    if isinstance(where, list):
-        return [tuple(c) if isinstance(c, list) else c for c in where]
-    raise TypeError(
-        f"where must be a bool column name, (column, op, value) or a list of those; got {where!r}."
-    )
-
-
-def _evaluate(table: Any, clause: Any, source: str, path: str) -> np.ndarray:
-    if isinstance(clause, str):
-        values = _column_array(table, clause, source, path)
-        if values.dtype != bool:
-            raise TypeError(
-                f"where={clause!r} names a column of dtype {values.dtype}, not bool; "
-                "use (column, op, value)."
-            )
-        return values
-    if not (isinstance(clause, tuple) and len(clause) == 3):
-        raise TypeError(
-            f"where must be a bool column name or (column, op, value); got {clause!r}."
-        )
-    column, op, value = clause
-    if op not in WHERE_OPS:
-        raise ValueError(f"where operator must be one of {list(WHERE_OPS)}; got {op!r}.")
-    values = _column_array(table, column, source, path)
-    return np.asarray(WHERE_OPS[op](values, value), dtype=bool)
+__all__ = ["read_units", "read_spike_trains", "bin_spike_trains"]
 
 
 def read_spike_trains(table: Any, rows: np.ndarray, source: str, path: str):
@@ -213,7 +104,7 @@ def bin_spike_trains(
     counts = bin_events(times, labels, unit_ids.size, grid)
     totals = counts.sum(axis=(0, 1))
     low = totals < min_spikes
-    dropped = [_json_id(u) for u in unit_ids[low]]
+    dropped = [plain_value(u) for u in unit_ids[low]]
     if low.all():
         raise ValueError(
             f"No unit of {source} has >= {min_spikes} spike(s) in the selected bins "
@@ -228,12 +119,6 @@ def bin_spike_trains(
     if not low.any():
         return counts, unit_ids, unit_rows, dropped
     return counts[:, :, ~low], unit_ids[~low], unit_rows[~low], dropped
-
-
-def _json_id(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    return value.item() if hasattr(value, "item") else value
 
 
 def read_units(
@@ -363,8 +248,8 @@ def read_units(
         session = session_identity(nwbfile)
     selection.update(
         units_path=units_path,
-        unit_ids=None if unit_ids is None else [_json_id(v) for v in unit_ids],
-        where=_json_where(where),
+        unit_ids=None if unit_ids is None else [plain_value(v) for v in unit_ids],
+        where=json_where(where),
         min_spikes=min_spikes,
         dropped_unit_ids=dropped,
         bin_width=float(grid.bin_width),
@@ -391,17 +276,3 @@ def read_units(
             origin=opened.origin,
         ),
     )
-
-
-def _json_where(where: Any) -> Any:
-    if where is None or isinstance(where, str):
-        return where
-    if isinstance(where, tuple):
-        return [where[0], where[1], _json_value(where[2])]
-    return [_json_where(w) for w in where]
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (list, tuple, set, np.ndarray)):
-        return [_json_value(v) for v in value]
-    return _json_id(value)

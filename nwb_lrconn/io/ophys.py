@@ -14,6 +14,7 @@ from ..data import Recording, SourceInfo
 from ._identity import plain_value, session_identity
 from ._paths import file_identifier, get_object, object_paths, path_of
 from .binning import BinGrid, bin_samples, make_grid
+from .selection import Where, classified_cells, json_where, select_rows
 from .streaming import open_source
 from .timeseries import build_inputs, sample_times
 from .trials import IntervalSpec, build_intervals, record_trial_rows
@@ -123,6 +124,69 @@ def normalize_traces(
     return (values - f0) / f0
 
 
+def _constant_columns(values: np.ndarray) -> np.ndarray:
+    """ROIs whose finite values never change (relative to their size)."""
+    finite = np.where(np.isfinite(values), values, np.nan)
+    spread = np.nanmax(finite, axis=0) - np.nanmin(finite, axis=0)
+    scale = np.maximum(np.nanmax(np.abs(finite), axis=0), 1e-300)
+    return ~(spread > 1e-9 * scale)
+
+
+def _chosen_columns(
+    table: Any,
+    rows: np.ndarray,
+    unit_ids: Sequence[int] | None,
+    where: Where | None,
+    cells_only: bool | None,
+    source: str,
+    table_path: str,
+    series_path: str,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Columns of the series to keep: the selection, else suite2p's cells, else all."""
+    column_of = {int(r): j for j, r in enumerate(rows)}
+    if unit_ids is not None or where is not None:
+        selected = select_rows(
+            table, unit_ids=unit_ids, where=where, source=source, path=table_path
+        )
+        absent = [int(r) for r in selected if int(r) not in column_of]
+        if unit_ids is not None and absent:
+            ids = np.asarray(table.id.data[:])
+            raise KeyError(
+                f"ROI ids {ids[absent][:10].tolist()} are rows of {table_path} but not columns of "
+                f"{series_path} in {source}; choose ids the series holds."
+            )
+        columns = np.array([column_of[int(r)] for r in selected if int(r) in column_of])
+        if columns.size == 0:
+            raise ValueError(
+                f"No ROI of {series_path} in {source} matches unit_ids={unit_ids!r}, "
+                f"where={where!r}."
+            )
+        return columns, {"cells_only": False}
+    cells = classified_cells(table) if cells_only is not False else None
+    if cells is None:
+        if cells_only:
+            raise KeyError(
+                f"cells_only=True but {table_path} in {source} has no 'iscell' column; "
+                f"its columns are {list(table.colnames)}."
+            )
+        return np.arange(rows.size), {"cells_only": False}
+    columns = np.flatnonzero(cells[rows])
+    if columns.size == 0:
+        raise ValueError(
+            f"{table_path} in {source} classifies none of the ROIs of {series_path} as cells "
+            "(its iscell column); pass cells_only=False (CLI: --all-rois) to fit them all."
+        )
+    log.info(
+        "%s: kept the %d of %d ROIs that the iscell column of %s classifies as cells "
+        "(cells_only=False, CLI --all-rois, keeps all)",
+        series_path,
+        columns.size,
+        rows.size,
+        table_path,
+    )
+    return columns, {"cells_only": True, "n_rois_in_series": int(rows.size)}
+
+
 def _frame_grid(times: np.ndarray, starts: np.ndarray, stops: np.ndarray, period: float):
     """Native bins (one frame = one bin): frame indices of each interval."""
     lo = np.searchsorted(times, starts, side="left")
@@ -153,6 +217,9 @@ def read_ophys(
     normalize: str | None = None,
     dff_percentile: float = 10.0,
     orientation: str = "auto",
+    unit_ids: Sequence[int] | None = None,
+    where: Where | None = None,
+    cells_only: bool | None = None,
     inputs: Sequence[str] | None = None,
     partial_bin: str = "drop",
     cache_dir: str | os.PathLike | None = None,
@@ -227,9 +294,21 @@ def read_ophys(
         layout, reason = resolve_orientation(
             shape, rows.size, n_ts, orientation, f"{series_path} in {source}"
         )
+        if layout == "rois_first":
+            log.warning(
+                "%s in %s stores its data as (ROIs, frames), not (frames, ROIs) as NWB asks; "
+                "read transposed (%s)",
+                series_path,
+                source,
+                reason,
+            )
         raw = np.asarray(rrs.data[:], dtype=np.float64)
         raw = raw if layout == "time_first" else raw.T
         values = raw * float(rrs.conversion or 1.0) + float(getattr(rrs, "offset", 0.0) or 0.0)
+        columns, choice = _chosen_columns(
+            table, rows, unit_ids, where, cells_only, source, table_path, series_path
+        )
+        values, rows, ids = values[:, columns], rows[columns], ids[columns]
         times = sample_times(rrs, values.shape[0], series_path, source)
         empty = ~np.isfinite(values).any(axis=0)
         if empty.all():
@@ -247,6 +326,22 @@ def read_ophys(
                 dropped_empty[:10],
             )
             values, rows, ids = values[:, ~empty], rows[~empty], ids[~empty]
+        constant = _constant_columns(values)
+        dropped_constant = ids[constant].tolist()
+        if constant.all():
+            raise ValueError(
+                f"Every selected ROI of {series_path} in {source} is constant; there is "
+                "nothing to fit: check the series (nwb-lrconn inspect)."
+            )
+        if constant.any():  # no information, and a zero spread breaks normalisation
+            log.warning(
+                "%s in %s: dropped %d constant ROI(s) (ids %s)",
+                series_path,
+                source,
+                int(constant.sum()),
+                dropped_constant[:10],
+            )
+            values, rows, ids = values[:, ~constant], rows[~constant], ids[~constant]
         values = normalize_traces(
             values, normalize, dff_percentile=dff_percentile, where=f"{series_path} in {source}"
         )
@@ -300,6 +395,10 @@ def read_ophys(
         orientation=reason,
         masked_frames=int((~valid).sum()),
         dropped_all_nan_ids=[plain_value(v) for v in dropped_empty],
+        dropped_constant_ids=[plain_value(v) for v in dropped_constant],
+        unit_ids=None if unit_ids is None else [plain_value(v) for v in unit_ids],
+        where=json_where(where),
+        **choice,
         inputs=list(names),
     )
     return Recording(

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -381,7 +382,13 @@ def open_source(
         _check_nwb_root(h5file, label)
         io = NWBHDF5IO(file=h5file, mode="r", load_namespaces=True)
         stack.callback(io.close)
-        yield NWBSource(nwbfile=io.read(), path=path, label=label, origin=origin)
+        with warnings.catch_warnings():
+            # Data stored (ROIs, frames) make pynwb warn on every read; the ophys reader detects
+            # the orientation itself and says so once, in its own words.
+            warnings.filterwarnings("ignore", message=".*Your data may be transposed")
+            warnings.filterwarnings("ignore", message=".*Data is oriented incorrectly")
+            nwbfile = io.read()
+        yield NWBSource(nwbfile=nwbfile, path=path, label=label, origin=origin)
 
 
 def _open_streamed(

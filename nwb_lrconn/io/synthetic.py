@@ -223,6 +223,7 @@ def write_ophys_nwb(
     session_start_time: datetime | None = None,
     unit: str = "a.u.",
     data_orientation: str = "time_first",
+    roi_columns: Mapping[str, Any] | None = None,
     description: str = "calcium traces written by nwb_lrconn",
     overwrite: bool = False,
 ) -> Path:
@@ -255,6 +256,9 @@ def write_ophys_nwb(
     data_orientation : {"time_first", "rois_first"}, default: "time_first"
         ``"rois_first"`` stores each series transposed, (n_rois, n_time), as some converters do
         (against the NWB convention); for testing readers.
+    roi_columns : dict of str to array_like, optional
+        Extra PlaneSegmentation columns, one value (or row, e.g. suite2p's two-column
+        ``iscell``) per ROI, added to every series' table.
     description : str
         Session description.
     overwrite : bool, default: False
@@ -304,6 +308,8 @@ def write_ophys_nwb(
         )
         for i in range(n_rois):
             rois.add_roi(pixel_mask=[(i, 0, 1.0)])
+        for column, values in (roi_columns or {}).items():
+            rois.add_column(name=column, description=column, data=np.asarray(values))
         region = rois.create_roi_table_region(region=list(range(n_rois)), description="all ROIs")
         data = arr if data_orientation == "time_first" else arr.T.copy()
         fluorescence.add_roi_response_series(

@@ -128,7 +128,10 @@ def test_ophys_trials_without_frames(tmp_path):
     from nwb_lrconn.io import write_ophys_nwb
 
     path = write_ophys_nwb(
-        tmp_path / "o.nwb", np.ones((10, 2)), rate=10.0, trials=np.array([[50.0, 60.0]])
+        tmp_path / "o.nwb",
+        np.arange(20.0).reshape(10, 2),
+        rate=10.0,
+        trials=np.array([[50.0, 60.0]]),
     )
     with pytest.raises(ValueError, match="No frame falls inside the selected trials/windows"):
         read_ophys(path, trials="trials")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nwb_lrconn.io import list_roi_response_series, read_ophys, write_ophys_nwb
-from nwb_lrconn.io.ophys import resolve_orientation
+from nwb_lrconn.io.ophys import normalize_traces, resolve_orientation
 
 
 def test_list_and_explicit_choice(ophys_file):
@@ -74,7 +74,7 @@ def test_rois_first_detected_and_explained(tmp_path):
 
 
 def test_square_data_without_timestamps_is_ambiguous(tmp_path):
-    path = write_ophys_nwb(tmp_path / "sq.nwb", np.ones((4, 4)), rate=1.0)
+    path = write_ophys_nwb(tmp_path / "sq.nwb", np.arange(16.0).reshape(4, 4), rate=1.0)
     with pytest.raises(ValueError, match="Cannot tell the orientation.*Pass orientation="):
         read_ophys(path)
     rec = read_ophys(path, orientation="time_first")
@@ -129,9 +129,25 @@ def test_dff_needs_positive_baseline(tmp_path):
     )
     with pytest.raises(ValueError, match=r"baseline F0 \(percentile 10.0\) is <= 0"):
         read_ophys(path, normalize="dff")
-    const = write_ophys_nwb(tmp_path / "const.nwb", np.ones((10, 2)), rate=1.0)
     with pytest.raises(ValueError, match=r"Cannot z-score .*column\(s\) \[0, 1\] are constant"):
+        normalize_traces(np.ones((10, 2)), "zscore", dff_percentile=10.0, where="x")
+    const = write_ophys_nwb(tmp_path / "const.nwb", np.ones((10, 2)), rate=1.0)
+    with pytest.raises(ValueError, match=r"Every selected ROI of .*const.nwb is constant"):
         read_ophys(const, normalize="zscore")
+
+
+def test_constant_and_empty_rois_are_dropped_and_named(tmp_path, caplog):
+    traces = np.column_stack(
+        [np.ones(20), np.arange(20.0), np.full(20, np.nan), np.sin(np.arange(20))]
+    )
+    path = write_ophys_nwb(tmp_path / "mixed.nwb", traces, rate=1.0)
+    with caplog.at_level("WARNING", logger="nwb_lrconn"):
+        rec = read_ophys(path, normalize="zscore")
+    np.testing.assert_array_equal(rec.unit_ids, [1, 3])
+    assert rec.source.selection["dropped_constant_ids"] == [0]
+    assert rec.source.selection["dropped_all_nan_ids"] == [2]
+    assert "dropped 1 constant ROI(s) (ids [0])" in caplog.text
+    assert "NaN in every frame (ids [2])" in caplog.text
 
 
 def test_no_series_at_all(units_file):
@@ -143,3 +159,52 @@ def test_reader_never_modifies_the_file(truth, ophys_file):
     before = truth.sha256(ophys_file)
     read_ophys(ophys_file, series_path="processing/ophys/Fluorescence/A", normalize="zscore")
     assert truth.sha256(ophys_file) == before
+
+
+def _suite2p_like(tmp_path):
+    rng = np.random.default_rng(0)
+    traces = rng.standard_normal((300, 6)) + 100.0  # raw fluorescence around 100
+    iscell = np.array([[1, 0.9], [0, 0.2], [1, 0.8], [0, 0.1], [1, 0.7], [1, 0.95]])
+    return write_ophys_nwb(
+        tmp_path / "s2p.nwb",
+        traces,
+        rate=30.0,
+        data_orientation="rois_first",
+        roi_columns={"iscell": iscell, "plane": ["p0", "p0", "p1", "p1", "p0", "p1"]},
+    )
+
+
+def test_iscell_keeps_cells_by_default(tmp_path, caplog):
+    path = _suite2p_like(tmp_path)
+    with caplog.at_level("INFO", logger="nwb_lrconn"):
+        rec = read_ophys(path, window_length=1.0)
+    np.testing.assert_array_equal(rec.unit_ids, [0, 2, 4, 5])
+    assert rec.source.selection["cells_only"] is True
+    assert "kept the 4 of 6 ROIs that the iscell column" in caplog.text
+    assert "stores its data as (ROIs, frames)" in caplog.text
+    every = read_ophys(path, window_length=1.0, cells_only=False)
+    assert every.n_units == 6
+
+
+def test_roi_selection_by_ids_and_columns(tmp_path):
+    path = _suite2p_like(tmp_path)
+    rec = read_ophys(path, window_length=1.0, unit_ids=[5, 1])
+    np.testing.assert_array_equal(rec.unit_ids, [5, 1])
+    rec = read_ophys(path, window_length=1.0, where=("plane", "==", "p1"))
+    np.testing.assert_array_equal(rec.unit_ids, [2, 3, 5])
+    rec = read_ophys(path, window_length=1.0, where=["iscell", ("plane", "==", "p0")])
+    np.testing.assert_array_equal(rec.unit_ids, [0, 4])
+    with pytest.raises(KeyError, match=r"unit_ids \[9\] are not in the PlaneSegmentation"):
+        read_ophys(path, unit_ids=[9])
+    with pytest.raises(KeyError, match=r"Unknown column 'location' in the PlaneSegmentation"):
+        read_ophys(path, where=("location", "==", "x"))
+    no_iscell = write_ophys_nwb(tmp_path / "plain.nwb", np.arange(40.0).reshape(20, 2), rate=1.0)
+    with pytest.raises(KeyError, match=r"cells_only=True but .* has no 'iscell' column"):
+        read_ophys(no_iscell, cells_only=True)
+
+
+def test_no_orientation_warning_from_pynwb(tmp_path):
+    path = _suite2p_like(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_ophys(path, window_length=1.0)

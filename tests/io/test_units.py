@@ -145,7 +145,7 @@ def test_reader_never_modifies_the_file(truth, units_file):
         ({"where": ("snr", "~", 1)}, ValueError, "where operator must be one of"),
         ({"where": "quality"}, TypeError, "names a column of dtype"),
         ({"where": 3}, TypeError, "where must be a bool column name"),
-        ({"where": ("snr", ">", 100.0)}, ValueError, "No unit of 'units'.*matches"),
+        ({"where": ("snr", ">", 100.0)}, ValueError, "No row of the Units table 'units'.*matches"),
         ({"trials": "nope"}, KeyError, r"No TimeIntervals table at 'intervals/nope'.*trials"),
         ({"trials": "trials", "event": "go"}, ValueError, "needs window=\\(before, after\\)"),
         (
@@ -240,3 +240,14 @@ def test_where_on_a_bytes_column(tmp_path):
     path = write_units_nwb(tmp_path / "b.nwb", trains, columns={"quality": quality})
     rec = read_units(path, bin_width=0.5, where=("quality", "==", "good"))
     np.testing.assert_array_equal(rec.unit_rows, [0, 2])
+
+
+def test_parse_where_clauses():
+    from nwb_lrconn.io.selection import parse_where
+
+    assert parse_where("location==ADn") == ("location", "==", "ADn")
+    assert parse_where("snr >= 2.5") == ("snr", ">=", 2.5)
+    assert parse_where("quality in good,mua") == ("quality", "in", ("good", "mua"))
+    assert parse_where("iscell") == "iscell"
+    with pytest.raises(ValueError, match=r"cannot read the filter 'a b c'; write COLUMN"):
+        parse_where("a b c")
