@@ -440,42 +440,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_dict(), indent=2, default=str))
         return 0
     label = args.input or f"--dandiset {args.dandiset} --asset {args.asset}"
-    print(f"{label} (identifier {summary.identifier!r})")
-    tables = [t["path"] for t in summary.time_intervals]
-    trials = [p for p in tables if p.rsplit("/", 1)[-1] == "trials"]
-    epochs = [p for p in tables if p.rsplit("/", 1)[-1] == "epochs"]
-    if trials:
-        trial_flag = f" --trials {trials[0]}"
-    elif epochs:
-        trial_flag = " --window 2 --epochs epochs"
-    else:
-        trial_flag = " --window 2"
-    if not summary.units and not summary.roi_response_series:
-        print("  nothing to fit: no Units table and no RoiResponseSeries")
-    for u in summary.units:
-        span = u["time_range"]
-        span_text = f", spikes in [{span[0]:.1f}, {span[1]:.1f}] s" if span else ""
-        print(
-            f"  Units table {u['path']!r}: {u['n_units']} units, {u['n_spikes']} spikes{span_text}"
-        )
-        extra = [c for c in u["columns"] if c not in ("spike_times", "obs_intervals")]
-        if extra:
-            print(f"    columns: {', '.join(extra)}")
-        print(
-            f"    fit with: {PROG} fit {label} --units {u['path']} --bin-width 0.02"
-            f"{trial_flag} --rank auto"
-        )
-    for r in summary.roi_response_series:
-        rate = f"{r['rate']:.3g} Hz" if r["rate"] else "unknown rate"
-        print(
-            f"  RoiResponseSeries {r['path']!r}: shape {tuple(r['shape'])}, {r['n_rois']} ROIs, "
-            f"{rate}"
-        )
-        print(f"    fit with: {PROG} fit {label} --ophys {r['path']}{trial_flag} --rank auto")
-    for t in summary.time_intervals:
-        print(f"  intervals {t['path']!r}: {t['n_rows']} rows; columns {', '.join(t['columns'])}")
-    for ts in summary.timeseries:
-        print(f"  TimeSeries {ts['path']!r}: shape {tuple(ts['shape'])} ({ts['unit']}); input")
+    print(summary.to_text(label, prog=PROG))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,8 +99,10 @@ def check_input(source: Any, *, cache_dir: str | os.PathLike | None = None) -> N
         except ValueError as err:
             raise PipelineError(str(err)) from None
     try:
-        with open_nwb(source, cache_dir=cache_dir):
-            pass
+        with warnings.catch_warnings():  # the file's own warnings show once, at the real read
+            warnings.simplefilter("ignore")
+            with open_nwb(source, cache_dir=cache_dir):
+                pass
     except (FileNotFoundError, PermissionError, ImportError):
         raise
     except Exception as err:  # hdmf/h5py raise many kinds for damaged content

@@ -13,6 +13,7 @@ from .._validation import check_positive
 from ._paths import get_object
 
 __all__ = [
+    "interval_labels",
     "IntervalSpec",
     "build_intervals",
     "record_trial_rows",
@@ -177,11 +178,28 @@ def epoch_intervals(nwbfile: Any, epochs: EpochSpec, source: str) -> tuple[np.nd
         for col in columns:
             keep |= _label_match(column_values(table, col, source), wanted)
         if not keep.any():
+            found = sorted({v for col in columns for v in _labels(table[col])})
+            example = f"--epochs {name}:{found[0]}" if found else "another table"
             raise ValueError(
-                f"No row of {name!r} in {source} has label {sorted(wanted)} in {columns}."
+                f"No row of {name!r} in {source} has label {sorted(wanted)} in {columns}; the "
+                f"labels there are {found[:20]} (e.g. {example})."
             )
     order = np.argsort(starts[keep], kind="stable")
     return starts[keep][order], stops[keep][order]
+
+
+def _labels(col: Any) -> list[str]:
+    from hdmf.common import VectorIndex
+
+    if isinstance(col, VectorIndex):
+        return _as_text(np.asarray(col.target.data[:])).tolist()
+    return _as_text(np.asarray(col.data[:])).tolist()
+
+
+def interval_labels(table: Any) -> dict[str, list[str]]:
+    """The labels of a TimeIntervals table: ``{column: sorted distinct values}`` for its
+    ``tags``/``label`` columns (what ``epochs=(table, label)`` can select)."""
+    return {c: sorted(set(_labels(table[c]))) for c in _LABEL_COLUMNS if c in table.colnames}
 
 
 def _label_match(col: Any, wanted: set[str]) -> np.ndarray:
