@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -194,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-epochs", type=int, metavar="N", help="stage-1 epoch limit")
     fit.add_argument("--no-posterior", action="store_true", help="skip posterior and degeneracy")
     fit.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="write a fit that is worse than a trivial baseline (marked failed) instead of "
+        "stopping",
+    )
+    fit.add_argument(
         "--no-distribution", action="store_true", help="skip the connectivity distribution"
     )
     _add_common(fit)
@@ -269,9 +276,30 @@ def _add_common(parser: argparse.ArgumentParser, *, progress: bool = True) -> No
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _say(args: argparse.Namespace, message: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
+log = logging.getLogger("nwb_lrconn")
+
+
+class _Elapsed(logging.Formatter):
+    """``[nwb-lrconn]   12.3 s  message``: seconds since the command started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = time.perf_counter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        elapsed = time.perf_counter() - self.start
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"[{PROG}] {elapsed:6.1f} s  {level}{record.getMessage()}"
+
+
+def _log_to_stderr(args: argparse.Namespace) -> logging.Handler:
+    """Show the package's messages on stderr: stages (INFO), or only warnings with --quiet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Elapsed())
+    quiet, debug = getattr(args, "quiet", False), getattr(args, "debug", False)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    log.addHandler(handler)
+    return handler
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -310,6 +338,8 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         overrides["cells_only"] = False
     if args.normalize is not None:
         overrides["normalize"] = None if args.normalize == "none" else args.normalize
+    if args.keep_failed:
+        overrides["keep_failed"] = True
     if args.no_posterior:
         overrides["posterior.enabled"] = False
     if args.no_distribution:
@@ -366,7 +396,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.in_place and args.copy_source:
         raise CLIError("--copy-source and --in-place exclude each other: choose one")
     mode = "in-place" if args.in_place else "copy" if args.copy_source else "derived"
-    say = lambda m: _say(args, m)  # noqa: E731
     if config.read.source == "sorting":
         if not args.out or mode != "derived" or args.input is None:
             raise CLIError("--sorting reads a sorting folder IN and writes a new file: give --out")
@@ -374,7 +403,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         from .extension._files import check_output_path
 
         output = check_output_path(args.out, overwrite=args.overwrite)
-        results = pipeline.run(config, _load_sorting(args.input), progress=progress, log=say)
+        results = pipeline.run(config, _load_sorting(args.input), progress=progress)
         write_results(
             results, None, output, overwrite=args.overwrite, module_name=config.module_name
         )
@@ -387,7 +416,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             output_dir=args.output_dir,
             overwrite=args.overwrite,
             progress=progress,
-            log=say,
             cache_dir=args.cache_dir,
         )
         from .extension import read_results
@@ -454,7 +482,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         progress=not args.quiet,
-        log=lambda m: _say(args, m),
     )
     print((output.parent / "report.txt").read_text(encoding="utf-8"))
     print(f"demo finished in {time.perf_counter() - start:.1f} s; results in {output}")
@@ -478,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     command = _COMMANDS.get(args.command, getattr(args, "func", None))
     previous = _handle_sigterm()
+    handler = _log_to_stderr(args)
     try:
         return command(args)
     except _Terminated:
@@ -495,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
+        log.removeHandler(handler)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -581,6 +581,9 @@ class RunConfig:
         Name of the fit group written into the NWB file.
     module_name : str, default: "lrconn"
         Processing module that holds the results.
+    keep_failed : bool, default: False
+        Write a stage-1 fit that is worse than a trivial baseline (marked failed, without
+        posterior or distribution) instead of stopping with an error.
 
     Examples
     --------
@@ -599,6 +602,7 @@ class RunConfig:
     device: str = "cpu"
     name: str = "lrconn_fit"
     module_name: str = "lrconn"
+    keep_failed: bool = False
 
     def __post_init__(self) -> None:
         for section, cls in _SECTIONS.items():
@@ -618,6 +622,8 @@ class RunConfig:
             raise ValueError(
                 f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}."
             )
+        if not isinstance(self.keep_failed, bool):
+            raise TypeError(f"keep_failed must be true or false; got {self.keep_failed!r}.")
         for key in ("name", "module_name"):
             value = getattr(self, key)
             _check_str(value, key, optional=False)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 from .config import DistributionConfig, FitConfig, PosteriorConfig, ReadConfig, RunConfig
 from .report import format_report, write_figures
@@ -20,7 +19,6 @@ def run_demo(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
-    log: Any = None,
 ) -> Path:
     """Synthetic ring attractor end to end: simulate → NWB → fit → posterior → distribution →
     write → report and figures.
@@ -36,9 +34,7 @@ def run_demo(
     device : str, default: "cpu"
         Torch device of the fit and the flows.
     progress : bool, default: True
-        Progress bars.
-    log : callable, optional
-        Receives one line per step.
+        Progress bars. Each step is logged (logger ``nwb_lrconn``).
 
     Returns
     -------
@@ -54,12 +50,7 @@ def run_demo(
     from .model.simulate import simulate_spikes
     from .pipeline import run_file
 
-    start = time.perf_counter()
-    user_log = log or (lambda _: None)
-
-    def log(message: str) -> None:
-        user_log(f"{time.perf_counter() - start:6.1f} s  {message}")
-
+    log = logging.getLogger(__name__).info
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_units, grid, n_time = (40, 5, 40) if quick else (100, 8, 75)
@@ -94,7 +85,7 @@ def run_demo(
         name="ring_demo",
     )
     output = out / "ring_demo_lrconn.nwb"
-    run_file(source, output, config, overwrite=True, progress=progress, log=log)
+    run_file(source, output, config, overwrite=True, progress=progress)
     results = read_results(output, config.name)
     A, c = align_latents(results.fit.latents, session.latents, results.fit.latent_mask)
     aligned = results.fit.latents @ A.T + c

@@ -15,7 +15,10 @@ kept; the whole curve is stored in the kept fit's metrics as ``rank_<r>_log_like
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -30,6 +33,8 @@ from .data import LowRankFit, Provenance, Recording, Results
 
 __all__ = [
     "PipelineError",
+    "FitFailedError",
+    "assess_fit",
     "check_input",
     "check_recording",
     "read_recording",
@@ -113,8 +118,21 @@ def check_input(source: Any, *, cache_dir: str | os.PathLike | None = None) -> N
         ) from None
 
 
-def _quiet(_: str) -> None:
-    return None
+logger = logging.getLogger(__name__)
+
+
+def _emitter(log: Log | None) -> Log:
+    """Messages go to the package logger (the CLI shows them), and to ``log`` when given."""
+    if getattr(log, "_nwb_lrconn_emitter", False):
+        return log
+
+    def emit(message: str) -> None:
+        logger.info(message)
+        if log is not None:
+            log(message)
+
+    emit._nwb_lrconn_emitter = True  # type: ignore[attr-defined]
+    return emit
 
 
 def read_recording(
@@ -242,7 +260,7 @@ def check_recording(
         Fewer than 2 units, a rank above the number of units, fewer than 2 trials, or fewer
         than 2 trials with at least 2 bins; the message says what to change.
     """
-    log = log or _quiet
+    log = _emitter(log)
     where = recording.source.path or "the recording"
     recording = _drop_constant_units(recording, where, log)
     if recording.n_units < 2:
@@ -296,7 +314,7 @@ def fit_lowrank(
     """
     from .model.estimator import LowRankRNNEstimator
 
-    log = log or _quiet
+    log = _emitter(log)
     ranks = _usable_ranks(config, recording, recording.source.path or "the recording")
     fits: dict[int, LowRankFit] = {}
     for rank in ranks:
@@ -336,20 +354,97 @@ def _read_checked(
     return check_recording(config, recording, log=log)
 
 
-def _stages(config: RunConfig, recording: Recording, *, progress: bool, log: Log) -> Results:
+def assess_fit(fit: LowRankFit) -> str | None:
+    """Why a stage-1 fit must not be trusted, in plain words, or None when it can be.
+
+    A fit fails when it predicts held-out data worse than the trivial baseline (a constant rate
+    per unit for spikes: bits/spike <= 0; the mean of each unit for rates and calcium: R² <= 0),
+    or when its held-out likelihood is not finite or absurdly low (a collapsed noise scale).
+    """
+    metrics = fit.metrics
+    loglik = metrics.get("log_likelihood", float("nan"))
+    if not np.isfinite(loglik) or loglik < -1e3:
+        return (
+            f"its held-out log-likelihood is {loglik:.3g} per value: the noise scale has "
+            "collapsed or the data are far from the model's range (normalise calcium traces, "
+            "check for constant or saturated units)"
+        )
+    if "bits_per_spike" in metrics and not metrics["bits_per_spike"] > 0:
+        return (
+            f"it predicts held-out spikes no better than a constant rate per unit "
+            f"({metrics['bits_per_spike']:.3g} bits/spike)"
+        )
+    if "r2" in metrics and not metrics["r2"] > 0:
+        return (
+            f"it predicts held-out activity no better than each unit's mean "
+            f"(R² {metrics['r2']:.3g})"
+        )
+    return None
+
+
+class FitFailedError(PipelineError):
+    """Stage 1 gave a fit worse than a trivial baseline (see :func:`assess_fit`)."""
+
+
+def _stage_one(config: RunConfig, recording: Recording, *, progress: bool, log: Log):
+    start = time.perf_counter()
     fit = fit_lowrank(config, recording, progress=progress, log=log)
     fit = dataclasses.replace(fit, unit_rows=recording.unit_rows)
+    log(f"stage 1 (low-rank RNN fit) done in {time.perf_counter() - start:.1f} s")
+    reason = assess_fit(fit)
+    if reason is not None:
+        where = recording.source.path or "the recording"
+        if not config.keep_failed:
+            raise FitFailedError(
+                f"the fit of {where} failed: {reason}; the posterior and the distribution were "
+                "not computed and nothing was written (--keep-failed writes the failed fit)."
+            )
+        log(f"the fit FAILED: {reason}; kept as asked, without posterior or distribution")
+        fit = dataclasses.replace(fit, metrics={**fit.metrics, "failed": 1.0})
+    return fit, reason
+
+
+def _results(config: RunConfig, recording: Recording, fit: LowRankFit, **parts) -> Results:
+    provenance = Provenance(
+        software_version=__version__,
+        config_json=config.to_json(),
+        random_seed=config.seed,
+        source=recording.source,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    return Results(name=config.name, fit=fit, provenance=provenance, **parts)
+
+
+def _stages(
+    config: RunConfig,
+    recording: Recording,
+    *,
+    progress: bool,
+    log: Log,
+    fit: LowRankFit | None = None,
+    after_stage_one: Callable[[Results], None] | None = None,
+) -> Results:
+    failed = None
+    if fit is None:
+        fit, failed = _stage_one(config, recording, progress=progress, log=log)
+        if after_stage_one is not None and failed is None:
+            after_stage_one(_results(config, recording, fit))
     posterior = degeneracy = distribution = None
+    if failed is not None:
+        return _results(config, recording, fit)
     if config.posterior.enabled:
         from .inference.degeneracy import compute_degeneracy
         from .inference.laplace import laplace_posterior
 
+        start = time.perf_counter()
         log("Laplace posterior and degeneracy")
         posterior = laplace_posterior(fit, recording, **config.posterior.posterior_kwargs())
         degeneracy = compute_degeneracy(fit, recording, posterior)
+        log(f"posterior and degeneracy done in {time.perf_counter() - start:.1f} s")
     if config.distribution.enabled:
         from .inference.connector import ConnectorEstimator
 
+        start = time.perf_counter()
         log("connectivity distribution (flow matching)")
         dist = config.distribution
         connector = ConnectorEstimator(
@@ -361,22 +456,15 @@ def _stages(config: RunConfig, recording: Recording, *, progress: bool, log: Log
         distribution = connector.to_distribution(
             dist.n_samples, dist.sigma, random_state=config.seed
         )
-    provenance = Provenance(
-        software_version=__version__,
-        config_json=config.to_json(),
-        random_seed=config.seed,
-        source=recording.source,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-    results = Results(
-        name=config.name,
-        fit=fit,
-        provenance=provenance,
+        log(f"connectivity distribution done in {time.perf_counter() - start:.1f} s")
+    return _results(
+        config,
+        recording,
+        fit,
         posterior=posterior,
         degeneracy=degeneracy,
         distribution=distribution,
     )
-    return results
 
 
 def run(
@@ -415,7 +503,7 @@ def run(
     PipelineError
         Rank larger than the number of units, a single trial, or a source of the wrong type.
     """
-    log = log or _quiet
+    log = _emitter(log)
     recording = _read_checked(config, resolve_source(source), log, cache_dir)
     return _stages(config, recording, progress=progress, log=log)
 
@@ -541,7 +629,7 @@ def run_file(
     from .extension._files import check_output_path
 
     config = RunConfig() if config is None else config
-    log = log or _quiet
+    log = _emitter(log)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}; got {mode!r}.")
     input = resolve_source(input)
@@ -558,7 +646,7 @@ def run_file(
             f"--copy-source needs a local input file; {input} is remote: write a derived file "
             "(leave out --copy-source)."
         )
-    if output is not None:
+    if output is not None and not _partial_run(output, config, overwrite):
         check_output_path(output, overwrite=overwrite, source=input if local else None)
     elif output_dir is not None:
         if Path(output_dir).exists() and not Path(output_dir).is_dir():
@@ -574,19 +662,60 @@ def run_file(
     else:
         target = output_path(config, recording, input, output_dir=output_dir)
     missing = [] if mode == "in-place" else _missing_folders(target.parent)
-    if mode != "in-place" and not missing:
+    earlier = None if mode != "derived" or missing else _partial_run(target, config, overwrite)
+    if earlier is not None and earlier.provenance.source.identifier != (
+        recording.source.identifier
+    ):
+        earlier = None  # another source's results under this name: not ours to continue
+    if mode != "in-place" and not missing and earlier is None:
         check_output_path(target, overwrite=overwrite, source=input if local else None)
-    results = _stages(config, recording, progress=progress, log=log)
-    for folder in missing:  # e.g. the sub-<subject>/ folder of the DANDI layout
+    if earlier is not None:
+        log(f"continuing from the stage-1 fit saved in {target} by an interrupted run")
+    for_later = {"overwrite": overwrite, "module_name": config.module_name}
+    for_later.update(unit_rows=recording.unit_rows, link_from=link_from)
+
+    def save_stage_one(partial: Results) -> None:
+        """A derived output keeps stage 1 while the later stages run (resumable)."""
+        if mode != "derived":
+            return
+        for folder in missing:  # e.g. the sub-<subject>/ folder of the DANDI layout
+            folder.mkdir(exist_ok=True)
+        fit = dataclasses.replace(partial.fit, metrics={**partial.fit.metrics, "partial": 1.0})
+        write_results(dataclasses.replace(partial, fit=fit), input, target, **for_later)
+        for_later["overwrite"] = True  # the final write replaces our own checkpoint
+        log(f"stage 1 saved in {target}; a rerun of the same command continues from it")
+
+    if earlier is not None:
+        for_later["overwrite"] = True
+    results = _stages(
+        config,
+        recording,
+        progress=progress,
+        log=log,
+        fit=None if earlier is None else earlier.fit,
+        after_stage_one=save_stage_one,
+    )
+    for folder in missing:
         folder.mkdir(exist_ok=True)
     log(f"writing the results ({mode}) to {target}")
     return write_results(
-        results,
-        input,
-        None if mode == "in-place" else target,
-        mode=mode,
-        overwrite=overwrite,
-        module_name=config.module_name,
-        unit_rows=recording.unit_rows,
-        link_from=link_from,
+        results, input, None if mode == "in-place" else target, mode=mode, **for_later
     )
+
+
+def _partial_run(output: str | os.PathLike, config: RunConfig, overwrite: bool) -> Results | None:
+    """The stage-1 results an interrupted run of the same configuration left in ``output``."""
+    from .extension import read_results
+
+    path = Path(output)
+    if overwrite or not path.is_file():
+        return None
+    try:
+        saved = read_results(path, config.name, module_name=config.module_name)
+    except Exception:  # not ours, or not a results file: the output check will say so
+        return None
+    same = json.loads(saved.provenance.config_json) == json.loads(config.to_json())
+    if saved.fit.metrics.get("partial") != 1.0 or not same:
+        return None
+    metrics = {k: v for k, v in saved.fit.metrics.items() if k != "partial"}
+    return dataclasses.replace(saved, fit=dataclasses.replace(saved.fit, metrics=metrics))

@@ -245,3 +245,73 @@ def test_run_file_in_place_adds_the_fit_to_the_source(units_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.nwb"]
     with pytest.raises(FileExistsError, match=r"already holds a fit named 'inplace' in module"):
         run_file(copy, None, tiny_config(name="inplace"), mode="in-place", progress=False)
+
+
+def test_a_fit_worse_than_the_baseline_is_failed(units_file, tmp_path, monkeypatch):
+    import dataclasses as dc
+
+    import nwb_lrconn.pipeline as pipeline
+    from nwb_lrconn.extension import read_results
+
+    real = pipeline.fit_lowrank
+
+    def worse(config, recording, **kwargs):
+        fit = real(config, recording, **kwargs)
+        return dc.replace(fit, metrics={**fit.metrics, "bits_per_spike": -0.02})
+
+    monkeypatch.setattr(pipeline, "fit_lowrank", worse)
+    output = tmp_path / "out.nwb"
+    with pytest.raises(pipeline.FitFailedError, match=r"no better than a constant rate per unit"):
+        run_file(units_file, output, tiny_config(), progress=False)
+    assert not output.exists()
+    run_file(units_file, output, tiny_config(keep_failed=True), progress=False)
+    back = read_results(output, "tiny")
+    assert back.fit.metrics["failed"] == 1.0 and back.posterior is None
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ({"log_likelihood": -6.7e17}, "noise scale has collapsed"),
+        ({"log_likelihood": float("nan")}, "log-likelihood is nan"),
+        ({"log_likelihood": -1.0, "r2": -0.3}, r"no better than each unit's mean \(R² -0.3\)"),
+        ({"log_likelihood": -1.0, "r2": 0.4}, None),
+    ],
+)
+def test_assess_fit(metrics, message):
+    from types import SimpleNamespace
+
+    from nwb_lrconn.pipeline import assess_fit
+
+    reason = assess_fit(SimpleNamespace(metrics=metrics))
+    assert (reason is None) if message is None else re.search(message, reason)
+
+
+def test_an_interrupted_run_keeps_stage_one_and_continues(units_file, tmp_path, monkeypatch):
+    import nwb_lrconn.inference.laplace as laplace
+    import nwb_lrconn.pipeline as pipeline
+    from nwb_lrconn.extension import read_results
+
+    output = tmp_path / "out.nwb"
+    config = tiny_config(**{"posterior.enabled": True, "max_epochs": 60, "patience": 20})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(laplace, "laplace_posterior", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_file(units_file, output, config, progress=False)
+    saved = read_results(output, "tiny")
+    assert saved.fit.metrics["partial"] == 1.0 and saved.posterior is None
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("stage 1 ran again")
+
+    monkeypatch.setattr(pipeline, "fit_lowrank", no_refit)
+    run_file(units_file, output, config, progress=False)
+    done = read_results(output, "tiny")
+    assert "partial" not in done.fit.metrics and done.posterior is not None
+    np.testing.assert_array_equal(done.fit.M, saved.fit.M)
+    with pytest.raises(FileExistsError, match="already exists"):
+        run_file(units_file, output, config, progress=False)  # complete: not continued
