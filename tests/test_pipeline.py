@@ -294,7 +294,7 @@ def test_an_interrupted_run_keeps_stage_one_and_continues(units_file, tmp_path, 
     from nwb_lrconn.extension import read_results
 
     output = tmp_path / "out.nwb"
-    config = tiny_config(**{"posterior.enabled": True, "max_epochs": 60, "patience": 20})
+    config = tiny_config(**{"posterior.enabled": True, "max_epochs": 60, "fit.patience": 20})
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
