@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dandi://DANDI/000207/..., a dandiarchive.org or API URL)",
     )
     _add_dandi(fit)
+    fit.set_defaults(usage=fit)
     src = fit.add_mutually_exclusive_group()
     src.add_argument(
         "--units", metavar="PATH", nargs="?", const="units", help="Units table path (default)"
@@ -234,12 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         "input", metavar="IN", nargs="?", help="NWB file: a path, a URL, or a DANDI asset"
     )
     _add_dandi(inspect)
+    inspect.set_defaults(usage=inspect)
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_common(inspect, progress=False)
 
-    from .batch import add_batch_parser
-
-    add_batch_parser(sub)  # `batch`: many files x ranks x seeds on Dask (nwb_lrconn.batch)
+    _add_batch_parser(sub)
     return parser
 
 
@@ -488,11 +488,126 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_BATCH_EPILOG = """examples:
+  nwb-lrconn batch sessions/*.nwb --output-dir results --ranks 1 2 3 --seeds 0 1
+  nwb-lrconn batch manifest.txt --output-dir results --config run.toml --n-workers 8
+  nwb-lrconn batch manifest.csv --output-dir results --scheduler tcp://10.0.0.5:8786 --gpu
+
+Rerunning the same command skips every finished output; failed tasks are listed in the summary
+(results/summary.csv) and rerun next time.
+"""
+
+
+def _add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``batch`` subcommand (many files × ranks × seeds on Dask).
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``parser.add_subparsers()``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``batch`` parser.
+    """
+    parser = subparsers.add_parser(
+        "batch",
+        help="fit many NWB files × ranks × seeds on Dask (resumable)",
+        description="Fit every input at every rank with every seed on a Dask cluster, one "
+        "output NWB file per task, and write a summary table. Inputs are NWB files, glob "
+        "patterns, URLs, or manifests (.txt with one path/URL per line, .csv with a 'path' or "
+        "'url' column).",
+        epilog=_BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", help="NWB files, globs, URLs or manifests")
+    parser.add_argument("--output-dir", "-o", required=True, help="folder of the outputs")
+    parser.add_argument("--ranks", type=int, nargs="+", help="ranks (default: from config)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: config seed)")
+    parser.add_argument("--config", help="run configuration (.toml or .json)")
+    parser.add_argument("--device", help="torch device, e.g. cuda (default: from config)")
+    parser.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    parser.add_argument("--n-workers", type=int, default=2, help="embedded workers (default 2)")
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="default 1")
+    parser.add_argument(
+        "--memory-limit",
+        default="auto",
+        help="per embedded worker, e.g. 4GB, or none (default auto)",
+    )
+    parser.add_argument("--task-memory", help="memory each task reserves, e.g. 2GB")
+    parser.add_argument(
+        "--gpu", action="store_true", help="run tasks on GPU workers (resource GPU=1, cuda)"
+    )
+    parser.add_argument("--retries", type=int, default=1, help="retries per task (default 1)")
+    parser.add_argument("--summary", default="summary.csv", help="summary file name")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that do not match their task"
+    )
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="keep streamed bytes of remote inputs in DIR"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    """Run the ``batch`` subcommand: 0 when every task finished or was skipped, 1 when some
+    failed (listed in the summary) or the input is bad (one line on stderr)."""
+    from .batch import run_batch, select_ranks
+
+    config = RunConfig() if args.config is None else RunConfig.from_file(args.config)
+    resources: dict[str, float] = {}
+    if args.task_memory is not None:
+        from dask.utils import parse_bytes
+
+        resources["MEMORY"] = float(parse_bytes(args.task_memory))
+    device = args.device
+    if args.gpu:
+        resources["GPU"] = 1
+        device = device or "cuda"
+    if device is not None:
+        config = config.with_overrides(device=device)
+    table = run_batch(
+        args.inputs,
+        ranks=args.ranks,
+        seeds=args.seeds,
+        config=config,
+        output_dir=args.output_dir,
+        scheduler=args.scheduler,
+        n_workers=args.n_workers,
+        threads_per_worker=args.threads_per_worker,
+        memory_limit=None if args.memory_limit.lower() == "none" else args.memory_limit,
+        resources=resources or None,
+        retries=args.retries,
+        summary=args.summary,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        cache_dir=args.cache_dir,
+    )
+    counts = table["status"].value_counts()
+    n_failed = int(counts.get("failed", 0))
+    print(
+        f"{len(table)} task(s): {int(counts.get('done', 0))} done, "
+        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
+        f"{Path(args.output_dir) / args.summary}"
+    )
+    for row in table[table["status"] == "failed"].itertuples():
+        print(f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr)
+    for row in select_ranks(table).itertuples():
+        if row.n_seeds:
+            print(
+                f"{row.file}: rank {row.rank} (held-out log-likelihood {row.log_likelihood:.4g})"
+            )
+    return 1 if n_failed else 0
+
+
 _COMMANDS = {
     "fit": _cmd_fit,
     "report": _cmd_report,
     "inspect": _cmd_inspect,
     "demo": _cmd_demo,
+    "batch": _cmd_batch,
 }
 
 
@@ -501,9 +616,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        named = getattr(args, "input", "") is not None or getattr(args, "dandiset", None)
+        if args.command in ("fit", "inspect") and not named:
+            args.usage.error("the following arguments are required: IN (or --dandiset/--asset)")
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0)
-    command = _COMMANDS.get(args.command, getattr(args, "func", None))
+    command = _COMMANDS[args.command]
     previous = _handle_sigterm()
     handler = _log_to_stderr(args)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -18,7 +17,6 @@ import pytest
 
 from nwb_lrconn.batch import (
     SUMMARY_COLUMNS,
-    add_batch_parser,
     expand_inputs,
     local_cluster,
     output_name,
@@ -342,18 +340,14 @@ def test_write_summary_round_trip(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- CLI
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="nwb-lrconn")
-    add_batch_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
 def test_batch_cli_bad_input_is_one_line(tmp_path, capsys):
-    args = _parse(["batch", str(tmp_path / "nope.nwb"), "--output-dir", str(tmp_path / "o")])
-    assert args.func(args) == 2
+    from nwb_lrconn.cli import build_parser
+
+    assert main(["batch", str(tmp_path / "nope.nwb"), "--output-dir", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("nwb-lrconn batch: error: input not found:") and err.count("\n") == 1
-    args = _parse(["batch", "x.nwb", "-o", "o", "--ranks", "1", "2", "--gpu", "--task-memory=1G"])
+    argv = ["batch", "x.nwb", "-o", "o", "--ranks", "1", "2", "--gpu", "--task-memory=1G"]
+    args = build_parser().parse_args(argv)
     assert (args.ranks, args.gpu, args.task_memory, args.retries) == ([1, 2], True, "1G", 1)
 
 
@@ -564,7 +558,7 @@ def test_overwrite_replaces_a_mismatched_output(sessions, tmp_path, client):
 
 
 def test_unoffered_resources_warn_on_an_existing_cluster(client):
-    from nwb_lrconn.batch import _warn_if_unoffered
+    from nwb_lrconn.batch.run import _warn_if_unoffered
 
     with pytest.warns(RuntimeWarning, match=r"no worker .* offers resource GPU=1; the tasks wait"):
         _warn_if_unoffered(client, {"GPU": 1})

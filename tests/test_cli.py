@@ -96,7 +96,7 @@ def test_batch_subcommand_is_hooked_in(tmp_path, capsys):
     assert main(["batch", "--help"]) == 0
     assert "--output-dir" in capsys.readouterr().out
     code = main(["batch", str(tmp_path / "none_*.nwb"), "-o", str(tmp_path / "out"), "--quiet"])
-    assert code == 2
+    assert code == 1
     assert "matched no file" in capsys.readouterr().err
 
 

@@ -114,8 +114,7 @@ def test_derived_file_reads_without_the_package(streamed_fit):
 
 
 def test_no_new_dandi_violations_for_url_and_batch_outputs(streamed_fit, tmp_path):
-    from nwb_lrconn.batch_plan import plan_batch
-    from nwb_lrconn.batch_task import run_task
+    from nwb_lrconn.batch import plan_batch, run_task
 
     source, output, _ = streamed_fit
     before = _inspect(source)

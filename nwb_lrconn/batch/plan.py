@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._validation import check_positive_int
+from .._validation import check_positive_int
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from ..config import RunConfig
 
 __all__ = ["BatchTask", "expand_inputs", "output_name", "plan_batch"]
 
@@ -27,7 +27,7 @@ _MANIFEST_SUFFIXES = (".txt", ".csv", ".tsv")
 
 
 def _is_remote(source: str) -> bool:
-    from .io.streaming import is_remote
+    from ..io.streaming import is_remote
 
     return is_remote(source)
 
@@ -185,8 +185,8 @@ def output_name(
         ``sub-<subject>/sub-<subject>_ses-<session>_desc-lrconn-rank<R>seed<S>_<modality>.nwb``
         with subject and session ids; otherwise ``<stem>_desc-lrconn-rank<R>seed<S>.nwb``.
     """
-    from .data import SourceInfo
-    from .extension._derived import derived_file_name
+    from ..data import SourceInfo
+    from ..extension._derived import derived_file_name
 
     name = f"rank{rank}seed{seed}"
     if unique:
@@ -205,9 +205,9 @@ def _identities(sources: list[str], cache_dir: str | None) -> tuple[dict, dict]:
 
     Returns ``({source: identity}, {source: problem})``.
     """
-    from .io import open_nwb
-    from .io._identity import session_identity
-    from .pipeline import check_input
+    from ..io import open_nwb
+    from ..io._identity import session_identity
+    from ..pipeline import check_input
 
     identities, problems = {}, {}
     for source in sources:
@@ -260,7 +260,7 @@ def plan_batch(
     TypeError
         When ``config`` is not a RunConfig, or a rank or seed is not an integer.
     """
-    from .config import RunConfig
+    from ..config import RunConfig
 
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig; got {type(config).__name__}.")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batch_task import SUMMARY_COLUMNS
+from .task import SUMMARY_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,7 +20,7 @@ def summary_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     Parameters
     ----------
     rows : list of dict
-        Keys :data:`~nwb_lrconn.batch_task.SUMMARY_COLUMNS`.
+        Keys :data:`~nwb_lrconn.batch.SUMMARY_COLUMNS`.
 
     Returns
     -------

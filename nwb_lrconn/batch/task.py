@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batch_plan import BatchTask
+from .plan import BatchTask
 
 if TYPE_CHECKING:
-    from .data import Results, SourceInfo
+    from ..data import Results, SourceInfo
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -96,8 +96,8 @@ def run_pipeline_task(task: BatchTask, output: Path) -> None:
     output : Path
         Where to write the NWB results file (a scratch path chosen by :func:`run_task`).
     """
-    from .config import RunConfig
-    from .pipeline import run_file
+    from ..config import RunConfig
+    from ..pipeline import run_file
 
     config = RunConfig.from_json(task.config_json)
     device = resolve_device(config.device)
@@ -179,7 +179,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _read_task_results(path: Path, task: BatchTask) -> Results:
-    from .extension import read_results
+    from ..extension import read_results
 
     config = json.loads(task.config_json)
     return read_results(path, config["name"], module_name=config["module_name"])
@@ -187,7 +187,7 @@ def _read_task_results(path: Path, task: BatchTask) -> Results:
 
 def _source_identifier(source: str) -> str | None:
     """``NWBFile.identifier`` of a local HDF5 NWB file (None for remote sources)."""
-    from .io import is_remote
+    from ..io import is_remote
 
     if is_remote(source):
         return None
@@ -200,7 +200,7 @@ def _source_identifier(source: str) -> str | None:
 
 def _comparable_config(config_json: str) -> dict[str, Any]:
     """The configuration with defaults filled in and the execution-only ``device`` dropped."""
-    from .config import RunConfig
+    from ..config import RunConfig
 
     try:
         data = RunConfig.from_json(config_json).to_dict()
@@ -227,10 +227,10 @@ def _provenance_mismatch(results: Results, task: BatchTask) -> str | None:
 
 def _same_source(recorded: SourceInfo, source: str) -> bool:
     """Whether the results came from ``source`` (a DANDI asset is matched by its id)."""
-    from .io import is_dandi_reference, is_remote
+    from ..io import is_dandi_reference, is_remote
 
     if is_dandi_reference(source):
-        from .io import resolve_dandi
+        from ..io import resolve_dandi
 
         return recorded.origin.get("asset_id") == resolve_dandi(source).asset_id
     if is_remote(source) or is_remote(recorded.path):

@@ -1,33 +1,7 @@
-"""Batch analysis of many sessions on Dask: files × ranks × seeds, resumable, one output per task.
-
-:func:`run_batch` expands the inputs (files, globs, manifests of paths or URLs), plans one task per
-(file, rank, seed), skips every task whose output already holds a matching result, runs the rest
-on a Dask cluster (an embedded ``LocalCluster`` by default, or an existing scheduler), and returns
-a summary table with one row per task. :func:`select_ranks` picks a rank per file from that table.
-
-Guarantees:
-
-- **one writer per file**: each task writes its own output, whose name is a deterministic function
-  of (input, rank, seed): ``<stem>_<digest>_rank<R>_seed<S>.nwb`` in ``output_dir``;
-- **atomic outputs**: a task writes into a private scratch folder ``output_dir/.partial/`` and
-  renames the file into place only after reading it back and checking its provenance, so a killed
-  worker never leaves a partial file under a finished name (scratch folders left by killed workers
-  are removed when the batch ends);
-- **resumable**: an existing output counts as finished when its provenance matches the task (the
-  run configuration JSON, the seed, and the source path and ``NWBFile.identifier``); such tasks
-  are skipped and their rows rebuilt from the file. The torch ``device`` is an execution detail
-  and is not compared;
-- **nothing dropped silently**: a failing task is retried ``retries`` times, then reported in the
-  table with its error while the other tasks finish; Dask reschedules the tasks of a worker that
-  dies.
-
-Inputs are opened by each task from their path or URL (streamed by the io readers); only the path
-string travels to the workers, never the data.
-"""
+"""Run a planned batch on Dask: skip finished tasks, run the rest, gather the summary."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -37,46 +11,26 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._validation import check_positive_int
-from .batch_plan import BatchTask, expand_inputs, output_name, plan_batch
-from .batch_summary import select_ranks, summary_table, write_summary
-from .batch_task import (
+from .._validation import check_positive_int
+from .plan import BatchTask, plan_batch
+from .summary import summary_table, write_summary
+from .task import (
     PARTIAL_DIR,
-    SUMMARY_COLUMNS,
     TaskFunction,
     base_row,
     existing_state,
     resolve_device,
-    run_pipeline_task,
     run_task,
-    summarise_output,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .config import RunConfig
+    from ..config import RunConfig
 
-__all__ = [
-    "SUMMARY_COLUMNS",
-    "BatchTask",
-    "expand_inputs",
-    "plan_batch",
-    "output_name",
-    "resolve_device",
-    "run_pipeline_task",
-    "run_task",
-    "summarise_output",
-    "run_batch",
-    "local_cluster",
-    "select_ranks",
-    "write_summary",
-    "add_batch_parser",
-    "run_batch_command",
-]
+__all__ = ["run_batch", "local_cluster"]
 
 
-# -------------------------------------------------------------------------------------- batch
 def run_batch(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     *,
@@ -174,7 +128,7 @@ def run_batch(
     ... )
     >>> select_ranks(table)  # doctest: +SKIP
     """
-    from .config import RunConfig
+    from ..config import RunConfig
 
     config = RunConfig() if config is None else config
     check_positive_int(n_workers, "n_workers")
@@ -448,137 +402,3 @@ def _remove_partials(out_dir: Path, tasks: list[BatchTask]) -> None:
             partial.rmdir()
         except OSError:  # not empty: scratch of another batch in the same folder
             pass
-
-
-# ---------------------------------------------------------------------------------------- CLI
-_EPILOG = """examples:
-  nwb-lrconn batch sessions/*.nwb --output-dir results --ranks 1 2 3 --seeds 0 1
-  nwb-lrconn batch manifest.txt --output-dir results --config run.toml --n-workers 8
-  nwb-lrconn batch manifest.csv --output-dir results --scheduler tcp://10.0.0.5:8786 --gpu
-
-Rerunning the same command skips every finished output; failed tasks are listed in the summary
-(results/summary.csv) and rerun next time.
-"""
-
-
-def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``batch`` subcommand to an argparse subparsers object.
-
-    Parameters
-    ----------
-    subparsers : argparse._SubParsersAction
-        From ``parser.add_subparsers()``.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The ``batch`` parser; its ``func`` default is :func:`run_batch_command`.
-    """
-    parser = subparsers.add_parser(
-        "batch",
-        help="fit many NWB files × ranks × seeds on Dask (resumable)",
-        description="Fit every input at every rank with every seed on a Dask cluster, one "
-        "output NWB file per task, and write a summary table. Inputs are NWB files, glob "
-        "patterns, URLs, or manifests (.txt with one path/URL per line, .csv with a 'path' or "
-        "'url' column).",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("inputs", nargs="+", help="NWB files, globs, URLs or manifests")
-    parser.add_argument("--output-dir", "-o", required=True, help="folder of the outputs")
-    parser.add_argument("--ranks", type=int, nargs="+", help="ranks (default: from config)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: config seed)")
-    parser.add_argument("--config", help="run configuration (.toml or .json)")
-    parser.add_argument("--device", help="torch device, e.g. cuda (default: from config)")
-    parser.add_argument("--scheduler", help="address of an existing Dask scheduler")
-    parser.add_argument("--n-workers", type=int, default=2, help="embedded workers (default 2)")
-    parser.add_argument("--threads-per-worker", type=int, default=1, help="default 1")
-    parser.add_argument(
-        "--memory-limit",
-        default="auto",
-        help="per embedded worker, e.g. 4GB, or none (default auto)",
-    )
-    parser.add_argument("--task-memory", help="memory each task reserves, e.g. 2GB")
-    parser.add_argument(
-        "--gpu", action="store_true", help="run tasks on GPU workers (resource GPU=1, cuda)"
-    )
-    parser.add_argument("--retries", type=int, default=1, help="retries per task (default 1)")
-    parser.add_argument("--summary", default="summary.csv", help="summary file name")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace outputs that do not match their task"
-    )
-    parser.add_argument(
-        "--cache-dir", metavar="DIR", help="keep streamed bytes of remote inputs in DIR"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_batch_command)
-    return parser
-
-
-def run_batch_command(args: argparse.Namespace) -> int:
-    """Run the ``batch`` subcommand from parsed arguments.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        As parsed by the parser of :func:`add_batch_parser`.
-
-    Returns
-    -------
-    int
-        0 when every task finished or was skipped, 1 when some failed (listed in the summary),
-        2 on bad input (a one-line message on stderr).
-    """
-    import sys
-
-    from .config import RunConfig
-
-    try:
-        config = RunConfig() if args.config is None else RunConfig.from_file(args.config)
-        resources: dict[str, float] = {}
-        if args.task_memory is not None:
-            from dask.utils import parse_bytes
-
-            resources["MEMORY"] = float(parse_bytes(args.task_memory))
-        device = args.device
-        if args.gpu:
-            resources["GPU"] = 1
-            device = device or "cuda"
-        if device is not None:
-            config = config.with_overrides(device=device)
-        table = run_batch(
-            args.inputs,
-            ranks=args.ranks,
-            seeds=args.seeds,
-            config=config,
-            output_dir=args.output_dir,
-            scheduler=args.scheduler,
-            n_workers=args.n_workers,
-            threads_per_worker=args.threads_per_worker,
-            memory_limit=None if args.memory_limit.lower() == "none" else args.memory_limit,
-            resources=resources or None,
-            retries=args.retries,
-            summary=args.summary,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            cache_dir=args.cache_dir,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
-        print(f"nwb-lrconn batch: error: {exc}", file=sys.stderr)
-        return 2
-    counts = table["status"].value_counts()
-    n_failed = int(counts.get("failed", 0))
-    print(
-        f"{len(table)} task(s): {int(counts.get('done', 0))} done, "
-        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
-        f"{Path(args.output_dir) / args.summary}"
-    )
-    for row in table[table["status"] == "failed"].itertuples():
-        print(f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr)
-    chosen = select_ranks(table)
-    for row in chosen.itertuples():
-        if row.n_seeds:
-            print(
-                f"{row.file}: rank {row.rank} (held-out log-likelihood {row.log_likelihood:.4g})"
-            )
-    return 1 if n_failed else 0
