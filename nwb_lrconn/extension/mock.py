@@ -8,15 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from pynwb import NWBHDF5IO, NWBFile
-from pynwb.file import Subject
-from pynwb.misc import Units
-from pynwb.ophys import (
-    Fluorescence,
-    ImageSegmentation,
-    OpticalChannel,
-    RoiResponseSeries,
-)
 
 from .. import __version__, data
 from .._validation import check_choice, check_positive_int, make_rng
@@ -27,7 +18,7 @@ UNITS_TABLE = "units"
 """Path of the Units table in :func:`mock_units_nwb` files."""
 OPHYS_SERIES = "processing/ophys/Fluorescence/RoiResponseSeries"
 """Path of the RoiResponseSeries in :func:`mock_ophys_nwb` files."""
-OPHYS_TABLE = "processing/ophys/ImageSegmentation/PlaneSegmentation"
+OPHYS_TABLE = "processing/ophys/ImageSegmentation/rois_RoiResponseSeries"
 """Path of the PlaneSegmentation in :func:`mock_ophys_nwb` files."""
 
 
@@ -216,32 +207,22 @@ def mock_results(
     )
 
 
-def _nwbfile(identifier: str | None, description: str) -> NWBFile:
-    return NWBFile(
-        session_description=description,
-        identifier=identifier or str(uuid.uuid4()),
-        session_start_time=datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc),
-        session_id="session1",
-        experimenter=["Doe, Jane"],
-        lab="Mock lab",
-        institution="Mock institute",
-        experiment_description="Synthetic recording for nwb_lrconn tests.",
-        keywords=["synthetic", "nwb_lrconn"],
-        subject=Subject(
-            subject_id="mouse1",
-            species="Mus musculus",
-            sex="F",
-            age="P90D",
-            description="Synthetic subject.",
-        ),
-    )
-
-
-def _write(nwbfile: NWBFile, path: str | Path) -> Path:
-    path = Path(path)
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwbfile)
-    return path
+_MOCK_SESSION = {
+    "session_id": "session1",
+    "experimenter": ["Doe, Jane"],
+    "lab": "Mock lab",
+    "institution": "Mock institute",
+    "experiment_description": "Synthetic recording for nwb_lrconn tests.",
+    "keywords": ["synthetic", "nwb_lrconn"],
+    "subject": {
+        "subject_id": "mouse1",
+        "species": "Mus musculus",
+        "sex": "F",
+        "age": "P90D",
+        "description": "Synthetic subject.",
+    },
+}
+_MOCK_START = datetime(2026, 1, 1, 9, 0, tzinfo=timezone.utc)
 
 
 def mock_units_nwb(
@@ -272,16 +253,26 @@ def mock_units_nwb(
     Path
         ``path``.
     """
+    from ..io import write_units_nwb
+
     check_positive_int(n_units, "n_units")
     rng = make_rng(random_state)
-    nwbfile = _nwbfile(identifier, "Mock spike-sorted units.")
-    for start in np.linspace(0, duration, 6)[:-1]:
-        nwbfile.add_trial(start_time=float(start), stop_time=float(start + duration / 5))
-    nwbfile.units = Units(name="units", description="Mock sorted units.", resolution=1 / 30000)
-    for rate in rng.uniform(2, 20, n_units):
-        times = np.sort(rng.uniform(0, duration, rng.poisson(rate * duration)))
-        nwbfile.add_unit(spike_times=times)
-    return _write(nwbfile, path)
+    edges = np.linspace(0, duration, 6)
+    trains = [
+        np.sort(rng.uniform(0, duration, rng.poisson(rate * duration)))
+        for rate in rng.uniform(2, 20, n_units)
+    ]
+    return write_units_nwb(
+        path,
+        trains,
+        trials=np.column_stack([edges[:-1], edges[1:]]),
+        identifier=identifier or str(uuid.uuid4()),
+        session_start_time=_MOCK_START,
+        resolution=1 / 30000,
+        description="Mock spike-sorted units.",
+        metadata=_MOCK_SESSION,
+        overwrite=True,
+    )
 
 
 def mock_ophys_nwb(
@@ -317,44 +308,18 @@ def mock_ophys_nwb(
     Path
         ``path``.
     """
+    from ..io import write_ophys_nwb
+
     check_positive_int(n_rois, "n_rois")
     rng = make_rng(random_state)
-    nwbfile = _nwbfile(identifier, "Mock two-photon calcium imaging.")
-    device = nwbfile.create_device(name="Microscope", description="Mock two-photon microscope.")
-    plane = nwbfile.create_imaging_plane(
-        name="ImagingPlane",
-        optical_channel=OpticalChannel(
-            name="Green", description="GCaMP emission.", emission_lambda=510.0
-        ),
-        description="Mock imaging plane.",
-        device=device,
-        excitation_lambda=920.0,
-        indicator="GCaMP6f",
-        location="VISp",
-        imaging_rate=rate,
+    return write_ophys_nwb(
+        path,
+        rng.standard_normal((n_frames, n_rois)).astype(np.float32),
+        rate=rate,
+        identifier=identifier or str(uuid.uuid4()),
+        session_start_time=_MOCK_START,
+        unit="n.a.",
+        description="Mock two-photon calcium imaging.",
+        metadata=_MOCK_SESSION,
+        overwrite=True,
     )
-    module = nwbfile.create_processing_module(name="ophys", description="Mock ophys data.")
-    segmentation = ImageSegmentation(name="ImageSegmentation")
-    module.add(segmentation)
-    table = segmentation.create_plane_segmentation(
-        name="PlaneSegmentation", description="Mock ROIs.", imaging_plane=plane
-    )
-    for i in range(n_rois):
-        mask = np.zeros((16, 16), dtype=np.float32)
-        mask[(2 * i) % 14 : (2 * i) % 14 + 2, (3 * i) % 14 : (3 * i) % 14 + 2] = 1.0
-        table.add_roi(image_mask=mask)
-    fluorescence = Fluorescence(name="Fluorescence")
-    module.add(fluorescence)
-    fluorescence.add_roi_response_series(
-        RoiResponseSeries(
-            name="RoiResponseSeries",
-            data=rng.standard_normal((n_frames, n_rois)).astype(np.float32),
-            rois=table.create_roi_table_region(
-                region=list(range(n_rois)), description="All ROIs."
-            ),
-            unit="n.a.",
-            rate=rate,
-            description="Mock dF/F traces.",
-        )
-    )
-    return _write(nwbfile, path)

@@ -21,6 +21,15 @@ __all__ = ["write_units_nwb", "write_ophys_nwb"]
 IntervalsLike = np.ndarray | Mapping[str, Any]
 
 
+_SYNTHETIC_SUBJECT = {
+    "subject_id": "synthetic-1",
+    "species": "Mus musculus",
+    "sex": "U",
+    "age": "P90D",
+    "description": "simulated subject (nwb_lrconn synthetic writer)",
+}
+
+
 def _new_file(
     path: str | os.PathLike,
     identifier: str | None,
@@ -29,6 +38,7 @@ def _new_file(
     overwrite: bool,
     trials: IntervalsLike | None,
     epochs: IntervalsLike | None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Any]:
     from pynwb import NWBFile
     from pynwb.file import Subject
@@ -41,20 +51,16 @@ def _new_file(
         raise ValueError(
             f"session_start_time must be timezone-aware (e.g. tzinfo=timezone.utc); got {start}."
         )
+    extra = {"session_id": "session-1", **dict(metadata or {})}
+    subject = Subject(**{**_SYNTHETIC_SUBJECT, **dict(extra.pop("subject", None) or {})})
     nwbfile = NWBFile(
         session_description=description,
         identifier=identifier or path.stem,
         session_start_time=start,
-        session_id="session-1",
-        subject=Subject(
-            subject_id="synthetic-1",
-            species="Mus musculus",
-            sex="U",
-            age="P90D",
-            description="simulated subject (nwb_lrconn synthetic writer)",
-        ),
+        subject=subject,
         trials=None if trials is None else _intervals("trials", trials, "trials"),
         epochs=None if epochs is None else _intervals("epochs", epochs, "epochs"),
+        **extra,
     )
     return path, nwbfile
 
@@ -127,6 +133,7 @@ def write_units_nwb(
     session_start_time: datetime | None = None,
     resolution: float | None = None,
     description: str = "spike times written by nwb_lrconn",
+    metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write spike trains as an NWB Units table (flat VectorData + VectorIndex, no per-unit loop).
@@ -153,6 +160,9 @@ def write_units_nwb(
         ``Units.resolution`` (spike time precision in seconds).
     description : str
         Session description.
+    metadata : dict, optional
+        Other NWBFile fields (``session_id``, ``experimenter``, ``lab``, ...) and ``subject``, a
+        dict of Subject fields; default a synthetic subject and session "session-1".
     overwrite : bool, default: False
         Replace an existing file.
 
@@ -182,7 +192,7 @@ def write_units_nwb(
     if ids.shape != (n_units,):
         raise ValueError(f"unit_ids must have {n_units} entries; got shape {ids.shape}.")
     path, nwbfile = _new_file(
-        path, identifier, session_start_time, description, overwrite, trials, epochs
+        path, identifier, session_start_time, description, overwrite, trials, epochs, metadata
     )
     times = VectorData(name="spike_times", data=flat, description="spike times (s)")
     cols = [
@@ -225,6 +235,7 @@ def write_ophys_nwb(
     data_orientation: str = "time_first",
     roi_columns: Mapping[str, Any] | None = None,
     description: str = "calcium traces written by nwb_lrconn",
+    metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write calcium traces as RoiResponseSeries in ``processing/ophys/Fluorescence``.
@@ -261,6 +272,9 @@ def write_ophys_nwb(
         ``iscell``) per ROI, added to every series' table.
     description : str
         Session description.
+    metadata : dict, optional
+        Other NWBFile fields (``session_id``, ``experimenter``, ``lab``, ...) and ``subject``, a
+        dict of Subject fields; default a synthetic subject and session "session-1".
     overwrite : bool, default: False
         Replace an existing file.
 
@@ -279,7 +293,7 @@ def write_ophys_nwb(
         k: check_array(v, f"traces[{k!r}]", ndim=2, dtype=np.float64) for k, v in series.items()
     }
     path, nwbfile = _new_file(
-        path, identifier, session_start_time, description, overwrite, trials, epochs
+        path, identifier, session_start_time, description, overwrite, trials, epochs, metadata
     )
     device = nwbfile.create_device(name="microscope")
     module = nwbfile.create_processing_module("ophys", "optical physiology")

@@ -113,10 +113,10 @@ def test_ophys_links(tmp_path, ophys_source, ophys_results, assert_same):
         fit = nwb.processing["lrconn"]["fit"]
         ophys = nwb.processing["ophys"]
         assert fit.source_series is ophys["Fluorescence"]["RoiResponseSeries"]
-        plane = ophys["ImageSegmentation"]["PlaneSegmentation"]
+        plane = ophys["ImageSegmentation"]["rois_RoiResponseSeries"]
         assert fit.unit_table["unit"].table is plane
         np.testing.assert_array_equal(
-            fit.unit_table["unit"][3]["image_mask"].iloc[0], plane["image_mask"][3]
+            fit.unit_table["unit"][3]["pixel_mask"].iloc[0], plane["pixel_mask"][3]
         )
     with h5py.File(out, "r") as handle:
         link = handle["processing/lrconn/fit"].get("source_series", getlink=True)

@@ -143,7 +143,7 @@ def test_copy_reads_without_nwb_lrconn(tmp_path, ophys_source, ophys_results):
     out = write_results(ophys_results, ophys_source, tmp_path / "out.nwb", mode="copy")
     arrays, scalars = _read_without_package(out, tmp_path)
     _check_values(arrays, scalars, ophys_results)
-    assert scalars["region_table"] == scalars["source_table"] == "PlaneSegmentation"
+    assert scalars["region_table"] == scalars["source_table"] == "rois_RoiResponseSeries"
     assert scalars["source_series"] == "RoiResponseSeries"
     np.testing.assert_array_equal(arrays["unit_table/unit"], np.arange(8))
 
@@ -156,7 +156,7 @@ def test_derived_file_reads_without_nwb_lrconn(tmp_path, ophys_source, ophys_res
     arrays, scalars = _read_without_package(out, tmp_path)
     _check_values(arrays, scalars, ophys_results)
     assert scalars["region_table"] is None
-    linked = "PlaneSegmentation" if reachable else None
+    linked = "rois_RoiResponseSeries" if reachable else None
     assert scalars["source_table"] == linked
     assert scalars["source_series"] == ("RoiResponseSeries" if reachable else None)
     assert scalars["frame_columns"][:3] == ["source_row", "unit_id", "m"]
