@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..extension._files import fsync_file, fsync_folder
 from .plan import BatchTask
 
 if TYPE_CHECKING:
@@ -150,32 +151,13 @@ def run_task(task: BatchTask, *, task_fn: TaskFunction | None = None) -> dict[st
         if not written.is_file():
             raise RuntimeError(f"the task function wrote no file at {written}.")
         row = summarise_output(written, task)
-        _fsync_file(written)
+        fsync_file(written)
         os.replace(written, final)
-        _fsync_dir(final.parent)
+        fsync_folder(final.parent)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     row.update(status="done", time_s=time.perf_counter() - start, output=str(final))
     return row
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_task_results(path: Path, task: BatchTask) -> Results:
