@@ -30,6 +30,7 @@ _LAZY = {
     "GroundTruthNetwork": "networks",
     "load_published_network": "networks",
     "sample_network": "networks",
+    "grid_initial_conditions": "networks",
     "sample_heavy_tailed_network": "networks",
 }
 
