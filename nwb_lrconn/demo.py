@@ -64,8 +64,12 @@ def run_demo(
         rate_range=(2.0, 30.0),
         random_state=seed,
     )
-    source = write_units_nwb(
-        out / "ring_demo.nwb", session.spike_times, trials=session.trials, overwrite=True
+    source = write_units_nwb(  # simulated spikes are placed at random within their bin
+        out / "ring_demo.nwb",
+        session.spike_times,
+        trials=session.trials,
+        resolution=0.02,
+        overwrite=True,
     )
     config = RunConfig(
         read=ReadConfig(bin_width=0.02, trials="trials"),
