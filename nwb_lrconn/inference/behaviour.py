@@ -5,8 +5,8 @@ reflections and scalings of the latent plane), so they are never compared with b
 directly. Instead a decoder is fitted on the training trials and scored on the held-out trials:
 
 - an **angle** (head direction, heading, phase) is decoded by the least-squares affine map from
-  the features to (cos θ, sin θ); the decoded angle is scored by its circular correlation with
-  θ and its median absolute error;
+  the features to (cos θ, sin θ); the decoded angle is scored by its circular R² (see
+  :func:`circular_r2`) and its median absolute error;
 - any other variable is decoded by the least-squares affine map to its values and scored by
   the held-out R².
 
@@ -26,7 +26,7 @@ import numpy as np
 from .._validation import check_array, check_choice, check_positive_int, make_rng
 from ..data import LowRankFit, Recording
 
-__all__ = ["BehaviourReport", "relate_to_behaviour", "circular_correlation", "decode_scores"]
+__all__ = ["BehaviourReport", "relate_to_behaviour", "circular_r2", "decode_scores"]
 
 KINDS = ("auto", "angle", "linear")
 ANGLE_UNITS = {"radian": 1.0, "radians": 1.0, "rad": 1.0}
@@ -48,8 +48,8 @@ class BehaviourReport:
     kind : {"angle", "linear"}
         How it was decoded and scored (see the module docstring).
     measure : str
-        What ``scores`` holds: "circular correlation" (angle) or "R²" (linear); 1 is perfect,
-        about 0 is chance.
+        What ``scores`` holds: "circular R²" (angle) or "R²" (linear); 1 is perfect, 0 is no
+        better than predicting the mean.
     scores : dict of str to float
         Held-out score of the latent (key ``"latent"``) and of every baseline.
     errors : dict of str to float
@@ -109,17 +109,20 @@ class BehaviourReport:
         return lines
 
 
-def circular_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Circular correlation coefficient of two angle samples (radians), in [-1, 1].
+def circular_r2(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Circular R² of predicted angles (radians): 1 − Σ(1 − cos(θ̂ − θ)) / Σ(1 − cos(θ − θ̄)).
 
-    The Jammalamadaka–SenGupta coefficient: the correlation of sin(a − ā) and sin(b − b̄),
-    where ā and b̄ are the circular means. 1 when ``a == b``; about 0 for independent angles.
+    θ̄ is the circular mean of ``truth``. 1 when ``predicted == truth``; 0 for always
+    predicting the mean direction; negative when worse than that. The circular analogue of the
+    coefficient of determination (1 − cos is half the squared chord between the two points on
+    the unit circle).
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    sa = np.sin(a - np.angle(np.mean(np.exp(1j * a))))
-    sb = np.sin(b - np.angle(np.mean(np.exp(1j * b))))
-    denominator = np.sqrt(np.sum(sa**2) * np.sum(sb**2))
-    return float(np.sum(sa * sb) / denominator) if denominator > 0 else 0.0
+    predicted, truth = np.asarray(predicted, dtype=float), np.asarray(truth, dtype=float)
+    mean = np.angle(np.mean(np.exp(1j * truth)))
+    total = np.sum(1.0 - np.cos(truth - mean))
+    if total <= 0:
+        return float("nan")
+    return float(1.0 - np.sum(1.0 - np.cos(predicted - truth)) / total)
 
 
 def _affine_decoder(train_x: np.ndarray, train_y: np.ndarray) -> np.ndarray:
@@ -141,7 +144,7 @@ def _score(kind: str, truth: np.ndarray, predicted: np.ndarray) -> tuple[float, 
     if kind == "angle":
         truth, predicted = truth[:, 0], predicted[:, 0]
         error = np.abs(np.angle(np.exp(1j * (predicted - truth))))
-        return circular_correlation(predicted, truth), float(np.degrees(np.median(error)))
+        return circular_r2(predicted, truth), float(np.degrees(np.median(error)))
     residual = np.sum((truth - predicted) ** 2)
     total = np.sum((truth - truth.mean(axis=0)) ** 2)
     score = 1.0 - residual / total if total > 0 else float("nan")
@@ -172,7 +175,7 @@ def decode_scores(
     Returns
     -------
     score : float
-        Held-out circular correlation (angle) or R² (linear).
+        Held-out circular R² (angle) or R² (linear).
     error : float
         Median absolute error in degrees (angle) or RMSE (linear).
     predicted : ndarray of shape (n_test, n_channels)
@@ -203,8 +206,39 @@ def _pca_features(
     return centred @ vt[:n_components].T
 
 
-def _baselines(recording: Recording, bins: np.ndarray, train: np.ndarray, n: int) -> dict:
-    activity = recording.data[bins]
+def smooth_within_trials(data: np.ndarray, mask: np.ndarray, width: int) -> np.ndarray:
+    """Centred boxcar of ``width`` bins along time, inside each trial, over valid bins only.
+
+    Parameters
+    ----------
+    data : ndarray of shape (n_trials, n_time, n_units)
+    mask : ndarray of shape (n_trials, n_time), bool
+    width : int
+        Bins; 1 returns ``data`` unchanged.
+
+    Returns
+    -------
+    ndarray of shape (n_trials, n_time, n_units)
+        The mean of the valid bins within ``width // 2`` bins on either side (0 on invalid
+        bins).
+    """
+    if width <= 1:
+        return data
+    valid = mask[..., None].astype(float)
+    kernel = np.ones(width)
+
+    def along_time(x: np.ndarray) -> np.ndarray:
+        return np.apply_along_axis(np.convolve, 1, x, kernel, mode="same")
+
+    total = along_time(data * valid)
+    count = along_time(valid)
+    return np.where(count > 0, total / np.maximum(count, 1e-12), 0.0) * valid
+
+
+def _baselines(
+    recording: Recording, bins: np.ndarray, train: np.ndarray, n: int, smooth_bins: int
+) -> dict:
+    activity = smooth_within_trials(recording.data, recording.mask, smooth_bins)[bins]
     out = {PCA_ZSCORE: _pca_features(activity, train, n, standardize=True)}
     if recording.kind == "spikes":
         out[PCA_SQRT] = _pca_features(np.sqrt(activity), train, n, standardize=False)
@@ -213,6 +247,8 @@ def _baselines(recording: Recording, bins: np.ndarray, train: np.ndarray, n: int
         out["PCA of raw activity (reference)"] = _pca_features(
             activity, train, n, standardize=False
         )
+    if smooth_bins > 1:
+        return {f"{name}, {smooth_bins}-bin smoothed": x for name, x in out.items()}
     return out
 
 
@@ -239,6 +275,7 @@ def relate_to_behaviour(
     unit: str = "",
     train_trials: np.ndarray | None = None,
     test_trials: np.ndarray | None = None,
+    smooth_bins: int = 1,
     n_bootstrap: int = 500,
     random_state=0,
 ) -> BehaviourReport:
@@ -263,6 +300,10 @@ def relate_to_behaviour(
         Unit of ``behaviour`` (e.g. the TimeSeries' ``unit``); degrees are converted.
     train_trials, test_trials : array of int, optional
         Trials used to fit and to score the decoders; default the fit's split.
+    smooth_bins : int, default: 1
+        Width of a centred boxcar (bins, within trials) applied to the activity before the
+        baseline PCA; 1 compares with single bins. A width of about the fit's time constant
+        asks whether the latent adds anything beyond temporal smoothing.
     n_bootstrap : int, default: 500
         Resamples of the held-out trials for the interval of the difference.
     random_state : int, numpy Generator or None, default: 0
@@ -281,6 +322,7 @@ def relate_to_behaviour(
     """
     kind, to_radians = resolve_kind(kind, unit)
     n_bootstrap = check_positive_int(n_bootstrap, "n_bootstrap")
+    smooth_bins = check_positive_int(smooth_bins, "smooth_bins")
     n_trials, n_time = fit.latents.shape[:2]
     if recording.data.shape[:2] != (n_trials, n_time) or recording.n_units != fit.n_units:
         raise ValueError(
@@ -317,7 +359,7 @@ def relate_to_behaviour(
             "that the series covers the fitted trials."
         )
     features = {LATENT: fit.latents[bins]}
-    features.update(_baselines(recording, bins, train, n_components))
+    features.update(_baselines(recording, bins, train, n_components, smooth_bins))
     flat = values[bins]
     scores, errors, predictions = {}, {}, {}
     for name, x in features.items():
@@ -343,7 +385,7 @@ def relate_to_behaviour(
     report = dict(
         variable=variable,
         kind=kind,
-        measure="circular correlation" if kind == "angle" else "R²",
+        measure="circular R²" if kind == "angle" else "R²",
         scores=scores,
         errors=errors,
         fair_baselines=fair,
@@ -370,16 +412,48 @@ def _bootstrap_difference(
     random_state,
 ) -> tuple[float, float]:
     """95% interval of score(latent) − score(baseline) over held-out trials drawn with
-    replacement (whole trials, since bins within a trial are correlated)."""
+    replacement (whole trials, since bins within a trial are correlated).
+
+    Both scores are ratios of sums over bins, so each resample is computed from per-trial sums
+    weighted by how often the trial was drawn.
+    """
     rng = make_rng(random_state)
     trials, inverse = np.unique(trial_of_bin, return_inverse=True)
-    members = [np.flatnonzero(inverse == i) for i in range(trials.size)]
-    diffs = np.empty(n_bootstrap)
-    for b in range(n_bootstrap):
-        rows = np.concatenate([members[i] for i in rng.integers(trials.size, size=trials.size)])
-        t = truth[rows]
-        diffs[b] = _score(kind, t, latent[rows])[0] - _score(kind, t, baseline[rows])[0]
-    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+
+    def per_trial(values: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [np.bincount(inverse, weights=v, minlength=trials.size) for v in values.T], axis=1
+        )
+
+    n = np.bincount(inverse, minlength=trials.size).astype(float)
+    if kind == "angle":
+        theta = truth[:, 0]
+        loss = per_trial(
+            np.stack(
+                [1 - np.cos(latent[:, 0] - theta), 1 - np.cos(baseline[:, 0] - theta)], axis=1
+            )
+        )
+        direction = per_trial(np.stack([np.cos(theta), np.sin(theta)], axis=1))
+    else:
+        loss = per_trial(
+            np.stack(
+                [((truth - latent) ** 2).sum(axis=1), ((truth - baseline) ** 2).sum(axis=1)],
+                axis=1,
+            )
+        )
+        sums = per_trial(truth)
+        squares = per_trial((truth**2).sum(axis=1, keepdims=True))[:, 0]
+    draws = rng.integers(trials.size, size=(n_bootstrap, trials.size))
+    weights = np.zeros((n_bootstrap, trials.size))
+    np.add.at(weights, (np.arange(n_bootstrap)[:, None], draws), 1.0)
+    count = weights @ n
+    if kind == "angle":
+        total = count - np.linalg.norm(weights @ direction, axis=1)
+    else:
+        total = weights @ squares - ((weights @ sums) ** 2).sum(axis=1) / count
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = 1.0 - (weights @ loss) / total[:, None]
+    low, high = np.nanpercentile(scores[:, 0] - scores[:, 1], [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -393,7 +467,19 @@ def _verdict(r: dict) -> str:
         f"{r['difference']:+.3f} (95% interval {low:+.3f} to {high:+.3f})"
     )
     if low > 0:
-        return f"{head}; the latent is clearly better."
-    if high < 0:
-        return f"{head}; the latent is WORSE than this baseline."
-    return f"{head}; the latent does NOT clearly beat this baseline."
+        verdict = f"{head}; the latent is clearly better."
+    elif high < 0:
+        verdict = f"{head}; the latent is WORSE than this baseline."
+    else:
+        verdict = f"{head}; the latent does NOT clearly beat this baseline."
+    errors = r["errors"]
+    lower_error = [n for n in r["fair_baselines"] if errors[n] < errors[LATENT]]
+    if lower_error:
+        name = min(lower_error, key=errors.get)
+        unit = "°" if r["kind"] == "angle" else ""
+        what = "median error" if r["kind"] == "angle" else "RMSE"
+        verdict += (
+            f" Its {what} ({errors[LATENT]:.3g}{unit}) is larger than that of {name} "
+            f"({errors[name]:.3g}{unit})."
+        )
+    return verdict

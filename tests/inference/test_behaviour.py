@@ -13,7 +13,7 @@ from nwb_lrconn.inference.behaviour import (
     PCA_RAW,
     PCA_SQRT,
     PCA_ZSCORE,
-    circular_correlation,
+    circular_r2,
     relate_to_behaviour,
 )
 
@@ -83,7 +83,7 @@ def ring():
 def test_a_perfect_latent_scores_one_and_beats_the_baselines(ring):
     theta, recording, latents = ring
     report = relate_to_behaviour(_fit(latents), recording, theta, unit="radians")
-    assert report.kind == "angle" and report.measure == "circular correlation"
+    assert report.kind == "angle" and report.measure == "circular R²"
     assert report.scores[LATENT] == pytest.approx(1.0, abs=1e-12)
     assert report.errors[LATENT] == pytest.approx(0.0, abs=1e-9)
     assert report.fair_baselines == (PCA_ZSCORE, PCA_SQRT)
@@ -118,11 +118,13 @@ def test_scores_are_invariant_to_the_latent_gauge(ring, transform):
     assert after.interval == pytest.approx(before.interval, abs=1e-10)
 
 
-def test_a_noise_latent_scores_about_zero_and_loses(ring):
+def test_a_noise_latent_scores_no_better_than_guessing_the_mean_and_loses(ring):
     theta, recording, latents = ring
     noise = np.random.default_rng(5).normal(size=latents.shape)
     report = relate_to_behaviour(_fit(noise), recording, theta, kind="angle")
-    assert abs(report.scores[LATENT]) < 0.1
+    # Decoded angles of noise are random: worse than always guessing the mean direction (0).
+    assert report.scores[LATENT] < 0.0
+    assert report.errors[LATENT] > 60.0
     assert report.scores[report.best_baseline] > 0.5
     assert report.interval[1] < 0 and "WORSE" in report.verdict
 
@@ -147,7 +149,9 @@ def test_the_baselines_are_pca_of_zscored_and_sqrt_counts_fitted_on_training_bin
             pca.transform(transform(train)), np.c_[np.cos(y_train), np.sin(y_train)]
         )
         xy = decoder.predict(pca.transform(transform(test)))
-        expected = circular_correlation(np.arctan2(xy[:, 1], xy[:, 0]), y_test)
+        error = np.arctan2(xy[:, 1], xy[:, 0]) - y_test
+        spread = y_test - np.angle(np.mean(np.exp(1j * y_test)))
+        expected = 1 - np.sum(1 - np.cos(error)) / np.sum(1 - np.cos(spread))
         assert report.scores[name] == pytest.approx(expected, abs=1e-9), name
     # The high-rate unit dominates raw-count PCA: the fair baselines do better.
     assert report.scores[PCA_RAW] < min(report.scores[PCA_ZSCORE], report.scores[PCA_SQRT])
@@ -194,7 +198,7 @@ def test_summary_lines_name_every_score_and_the_verdict(ring):
         _fit(latents), recording, theta, variable="head_direction", unit="radians"
     )
     text = "\n".join(report.summary_lines())
-    assert text.startswith("head_direction (angle; held-out circular correlation, 2-D")
+    assert text.startswith("head_direction (angle; held-out circular R², 2-D")
     for name in report.scores:
         assert name in text
     assert report.verdict in text and "median |error|" in text
@@ -213,3 +217,13 @@ def test_bad_behaviour_input_is_named(ring):
         relate_to_behaviour(fit, recording, np.full_like(theta, np.nan), variable="hd")
     with pytest.raises(ValueError, match=r"kind must be one of"):
         relate_to_behaviour(fit, recording, theta, kind="circular")
+
+
+def test_circular_r2_is_one_when_exact_zero_for_the_mean_direction_and_wraps():
+    rng = np.random.default_rng(0)
+    truth = rng.vonmises(0.5, 1.0, 500)
+    assert circular_r2(truth, truth) == pytest.approx(1.0)
+    assert circular_r2(truth + 2 * np.pi, truth) == pytest.approx(1.0)
+    mean = np.angle(np.mean(np.exp(1j * truth)))
+    assert circular_r2(np.full_like(truth, mean), truth) == pytest.approx(0.0, abs=1e-12)
+    assert circular_r2(truth + np.pi, truth) < -1
