@@ -81,7 +81,7 @@ def _span_trials(recording: Recording, held_out: set, span: float) -> np.ndarray
     best, best_key = order[:1], (-1, -1.0)
     for i in range(order.size):
         j = i
-        while j + 1 < order.size and starts[j + 1] - starts[i] < span:
+        while j + 1 < order.size and ends[j + 1] - starts[i] <= span:
             if abs(starts[j + 1] - ends[j]) >= 0.5 * recording.bin_width:
                 break
             j += 1

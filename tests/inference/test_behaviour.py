@@ -227,3 +227,23 @@ def test_circular_r2_is_one_when_exact_zero_for_the_mean_direction_and_wraps():
     mean = np.angle(np.mean(np.exp(1j * truth)))
     assert circular_r2(np.full_like(truth, mean), truth) == pytest.approx(0.0, abs=1e-12)
     assert circular_r2(truth + np.pi, truth) < -1
+
+
+@pytest.mark.parametrize("kind", ["angle", "linear"])
+def test_bootstrap_sums_equal_scoring_each_resample_directly(kind):
+    from nwb_lrconn.inference.behaviour import _bootstrap_difference, _score
+
+    rng = np.random.default_rng(4)
+    trial_of_bin = np.repeat(np.arange(6), 5)
+    truth = rng.uniform(-np.pi, np.pi, (30, 1)) if kind == "angle" else rng.normal(size=(30, 2))
+    latent = truth + 0.3 * rng.normal(size=truth.shape)
+    baseline = truth + 0.9 * rng.normal(size=truth.shape)
+    low, high = _bootstrap_difference(kind, truth, latent, baseline, trial_of_bin, 50, 7)
+    draws = np.random.default_rng(7).integers(6, size=(50, 6))
+    direct = []
+    for draw in draws:
+        rows = np.concatenate([np.flatnonzero(trial_of_bin == t) for t in draw])
+        t = truth[rows]
+        direct.append(_score(kind, t, latent[rows])[0] - _score(kind, t, baseline[rows])[0])
+    assert (low, high) == pytest.approx(tuple(np.percentile(direct, [2.5, 97.5])), abs=1e-10)
+    assert low < high
