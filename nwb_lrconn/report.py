@@ -15,7 +15,13 @@ from .config import RunConfig
 from .data import Recording, Results
 from .inference.behaviour import DEGREE_UNITS, BehaviourReport
 
-__all__ = ["format_report", "write_figures", "relate_results_to_behaviour", "load_recording"]
+__all__ = [
+    "format_report",
+    "write_figures",
+    "relate_results_to_behaviour",
+    "load_recording",
+    "unit_annotations",
+]
 
 # Units-table columns that name a unit's brain region, most specific first.
 REGION_COLUMNS = ("location", "brain_area", "brain_region", "region", "area", "structure")

@@ -94,8 +94,8 @@ def plot_latent_behaviour(
     y = np.arange(len(names))[::-1]
     ax_scores.barh(y, scores, color=colours)
     ax_scores.set_yticks(y, [textwrap.fill(n, 22) for n in names], fontsize=8)
-    for yi, score in zip(y, scores):
-        ax_scores.text(score, yi, f" {score:.3f}", va="center", fontsize=8)
+    for yi, score in zip(y, scores):  # values right of the bar (of zero for negative bars)
+        ax_scores.text(max(score, 0.0), yi, f" {score:.3f}", va="center", fontsize=8)
     ax_scores.set_xlim(min(0.0, min(scores)) - 0.05, 1.15)
     ax_scores.axvline(0, color="0.3", lw=0.6)
     ax_scores.set_xlabel(f"held-out {report.measure}")

@@ -332,3 +332,28 @@ def test_importing_plotting_does_not_import_matplotlib():
     code = "import sys, nwb_lrconn.plotting; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_latent_behaviour_figure_shows_the_plane_the_decoding_and_the_scores(results, recording):
+    from nwb_lrconn.inference.behaviour import relate_to_behaviour
+    from nwb_lrconn.plotting import plot_latent_behaviour
+
+    fit = results.fit
+    angle = np.arctan2(fit.latents[..., 1], fit.latents[..., 0])
+    report = relate_to_behaviour(fit, recording, angle, variable="a/b/heading", unit="radians")
+    fig = plot_latent_behaviour(fit, report)
+    plane, decoded, scores, colorbar = fig.axes
+    np.testing.assert_allclose(plane.collections[0].get_offsets(), fit.latents.reshape(-1, 2))
+    np.testing.assert_allclose(
+        plane.collections[0].get_array(), np.degrees(angle).ravel(), atol=1e-9
+    )
+    assert colorbar.get_ylabel() == "heading (deg)"
+    points = decoded.lines[0]
+    held = np.isfinite(report.decoded[..., 0])
+    np.testing.assert_allclose(points.get_xdata(), np.degrees(angle[held]), atol=1e-9)
+    np.testing.assert_allclose(points.get_ydata(), np.degrees(report.decoded[held, 0]))
+    assert decoded.get_title().startswith(f"held-out: circular R² {report.scores['latent']:.3f}")
+    widths = [bar.get_width() for bar in scores.patches]
+    np.testing.assert_allclose(widths, list(report.scores.values()))
+    assert [t.get_text() for t in scores.get_yticklabels()][0] == "latent"
+    assert fig.get_suptitle().startswith("the latent angle reaches")
