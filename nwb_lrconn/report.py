@@ -289,15 +289,27 @@ def _units_table(nwbfile: Any, table_path: str) -> Any:
 
 
 def _regions(table: Any, rows: Any) -> list[str] | None:
+    import numpy as np
+
     for column in REGION_COLUMNS:
         if column in table.colnames:
             values = table[column].data[:]
             return [_text(values[int(r)]) for r in rows]
-    if "electrodes" in table.colnames and "location" in table["electrodes"].table.colnames:
-        locations = table["electrodes"].table["location"].data[:]
-        first = [table["electrodes"].data[table["electrodes"].index_of(int(r))] for r in rows]
-        return [_text(locations[int(e)]) for e in first]
-    return None
+    if "electrodes" not in table.colnames:
+        return None
+    column = table["electrodes"]
+    region = getattr(column, "target", column)  # a ragged column comes as its index
+    if "location" not in region.table.colnames:
+        return None
+    locations = region.table["location"].data[:]
+    refs = np.asarray(region.data[:], dtype=int)
+    if region is column:
+        first = refs[np.asarray(rows, dtype=int)]
+    else:
+        ends = np.asarray(column.data[:], dtype=int)
+        starts = np.r_[0, ends[:-1]]
+        first = refs[starts[np.asarray(rows, dtype=int)]]
+    return [_text(locations[e]) for e in first]
 
 
 def _text(value: Any) -> str:

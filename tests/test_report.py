@@ -230,3 +230,42 @@ def test_every_figure_is_drawn_quickly_and_nothing_is_clipped(fitted, tmp_path, 
         "sampled units, σ=1"
     ]
     assert "fitted units: 15 are too few" in gmm.texts[0].get_text()
+
+
+def test_unit_regions_come_from_a_column_or_from_the_first_electrode(tmp_path):
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+
+    from nwb_lrconn.data import Recording
+    from nwb_lrconn.report import unit_annotations
+
+    nwbfile = NWBFile("units on electrodes", "el", datetime(2020, 1, 1, tzinfo=timezone.utc))
+    group = nwbfile.create_electrode_group(
+        "shank", "one shank", "brain", nwbfile.create_device("probe")
+    )
+    for location in ("CA1", "CA1", "ADn", "ADn"):
+        nwbfile.add_electrode(location=location, group=group)
+    for unit, electrodes in enumerate([[0], [2, 3], [1], [3]]):
+        nwbfile.add_unit(spike_times=[0.1 * (unit + 1)], electrodes=electrodes)
+    path = tmp_path / "electrodes.nwb"
+    with NWBHDF5IO(str(path), "w") as nwb_io:
+        nwb_io.write(nwbfile)
+    recording = Recording(
+        data=np.zeros((1, 2, 3)),
+        mask=np.ones((1, 2), bool),
+        bin_width=0.1,
+        kind="spikes",
+        unit_ids=np.array([10, 11, 13]),
+        unit_rows=np.array([0, 1, 3]),
+        trial_start_times=np.zeros(1),
+    )
+    labels, regions = unit_annotations(recording, path)
+    assert regions == ["CA1", "ADn", "ADn"]
+    assert labels == ["10 · CA1", "11 · ADn", "13 · ADn"]
+    # No region anywhere: the ids alone.
+    bare = tmp_path / "bare.nwb"
+    from nwb_lrconn.io import write_units_nwb
+
+    write_units_nwb(bare, [np.array([0.1])] * 4)
+    assert unit_annotations(recording, bare) == (["10", "11", "13"], None)
