@@ -26,7 +26,14 @@ import numpy as np
 from .._validation import check_array, check_choice, check_positive_int, make_rng
 from ..data import LowRankFit, Recording
 
-__all__ = ["BehaviourReport", "relate_to_behaviour", "circular_r2", "decode_scores"]
+__all__ = [
+    "BehaviourReport",
+    "relate_to_behaviour",
+    "circular_r2",
+    "decode_scores",
+    "resolve_kind",
+    "smooth_within_trials",
+]
 
 KINDS = ("auto", "angle", "linear")
 ANGLE_UNITS = {"radian": 1.0, "radians": 1.0, "rad": 1.0}
@@ -237,19 +244,18 @@ def smooth_within_trials(data: np.ndarray, mask: np.ndarray, width: int) -> np.n
 
 def _baselines(
     recording: Recording, bins: np.ndarray, train: np.ndarray, n: int, smooth_bins: int
-) -> dict:
+) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Baseline features by name, and the names that are for reference only (not fair)."""
     activity = smooth_within_trials(recording.data, recording.mask, smooth_bins)[bins]
     out = {PCA_ZSCORE: _pca_features(activity, train, n, standardize=True)}
     if recording.kind == "spikes":
         out[PCA_SQRT] = _pca_features(np.sqrt(activity), train, n, standardize=False)
-        out[PCA_RAW] = _pca_features(activity, train, n, standardize=False)
+        reference = PCA_RAW
     else:
-        out["PCA of raw activity (reference)"] = _pca_features(
-            activity, train, n, standardize=False
-        )
-    if smooth_bins > 1:
-        return {f"{name}, {smooth_bins}-bin smoothed": x for name, x in out.items()}
-    return out
+        reference = "PCA of raw activity (reference)"
+    out[reference] = _pca_features(activity, train, n, standardize=False)
+    suffix = f", {smooth_bins}-bin smoothed" if smooth_bins > 1 else ""
+    return {f"{name}{suffix}": x for name, x in out.items()}, {f"{reference}{suffix}"}
 
 
 def resolve_kind(kind: str, unit: str) -> tuple[str, float]:
@@ -358,15 +364,15 @@ def relate_to_behaviour(
             "held-out bins; at least rank + 3 training and 2 held-out bins are needed. Check "
             "that the series covers the fitted trials."
         )
-    features = {LATENT: fit.latents[bins]}
-    features.update(_baselines(recording, bins, train, n_components, smooth_bins))
+    baselines, references = _baselines(recording, bins, train, n_components, smooth_bins)
+    features = {LATENT: fit.latents[bins], **baselines}
     flat = values[bins]
     scores, errors, predictions = {}, {}, {}
     for name, x in features.items():
         scores[name], errors[name], predictions[name] = decode_scores(
             x, flat, train, test, kind=kind
         )
-    fair = tuple(n for n in features if n != LATENT and "reference" not in n)
+    fair = tuple(n for n in baselines if n not in references)
     best = max(fair, key=lambda n: scores[n])
     difference = scores[LATENT] - scores[best]
     interval = _bootstrap_difference(

@@ -247,3 +247,21 @@ def test_bootstrap_sums_equal_scoring_each_resample_directly(kind):
         direct.append(_score(kind, t, latent[rows])[0] - _score(kind, t, baseline[rows])[0])
     assert (low, high) == pytest.approx(tuple(np.percentile(direct, [2.5, 97.5])), abs=1e-10)
     assert low < high
+
+
+def test_smoothed_baselines_average_valid_bins_within_trials(ring):
+    from nwb_lrconn.inference.behaviour import smooth_within_trials
+
+    data = np.arange(12, dtype=float).reshape(2, 6, 1)
+    mask = np.ones((2, 6), bool)
+    mask[1, 4:] = False  # a shorter second trial
+    out = smooth_within_trials(data, mask, 3)
+    np.testing.assert_allclose(out[0, :, 0], [0.5, 1, 2, 3, 4, 4.5])
+    np.testing.assert_allclose(out[1, :, 0], [6.5, 7, 8, 8.5, 0, 0])  # no bleed into padding
+    theta, recording, latents = ring
+    report = relate_to_behaviour(_fit(latents), recording, theta, kind="angle", smooth_bins=3)
+    assert report.fair_baselines == (
+        f"{PCA_ZSCORE}, 3-bin smoothed",
+        f"{PCA_SQRT}, 3-bin smoothed",
+    )
+    assert f"{PCA_RAW}, 3-bin smoothed" in report.scores
