@@ -115,8 +115,8 @@ print("\n".join(smoothed.summary_lines()))
 save_figure(plot_latent_behaviour(fit, behaviour), "hd_behaviour")
 
 # %% [markdown]
-# At full size (three seeds per setting, `tests/benchmarks/behaviour_head_direction.py`) the
-# latent reaches a circular R² of 0.72–0.77 (median error 21–25°). With τ = 0.3–0.5 s it beats
+# At full size (means over three seeds per setting, `tests/benchmarks/behaviour_head_direction.py`)
+# the latent reaches a circular R² of 0.72–0.77 (median error 21–25°). With τ = 0.3–0.5 s it beats
 # PCA of single-bin z-scored counts (0.68–0.73) clearly in two seeds of three; with τ = 1 s
 # (the default α = 0.1 at 0.1-s bins) it does not. No setting beats PCA of counts smoothed over
 # τ (0.78–0.81): on held-out windows the fitted dynamics add no head-direction information
