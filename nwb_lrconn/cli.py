@@ -216,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--figures", metavar="DIR", help="write PNG and PDF figures into DIR")
     report.add_argument("--name", help="only this fit")
     report.add_argument("--module", default="lrconn", help="processing module (default lrconn)")
+    report.add_argument(
+        "--behaviour",
+        metavar="SERIES",
+        help="relate the latents to this TimeSeries of the source file on held-out trials, e.g. "
+        "processing/behavior/CompassDirection/head_direction (an angle when its unit is "
+        "radians or degrees)",
+    )
     _add_common(report)
 
     demo = sub.add_parser(
@@ -434,7 +441,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .extension import list_results, read_results
     from .pipeline import check_input
-    from .report import format_report, write_figures
+    from .report import format_report, load_recording, relate_results_to_behaviour, write_figures
 
     check_input(args.input)
     names = list_results(args.input, module_name=args.module)
@@ -449,9 +456,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
         names = [args.name]
     for name in names:
         results = read_results(args.input, name, module_name=args.module)
-        print(format_report(results))
+        loaded = load_recording(results, args.input) if args.behaviour or args.figures else None
+        behaviour = None
+        if args.behaviour:
+            behaviour = relate_results_to_behaviour(
+                results, args.behaviour, nwb_path=args.input, loaded=loaded
+            )
+        print(format_report(results, behaviour=behaviour))
         if args.figures:
-            paths = write_figures(results, args.figures, nwb_path=args.input)
+            paths = write_figures(
+                results, args.figures, nwb_path=args.input, behaviour=behaviour, loaded=loaded
+            )
             print(f"  figures: {len(paths)} files in {args.figures}")
         print()
     return 0

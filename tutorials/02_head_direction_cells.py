@@ -16,8 +16,8 @@
 # (`processing/behavior/CompassDirection/head_direction`).
 #
 # Questions:
-# 1. Does a rank-2 low-rank RNN fitted to the spikes have a ring of slow states, and does its
-#    latent angle follow the head direction on held-out windows?
+# 1. Does the latent of a rank-2 low-rank RNN fitted to the spikes follow the head direction on
+#    held-out windows, better than principal components of the same bins?
 # 2. Which parts of the fitted connectivity does the recording determine? The degeneracy report
 #    counts them, and the connectivity distribution shows that the spread of the output
 #    loadings around their conditional mean is not needed for the dynamics.
@@ -28,10 +28,9 @@
 # %%
 import os
 
-import numpy as np
-
 from nwb_lrconn.config import DistributionConfig, FitConfig, ReadConfig, RunConfig
 from nwb_lrconn.extension import read_results
+from nwb_lrconn.inference.behaviour import relate_to_behaviour
 from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse
 from nwb_lrconn.io import read_timeseries
 from nwb_lrconn.model.networks import default_data_dir
@@ -39,11 +38,11 @@ from nwb_lrconn.pipeline import read_recording, run_file
 from nwb_lrconn.plotting import (
     plot_degeneracy_spectrum,
     plot_fitted_activity,
+    plot_latent_behaviour,
     plot_latent_dynamics,
     plot_loadings,
     save_figure,
 )
-from nwb_lrconn.plotting._common import new_figure
 
 FAST = os.environ.get("NWB_LRCONN_TUTORIAL_FAST") == "1"
 PATH = default_data_dir() / "peyrache2015-adn-hd-19cells" / "Mouse12-120806_ADn19_wake_DERIVED.nwb"
@@ -92,39 +91,40 @@ fit = results.fit
 print({k: round(v, 4) for k, v in fit.metrics.items()})
 
 # %% [markdown]
-# ## Is there a ring? Latent angle against head direction on held-out windows
-# The latent angle atan2(κ₂, κ₁) is defined up to a rotation and a reflection (the gauge), so we
-# measure the circular agreement |mean exp(i(θ_latent ∓ θ_head))| and keep the better sign.
-# A PCA of the smoothed counts on the same bins is the baseline.
-
+# ## Does the latent follow head direction? Held-out windows, fair baselines
+# The latent plane is defined up to an invertible linear map (rotation, reflection, scale: the
+# gauge), so `relate_to_behaviour` fits an affine map from the latents to (cos θ, sin θ) on the
+# training windows and scores the decoded angle on the held-out windows: circular R² (1 = exact,
+# 0 = always guessing the mean direction) and median |error|. The same decoder is fitted to the
+# leading principal components (as many as the rank) of the z-scored and the square-root counts
+# of the same bins. PCA of the raw counts is shown for reference only: one high-rate cell
+# dominates it.
+#
+# The latent of a window is a rollout from an initial state inferred from the whole window, so
+# the baselines are also computed on counts smoothed over the time constant τ: the latent only
+# adds something beyond smoothing if it beats those too.
 
 # %%
-def circular_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return max(abs(np.mean(np.exp(1j * (a - b)))), abs(np.mean(np.exp(1j * (a + b)))))
+behaviour = relate_to_behaviour(fit, recording, head, variable="head direction", kind="angle")
+print("\n".join(behaviour.summary_lines()))
+tau_bins = round(1 / fit.alpha)
+smoothed = relate_to_behaviour(
+    fit, recording, head, variable="head direction", kind="angle", smooth_bins=tau_bins
+)
+print("\n".join(smoothed.summary_lines()))
+save_figure(plot_latent_behaviour(fit, behaviour), "hd_behaviour")
 
+# %% [markdown]
+# At full size (means over three seeds per setting, `tests/benchmarks/behaviour_head_direction.py`)
+# the latent reaches a circular R² of 0.72–0.77 (median error 21–25°). With τ = 0.3–0.5 s it beats
+# PCA of single-bin z-scored counts (0.68–0.73) clearly in two seeds of three; with τ = 1 s
+# (the default α = 0.1 at 0.1-s bins) it does not. No setting beats PCA of counts smoothed over
+# τ (0.78–0.81): on held-out windows the fitted dynamics add no head-direction information
+# beyond temporal smoothing. PCA of square-root counts is weaker on single bins (0.40–0.44).
+# The command line gives the single-bin numbers and the figure with
+# `nwb-lrconn report hd_lrconn.nwb --behaviour processing/behavior/CompassDirection/head_direction
+# --figures figures/`.
 
-test = fit.test_trials
-mask = fit.latent_mask[test] & np.isfinite(head[test])
-latent_angle = np.arctan2(fit.latents[test, :, 1], fit.latents[test, :, 0])[mask]
-counts = recording.data
-kernel = np.ones(3) / 3
-smooth = np.apply_along_axis(lambda x: np.convolve(x, kernel, mode="same"), 1, counts)
-train_bins = smooth[fit.train_trials][recording.mask[fit.train_trials]]
-mean = train_bins.mean(axis=0)
-_, _, vt = np.linalg.svd(train_bins - mean, full_matrices=False)
-pcs = (smooth[test] - mean) @ vt[:2].T
-pca_angle = np.arctan2(pcs[..., 1], pcs[..., 0])[mask]
-hd_angle = head[test][mask]
-print(f"latent angle vs head direction: {circular_agreement(latent_angle, hd_angle):.2f}")
-print(f"PCA angle vs head direction:    {circular_agreement(pca_angle, hd_angle):.2f}")
-
-fig = new_figure(figsize=(4.5, 4))
-ax = fig.add_subplot()
-ax.plot(np.degrees(hd_angle), np.degrees(latent_angle), ".", ms=2, alpha=0.4)
-ax.set_xlabel("head direction (deg)")
-ax.set_ylabel("latent angle (deg)")
-ax.set_title("held-out windows")
-save_figure(fig, "hd_angle")
 
 # %% [markdown]
 # ## Which connectivity is necessary?
@@ -162,4 +162,4 @@ if results.distribution is not None:
 # %%
 save_figure(plot_latent_dynamics(fit), "hd_latents")
 save_figure(plot_loadings(fit, results.distribution), "hd_loadings")
-save_figure(plot_fitted_activity(fit, recording, smooth_bins=3), "hd_activity")
+save_figure(plot_fitted_activity(fit, recording), "hd_activity")

@@ -7,9 +7,9 @@
 - :func:`conditional_mean_error`, :func:`connectivity_dissimilarity` (Sinkhorn on z + mean
   ‖g_A(z) − k_B‖²) and the older :func:`valente_dissimilarity` baseline;
 - :func:`gmm_cv_log_likelihood`: cross-validated Gaussian-mixture log-likelihood per unit versus
-  the number of components;
-- :func:`population_labels` and :func:`silence_population`: k-means populations and in-silico
-  silencing (m ← 0);
+  the number of components (defined in :mod:`.clusters`, which needs no torch; re-exported);
+- :func:`population_labels` (also from :mod:`.clusters`) and :func:`silence_population`: k-means
+  populations and in-silico silencing (m ← 0);
 - :func:`gradient_descent_output_loadings`: the unregularised (LINT-style) fit of K with known
   latents, the baseline that lands anywhere in the null space.
 """
@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from .._validation import check_array, check_positive, check_positive_int, make_rng
+from .._validation import check_array, check_positive, make_rng
 from ..model.networks import phi as _phi
+from .clusters import gmm_cv_log_likelihood, population_labels
 
 __all__ = [
     "sinkhorn_divergence",
@@ -212,79 +213,6 @@ def valente_dissimilarity(
     a = _sorted_effective_connectivity(M_a, check_array(K_a, "K_a", shape=M_a.shape))
     b = _sorted_effective_connectivity(M_b, check_array(K_b, "K_b", shape=M_b.shape))
     return float(1.0 - np.corrcoef(a, b)[0, 1])
-
-
-def gmm_cv_log_likelihood(
-    X: np.ndarray,
-    *,
-    n_components: Sequence[int] = tuple(range(1, 10)),
-    n_folds: int = 5,
-    random_state: int | None = 0,
-) -> np.ndarray:
-    """Cross-validated Gaussian-mixture log-likelihood per unit versus the number of components.
-
-    For each k, a full-covariance ``sklearn.mixture.GaussianMixture`` is fitted on k-fold
-    training splits of the rows of X and scored on the held-out rows.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_units, n_features)
-        E.g. ``[m, k]`` per unit.
-    n_components : sequence of int, default: 1..9
-        Numbers of components to try.
-    n_folds : int, default: 5
-        Folds.
-    random_state : int or None, default: 0
-        Seed of the fold split and of the mixtures.
-
-    Returns
-    -------
-    ndarray of shape (len(n_components),)
-        Mean held-out log-likelihood per unit (nats), averaged over folds.
-    """
-    from sklearn.mixture import GaussianMixture
-    from sklearn.model_selection import KFold
-
-    X = check_array(X, "X", ndim=2, dtype=np.float64, finite=True)
-    n_folds = check_positive_int(n_folds, "n_folds", minimum=2)
-    seed = int(make_rng(random_state).integers(2**31))
-    folds = list(KFold(n_folds, shuffle=True, random_state=seed).split(X))
-    out = []
-    for n in n_components:
-        check_positive_int(n, "n_components")
-        scores = [
-            GaussianMixture(n, n_init=2, random_state=seed).fit(X[tr]).score(X[te])
-            for tr, te in folds
-        ]
-        out.append(float(np.mean(scores)))
-    return np.asarray(out)
-
-
-def population_labels(
-    X: np.ndarray, *, n_populations: int = 4, random_state: int | None = 0
-) -> np.ndarray:
-    """k-means population labels of units (e.g. on ``[m, k]``).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_units, n_features)
-        Per-unit features.
-    n_populations : int, default: 4
-        Number of clusters.
-    random_state : int or None, default: 0
-        Seed of k-means.
-
-    Returns
-    -------
-    ndarray of shape (n_units,), int
-        Labels in ``range(n_populations)``.
-    """
-    from sklearn.cluster import KMeans
-
-    X = check_array(X, "X", ndim=2, dtype=np.float64, finite=True)
-    n_populations = check_positive_int(n_populations, "n_populations")
-    seed = int(make_rng(random_state).integers(2**31))
-    return KMeans(n_populations, n_init=10, random_state=seed).fit_predict(X)
 
 
 def silence_population(M: np.ndarray, labels: np.ndarray, population: int) -> np.ndarray:

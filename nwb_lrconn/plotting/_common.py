@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["new_axes", "new_figure", "save_figure", "phi"]
+__all__ = ["new_axes", "new_figure", "save_figure", "phi", "quality_label", "log_scale"]
 
 
 def new_figure(*, figsize: tuple[float, float] = (5.0, 4.0)) -> Any:
@@ -56,11 +56,20 @@ def save_figure(
     figure = fig.figure if isinstance(fig, Axes) else fig
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    engine = figure.get_layout_engine()
     out = []
-    for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        figure.savefig(path, format=fmt, dpi=dpi)
-        out.append(path)
+    try:
+        for i, fmt in enumerate(formats):
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            figure.savefig(path, format=fmt, dpi=dpi)
+            out.append(path)
+            if i == 0 and engine is not None:
+                # The layout is solved once (it is most of the cost of a save); the other
+                # formats reuse the positions.
+                figure.set_layout_engine("none")
+    finally:
+        if engine is not None and figure.get_layout_engine() is not engine:
+            figure.set_layout_engine(engine)
     return out
 
 
@@ -71,3 +80,41 @@ def phi(x: np.ndarray, nonlinearity: str) -> np.ndarray:
     if nonlinearity == "relu":
         return np.maximum(x, 0.0)
     return np.logaddexp(0.0, x)
+
+
+def quality_label(kind: str) -> str:
+    """Name of the per-unit held-out quality: bits/spike for spike counts, R² otherwise."""
+    return "bits/spike" if kind == "spikes" else "R²"
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def log_scale(ax: Any, axis: str = "y") -> None:
+    """Log-scale one axis with decade labels written as 10³ (plain text, no mathtext: parsing
+    mathtext tick labels is most of the cost of drawing a small figure)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def decade(value: float, _pos: int) -> str:
+        if value <= 0:
+            return ""
+        exponent = np.log10(value)
+        if not np.isclose(exponent, round(exponent)):
+            return ""
+        return "10" + str(int(round(exponent))).translate(_SUPERSCRIPT)
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+
+    def between(value: float, _pos: int) -> str:
+        # Ranges narrower than two decades also label 2× and 5× each decade.
+        low, high = sorted(target.get_view_interval())
+        if low <= 0 or np.log10(high / low) >= 2:
+            return ""
+        mantissa = value / 10 ** np.floor(np.log10(value))
+        return f"{value:g}" if np.isclose(mantissa, 2) or np.isclose(mantissa, 5) else ""
+
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, numticks=8))
+    target.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=8))
+    target.set_major_formatter(FuncFormatter(decade))
+    target.set_minor_formatter(FuncFormatter(between))

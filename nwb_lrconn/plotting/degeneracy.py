@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..data import DegeneracyReport
-from ._common import new_axes
+from ._common import log_scale, new_axes
 
 __all__ = ["plot_degeneracy_spectrum"]
 
@@ -44,14 +44,14 @@ def plot_degeneracy_spectrum(report: DegeneracyReport, *, ax: Any = None) -> Any
     ax.scatter(index[above], shown[above], s=8, color="C0", label="constrained")
     ax.scatter(index[~above], shown[~above], s=8, color="C7", label="degenerate")
     ax.axhline(report.threshold, color="C3", ls="--", lw=1, label="threshold (prior precision)")
-    ax.set_yscale("log")
+    log_scale(ax, "y")
     n_directions = report.n_total - report.n_gauge
     if spectrum.size < n_directions:
         # Structured (blocks) posteriors keep only leading eigenpairs (by default those of the
         # output-side block F_KK); the counts in the title still cover every direction.
         ax.set_xlabel(
-            f"eigen-direction (sorted; the {spectrum.size} computed of {n_directions}; "
-            "counts cover all)"
+            f"eigen-direction (sorted)\nthe {spectrum.size} computed of {n_directions}; "
+            "the counts cover all"
         )
     else:
         ax.set_xlabel("direction (sorted)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,12 @@ from ._common import new_axes
 __all__ = ["plot_gmm_curves"]
 
 
-def plot_gmm_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, ax: Any = None) -> Any:
+def plot_gmm_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    ax: Any = None,
+    notes: Sequence[str] = (),
+) -> Any:
     """Plot held-out Gaussian-mixture log-likelihood against the number of components.
 
     Parameters
@@ -23,6 +28,8 @@ def plot_gmm_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, ax: 
         log-likelihood per unit (nats).
     ax : matplotlib Axes, optional
         Where to draw.
+    notes : sequence of str, optional
+        Lines written under the curves (e.g. why a curve is missing).
 
     Returns
     -------
@@ -43,6 +50,20 @@ def plot_gmm_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, ax: 
         ax.plot(n_components[best], loglik[best], "*", color=f"C{i}", ms=12)
     ax.set_xlabel("number of mixture components")
     ax.set_ylabel("held-out log-likelihood per unit (nats)")
-    ax.set_title("cluster structure of the loadings")
+    ax.set_title(
+        "cluster structure of the loadings\n(★ = best; a best above 1 = distinct populations)",
+        fontsize=9,
+    )
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(frameon=False, fontsize=8)
+    for i, note in enumerate(notes):
+        ax.text(
+            0.02,
+            0.03 + 0.06 * i,
+            note,
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.4",
+            wrap=True,
+        )
     return ax

@@ -55,7 +55,12 @@ def summary_text(results: Results) -> list[str]:
 
 
 def plot_summary(
-    results: Results, *, fig: Any = None, fixed_points: list[FixedPoint] | None = None
+    results: Results,
+    *,
+    fig: Any = None,
+    fixed_points: list[FixedPoint] | None = None,
+    unit_labels: list[str] | None = None,
+    regions: list[str] | None = None,
 ) -> Any:
     """Draw the one-page summary of a fit: six panels.
 
@@ -71,6 +76,8 @@ def plot_summary(
         Figure to draw into; default a new A4-landscape-sized figure.
     fixed_points : list of FixedPoint, optional
         Passed to :func:`~nwb_lrconn.plotting.plot_latent_dynamics` (default: found there).
+    unit_labels, regions : list of str, optional
+        Passed to :func:`~nwb_lrconn.plotting.plot_connectivity`.
 
     Returns
     -------
@@ -89,7 +96,7 @@ def plot_summary(
         grid[0, 2].set_axis_off()
     plot_loading_direction(fit, results.distribution, 0, ax=grid[1, 0])
     grid[1, 0].legend(frameon=False, fontsize=8)
-    plot_connectivity(fit, ax=grid[1, 1])
+    plot_connectivity(fit, ax=grid[1, 1], unit_labels=unit_labels, regions=regions)
     text_ax = grid[1, 2]
     text_ax.set_axis_off()
     text_ax.text(

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..data import ConnectivityDistribution, LowRankFit
-from ._common import new_axes
+from ._common import log_scale, new_axes
 
 __all__ = ["plot_training_curves", "plot_flow_training"]
 
@@ -68,7 +68,7 @@ def plot_flow_training(distribution: ConnectivityDistribution, *, ax: Any = None
             ax.plot(np.arange(1, curve.size + 1), curve, label=name)
         elif curve.ndim == 2 and curve.shape[1] == 2 and curve.size:
             ax.plot(curve[:, 0], curve[:, 1], "o-", ms=3, label=name)
-    ax.set_yscale("log")
+    log_scale(ax, "y")
     ax.set_xlabel("training step")
     ax.set_ylabel("flow-matching loss")
     ax.set_title("connectivity distribution")
