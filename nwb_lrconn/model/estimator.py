@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 import torch
 from scipy.special import gammaln as _gammaln
@@ -22,6 +25,8 @@ from .lowrank import LowRankRNN
 from .observation import expected_observation
 
 __all__ = ["LowRankRNNEstimator", "metrics_from_expected"]
+
+logger = logging.getLogger(__name__)
 
 _AUTO_OBSERVATION = {"spikes": "poisson", "rates": "gaussian", "calcium": "calcium"}
 # "auto" latent noise of Poisson fits, per step, in whitened-latent units
@@ -159,6 +164,7 @@ class LowRankRNNEstimator:
         batch_size: int | None = 64,
         test_fraction: float = 0.2,
         patience: int = 40,
+        tol: float = 0.01,
         weight_decay: float = 0.0,
         process_noise: float | str = "auto",
         calcium_decay: float = 0.0,
@@ -179,6 +185,7 @@ class LowRankRNNEstimator:
         self.batch_size = batch_size
         self.test_fraction = test_fraction
         self.patience = patience
+        self.tol = tol
         self.weight_decay = weight_decay
         self.process_noise = process_noise
         self.calcium_decay = calcium_decay
@@ -262,6 +269,7 @@ class LowRankRNNEstimator:
         RuntimeError
             When ``device`` asks for CUDA and none is available.
         """
+        started = time.perf_counter()
         self._check_recording(recording)
         rank = check_positive_int(self.rank, "rank")
         if rank > recording.n_units:
@@ -274,6 +282,7 @@ class LowRankRNNEstimator:
         max_epochs = check_positive_int(self.max_epochs, "max_epochs", minimum=0)
         lbfgs_rounds = check_positive_int(self.lbfgs_rounds, "lbfgs_rounds", minimum=0)
         patience = check_positive_int(self.patience, "patience")
+        tol = check_positive(self.tol, "tol", allow_zero=True)
         lr = check_positive(self.lr, "lr")
         batch_size = (
             None if self.batch_size is None else check_positive_int(self.batch_size, "batch_size")
@@ -369,9 +378,23 @@ class LowRankRNNEstimator:
             progress=self.progress,
             lbfgs_rounds=lbfgs_rounds,
             refit_units=bool(self.refit_units),
+            tol=tol,
         )
         train_batch = _to_batch(train_rec, device)
         test_batch = _to_batch(test_rec, device)
+        if observation == "poisson":
+            train_batch, test_batch = (b.with_log_factorial() for b in (train_batch, test_batch))
+        logger.info(
+            "init: %d units, rank %d, %s observation, %d training / %d held-out trials of %d "
+            "bins, in %.1f s",
+            recording.n_units,
+            rank,
+            observation,
+            len(train_trials),
+            len(test_trials),
+            recording.n_time,
+            time.perf_counter() - started,
+        )
         history, k0_train_t, k0_test_t, best_epoch = train(
             model,
             _tensor(k0_train, device),
@@ -413,6 +436,15 @@ class LowRankRNNEstimator:
         metrics["best_epoch"] = float(best_epoch)
         metrics["n_epochs"] = float(len(history) - 1)
         self.metrics_, self.unit_quality_ = metrics, quality
+        key = "bits_per_spike" if observation == "poisson" else "r2"
+        logger.info(
+            "fit done in %.1f s: held-out %s %.4f (%d rows of loss history, best %d)",
+            time.perf_counter() - started,
+            "bits/spike" if key == "bits_per_spike" else "R²",
+            metrics[key],
+            len(history),
+            best_epoch,
+        )
         self.fit_ = LowRankFit(
             M=self.M_,
             K=self.K_,

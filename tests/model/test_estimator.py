@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import logging
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -163,11 +167,36 @@ def test_inputs_and_bias_are_fitted():
     assert est.predict(rec).shape == rec.data.shape
 
 
-def test_progress_bar_and_tau(capsys):
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_and_tau(monkeypatch, capsys):
     rec = _tiny_recording().to_recording()
     est = LowRankRNNEstimator(**TINY, tau=0.1, progress=True).fit(rec)
     assert est.alpha_ == pytest.approx(rec.bin_width / 0.1)
-    assert "fit" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no bar
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    LowRankRNNEstimator(**TINY, progress=True).fit(rec)
+    assert "fit" in terminal.getvalue()
+    terminal.truncate(0)
+    LowRankRNNEstimator(**TINY).fit(rec)  # progress=False: never a bar
+    assert terminal.getvalue() == ""
+
+
+def test_one_log_line_per_phase_with_elapsed_time(caplog):
+    rec = _tiny_recording("spikes").to_recording()
+    with caplog.at_level(logging.INFO, logger="nwb_lrconn"):
+        LowRankRNNEstimator(**TINY).fit(rec)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("nwb_lrconn.model")]
+    phases = ["init:", "Adam:", "L-BFGS:", "unit refit:", "fit done in"]
+    assert [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in phases] == (
+        sorted(range(len(phases)))
+    ), lines
+    assert len(lines) == len(phases)
+    assert all(re.search(r"in \d+\.\d s", line) for line in lines), lines
 
 
 def test_hyperparameters_are_stored_verbatim():
