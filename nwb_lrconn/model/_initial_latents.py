@@ -29,11 +29,39 @@ from torch import Tensor
 from .observation import _RATE_FLOOR
 from .rollout import activation, activation_slope, unit_offset
 
-__all__ = ["infer_initial"]
+__all__ = ["infer_initial", "initial_prior"]
+
+# Width of the prior on a held-out trial's κ(0), relative to the spread of the training κ(0).
+_PRIOR_WIDTH = 3.0
 
 
-def infer_initial(model, initial: Tensor, batch, config, *, n_iter: int = 20) -> Tensor:
-    """Refine κ(0) of each trial of ``batch`` by maximising its likelihood, the model fixed.
+def initial_prior(kappa: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Gaussian prior on κ(0) from the training trials' κ(0): (mean, precision).
+
+    The covariance is the training trials' κ(0) covariance widened ``_PRIOR_WIDTH``-fold in
+    standard deviation. None when there are too few trials (fewer than rank + 2) to estimate it.
+    Without a prior, a trial whose first bins saturate every unit (or silence it) has a
+    likelihood that keeps improving, by ever smaller amounts, as κ(0) runs out along the
+    saturated direction; on the head-direction recordings some held-out κ(0) ran off past 100
+    (training κ(0) within 3) and took the canonical gauge with them.
+    """
+    n, rank = kappa.shape
+    if n < rank + 2:
+        return None
+    k = kappa.detach().double()
+    mean = k.mean(0)
+    centred = k - mean
+    cov = centred.T @ centred / (n - 1)
+    cov = _PRIOR_WIDTH**2 * cov + 1e-9 * (torch.trace(cov) + 1e-12) * torch.eye(
+        rank, dtype=k.dtype
+    )
+    return mean.to(kappa.dtype), torch.linalg.inv(cov).to(kappa.dtype)
+
+
+def infer_initial(
+    model, initial: Tensor, batch, config, *, prior=None, n_iter: int = 20
+) -> Tensor:
+    """Refine κ(0) of each trial of ``batch`` by maximising its posterior, the model fixed.
 
     Parameters
     ----------
@@ -45,6 +73,9 @@ def infer_initial(model, initial: Tensor, batch, config, *, n_iter: int = 20) ->
         The trials (``data``, ``mask``, ``inputs``).
     config : TrainConfig
         Observation settings (``observation``, ``bin_width``, ``calcium_decay``).
+    prior : (Tensor, Tensor), optional
+        Mean (rank,) and precision (rank, rank) of a Gaussian prior on κ(0)
+        (:func:`initial_prior`); without it, maximum likelihood.
     n_iter : int, default: 20
         Upper bound on damped Gauss–Newton iterations (Adam steps × 5 under the calcium kernel).
         A trial stops when an accepted step lowers its loss by at most 10⁻⁹ of it, or when its
@@ -53,14 +84,24 @@ def infer_initial(model, initial: Tensor, batch, config, *, n_iter: int = 20) ->
     Returns
     -------
     Tensor of shape (n_trials, rank)
-        κ(0), each trial's at a loss no higher than at ``initial``.
+        κ(0), each trial's at a loss (plus prior) no higher than at ``initial``.
     """
     if config.observation == "calcium" and config.calcium_decay > 0:
         with torch.enable_grad():
             return _infer_initial_adam(model, initial, batch, config, n_steps=5 * n_iter)
+
+    def terms(kappa, trials):
+        loss, grad, gn = _trial_terms(model, kappa, trials, config)
+        if prior is not None:
+            mean, precision = (p.double() for p in prior)
+            offset = kappa.double() - mean
+            pull = offset @ precision
+            loss, grad, gn = loss + 0.5 * (pull * offset).sum(1), grad + pull, gn + precision
+        return loss, grad, gn
+
     with torch.no_grad():
         kappa = initial.detach().clone()
-        loss, grad, gn = _trial_terms(model, kappa, batch, config)
+        loss, grad, gn = terms(kappa, batch)
         damping = torch.full_like(loss, 1e-3)
         active = torch.arange(kappa.shape[0], device=kappa.device)
         eye = torch.eye(kappa.shape[1], dtype=gn.dtype, device=gn.device)
@@ -71,7 +112,7 @@ def infer_initial(model, initial: Tensor, batch, config, *, n_iter: int = 20) ->
             system = h + lam * (torch.diag_embed(h.diagonal(dim1=1, dim2=2)) + 1e-9 * eye)
             step = torch.linalg.solve(system, grad[active].unsqueeze(-1)).squeeze(-1)
             trial = kappa[active] - step.to(kappa.dtype)
-            t_loss, t_grad, t_gn = _trial_terms(model, trial, batch.take(active), config)
+            t_loss, t_grad, t_gn = terms(trial, batch.take(active))
             better = torch.isfinite(t_loss) & (t_loss < loss[active])
             done = better & (loss[active] - t_loss <= 1e-9 * loss[active].abs())
             take = active[better]

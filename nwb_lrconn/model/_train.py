@@ -1,9 +1,11 @@
 """Training loops for :class:`~nwb_lrconn.model.estimator.LowRankRNNEstimator` (private).
 
-The model parameters and the per-trial initial latents of the training trials are fitted by Adam
-on minibatches of trials. Each epoch also takes one Adam step on the held-out trials' initial
-latents alone (the model parameters only see training trials), evaluates the held-out loss, and
-keeps the state with the best held-out loss (early stopping, learning rate halved on plateaus).
+The model parameters and the per-trial initial latents of the training trials are fitted in three
+phases (:func:`train`): Adam on minibatches of trials, full-batch L-BFGS rounds, and the per-unit
+refit. The held-out trials only ever move their own initial latents (the model parameters see
+training trials alone); their loss decides the state that is kept and when each phase stops,
+measured against the held-out loss's own standard error (:class:`_Monitor`). Each phase logs one
+line with its elapsed time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._initial_latents import infer_initial
+from ._initial_latents import infer_initial, initial_prior
 from ._refit import refit_units, ridge_output_loadings
 from .lowrank import LowRankRNN
 from .objective import ChunkObjective
@@ -42,7 +44,11 @@ logger = logging.getLogger(__name__)
 # κ(0) of a trial gets one update per epoch (network parameters get one per minibatch), so its
 # learning rate is larger.
 _KAPPA_LR = 5.0
-_FLOOR = 1e-6
+# Decreases below this many nats per observed value never count as progress (noiseless data
+# would otherwise train until the held-out loss stops moving in float32).
+_FLOOR = 1e-5
+# Without L-BFGS rounds, Adam halves its learning rate on each plateau up to this many times.
+_MAX_HALVINGS = 3
 _SPREAD_ELEMENTS = 1 << 22  # activity values per trial chunk of loss_spread: 16 MiB in float32
 
 
@@ -304,7 +310,7 @@ def train(
     )
     # Adam moved the held-out κ(0) one step per epoch; converge them at the kept state, so that
     # the later phases are judged against the state's actual held-out loss.
-    k_test = infer_initial(model, k_test, test_batch, config)
+    k_test = infer_initial(model, k_test, test_batch, config, prior=initial_prior(k_train))
     with torch.no_grad():
         best_test = float(batch_loss(model, k_test, test_batch, config))
     logger.info(
@@ -369,10 +375,12 @@ def _progress_bar(config: TrainConfig, total: int):
 def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, config, generator):
     """Adam on minibatches of training trials.
 
-    Each epoch the held-out κ(0) take one Adam step on their own likelihood and the held-out
-    loss is recorded. The learning rate halves after ``patience // 4`` epochs without progress
-    (:class:`_Monitor`) and the phase stops after ``patience``; the model is left in its best
-    held-out state.
+    Each epoch the held-out κ(0) take one Gauss–Newton step on their own likelihood
+    (:func:`infer_initial`), so that the recorded held-out loss follows the model rather than
+    the lag of the κ(0). The phase stops after ``patience`` epochs without progress
+    (:class:`_Monitor`): from there L-BFGS converges in fewer passes over the data than Adam's
+    halved learning rates would. Without L-BFGS rounds the learning rate halves instead, up to
+    ``_MAX_HALVINGS`` times. The model is left in its best held-out state.
 
     Returns
     -------
@@ -409,7 +417,6 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
         lr=config.lr,
         fused=True,  # one kernel per step instead of a dozen per parameter (half the step's cost)
     )
-    test_optimizer = torch.optim.Adam([kappa_test], lr=_KAPPA_LR * config.lr)
 
     def snapshot():
         return _snapshot(model, kappa_train, kappa_test)
@@ -427,7 +434,7 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
         lambda: loss_spread(model, kappa_test.detach(), test_batch, config),
         config.tol,
     )
-    plateau, last_cut = max(2, config.patience // 4), 0
+    cuts = 0
     n_train = train_batch.n_trials
     size = n_train if config.batch_size is None else min(config.batch_size, n_train)
     bar = _progress_bar(config, config.max_epochs)
@@ -449,10 +456,12 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
             optimizer.step()
             total += float(loss.detach()) * index.numel()
             count += index.numel()
-        loss = batch_loss(model, kappa_test, test_batch, config)
-        (kappa_test.grad,) = torch.autograd.grad(loss, [kappa_test])
-        test_optimizer.step()
-        test_loss = float(loss.detach())
+        with torch.no_grad():  # one damped Gauss-Newton step per epoch follows the model
+            prior = initial_prior(kappa_train)
+            kappa_test.copy_(
+                infer_initial(model, kappa_test, test_batch, config, prior=prior, n_iter=1)
+            )
+            test_loss = float(batch_loss(model, kappa_test, test_batch, config))
         history.append((total / count, test_loss))
         bar.update()
         bar.set_postfix(train=f"{total / count:.4g}", test=f"{test_loss:.4g}")
@@ -460,13 +469,12 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
             break
         monitor.update(epoch, test_loss, snapshot)
         if monitor.stalled(epoch, config.patience):
-            break
-        if epoch - max(monitor.reference_step, last_cut) >= plateau and monitor.stalled(
-            epoch, plateau
-        ):
-            for group in (*optimizer.param_groups, *test_optimizer.param_groups):
+            if config.lbfgs_rounds > 0 or cuts == _MAX_HALVINGS:
+                break
+            for group in optimizer.param_groups:
                 group["lr"] *= 0.5
-            last_cut = epoch
+            cuts += 1
+            monitor.reference_step = epoch  # a new plateau is counted from here
     bar.close()
     state, k_train, k_test = monitor.state
     model.load_state_dict(state)
@@ -489,7 +497,7 @@ def _lbfgs_phase(
     between the scale of M and the readout gain); the quasi-Newton steps handle them. After each
     round the held-out κ(0) are re-inferred (:func:`infer_initial`) and the held-out loss is
     recorded (appended to ``history``); the rounds stop after ``config.lbfgs_rounds`` or when
-    ``max(2, patience // 10)`` rounds in a row make no progress (:class:`_Monitor`). The model
+    ``max(2, patience // 3)`` rounds in a row make no progress (:class:`_Monitor`). The model
     is left in its best state; returns (κ0 train, κ0 test, best row, best held-out loss).
 
     The variables are rescaled by ``moments`` (Adam's second moments v, see
@@ -542,12 +550,13 @@ def _lbfgs_phase(
         reference=math.inf,
         since=len(history) - 1,
     )
-    patience = max(2, config.patience // 10)
+    patience = max(2, config.patience // 3)
     for _ in range(config.lbfgs_rounds):
         optimizer.step(closure)
         sync()
         with torch.no_grad():
-            kappa_test.copy_(infer_initial(model, kappa_test, test_batch, config))
+            prior = initial_prior(kappa_train)
+            kappa_test.copy_(infer_initial(model, kappa_test, test_batch, config, prior=prior))
             test_loss = float(batch_loss(model, kappa_test, test_batch, config))
         history.append((last[0], test_loss))
         if not np.isfinite(test_loss) or not np.isfinite(last[0]):
@@ -634,12 +643,13 @@ def _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_t
             ("readout_offset", theta[:, -1]),
         ):
             getattr(model, name).copy_(value.to(getattr(model, name).dtype))
-    k_test_new = infer_initial(model, k_test, test_batch, config)
+    prior = initial_prior(k_train)
+    k_test_new = infer_initial(model, k_test, test_batch, config, prior=prior)
     with torch.no_grad():
         test_loss = float(batch_loss(model, k_test_new, test_batch, config))
     if np.isfinite(test_loss) and test_loss < best_test:
         # the new dynamics move the training trajectories too: re-infer their κ(0)
-        k_train_new = infer_initial(model, k_train, train_batch, config)
+        k_train_new = infer_initial(model, k_train, train_batch, config, prior=prior)
         with torch.no_grad():
             train_loss = float(batch_loss(model, k_train_new, train_batch, config))
         return (train_loss, test_loss), k_train_new, k_test_new

@@ -199,6 +199,20 @@ def test_one_log_line_per_phase_with_elapsed_time(caplog):
     assert all(re.search(r"in \d+\.\d s", line) for line in lines), lines
 
 
+def test_training_stops_when_the_held_out_loss_stops_improving():
+    # 20 units × 200 windows of 10 bins: a small recording stops long before max_epochs (500).
+    net = sample_network("quadstable", 20, random_state=0)
+    initial = np.random.default_rng(0).uniform(-2, 2, (200, 2))
+    session = simulate_spikes(net, initial=initial, n_time=10, bin_width=0.1, random_state=1)
+    rec = session.to_recording()
+    est = LowRankRNNEstimator(random_state=0).fit(rec)
+    assert len(est.loss_history_) - 1 < 150, len(est.loss_history_)  # epochs + rounds + refit
+    test = est.test_trials_
+    rate = np.logaddexp(0, session.readout_gain * session.activity[test] + session.readout_offset)
+    truth = metrics_from_expected(rec.data[test], 0.1 * rate, rec.mask[test], "poisson")[0]
+    assert est.metrics_["bits_per_spike"] > 0.9 * truth["bits_per_spike"]
+
+
 def test_hyperparameters_are_stored_verbatim():
     est = LowRankRNNEstimator(rank=3, lr=0.5, random_state=None, device="cuda")
     assert (est.rank, est.lr, est.random_state, est.device) == (3, 0.5, None, "cuda")
@@ -228,6 +242,8 @@ def test_unfitted_estimator_refuses_to_predict():
         ({"max_epochs": 2.5}, TypeError, "max_epochs must be an integer"),
         ({"process_noise": "high"}, ValueError, "process_noise must be a non-negative number or"),
         ({"process_noise": -0.1}, ValueError, "process_noise must be finite and >= 0"),
+        ({"tol": -0.01}, ValueError, "tol must be finite and >= 0"),
+        ({"tol": None}, TypeError, "tol must be a number"),
     ],
 )
 def test_bad_hyperparameters(override, error, match):
