@@ -278,7 +278,7 @@ def _quality(case: dict, out: dict) -> str:
     return text
 
 
-def bench_fits(cases, baseline: str, cpu: int | None) -> None:
+def bench_fits(cases, baseline: str, cpu: int | None, before_root: str | None = None) -> None:
     print(
         f"\nStage-1 fits, one thread each, before = {baseline} (its defaults), after = this "
         "checkout (defaults); seconds of wall time per phase:"
@@ -290,12 +290,16 @@ def bench_fits(cases, baseline: str, cpu: int | None) -> None:
     print(header)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        old_root = tmp / "before"
-        old_root.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", baseline, "nwb_lrconn"], cwd=REPO, check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive, check=True)
+        old_root = Path(before_root) if before_root else tmp / "before"
+        if not before_root:
+            old_root.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", baseline, "nwb_lrconn"],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive, check=True)
         for name in cases:
             case = make_case(name)
             totals = {}
@@ -321,6 +325,9 @@ if __name__ == "__main__":
         "--case", choices=SMALL_CASES + FULL_CASES, action="append", help="fit only these"
     )
     parser.add_argument("--baseline", default="fce26d6", help="git revision of 'before'")
+    parser.add_argument(
+        "--before-root", help="folder holding the 'before' nwb_lrconn (instead of git archive)"
+    )
     parser.add_argument("--cpu", type=int, help="pin each fit to this CPU (taskset)")
     parser.add_argument("--no-epoch", action="store_true", help="skip the epoch benchmark")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -332,4 +339,4 @@ if __name__ == "__main__":
         bench_epoch()
     if args.fits:
         chosen = args.case or list(SMALL_CASES + (FULL_CASES if args.full else ()))
-        bench_fits(chosen, args.baseline, args.cpu)
+        bench_fits(chosen, args.baseline, args.cpu, args.before_root)
