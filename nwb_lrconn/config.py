@@ -305,9 +305,9 @@ class FitConfig:
         Trials per optimisation step (None: all training trials).
     test_fraction : float, default: 0.2
         Fraction of trials held out for early stopping and metrics.
-    patience : int, default: 10
+    patience : int, default: 20
         Epochs without progress (see ``tol``) before Adam hands over to L-BFGS (whose rounds
-        stop after ``max(2, patience // 3)`` rounds without progress).
+        stop after ``max(2, patience // 6)`` rounds without progress).
     tol : float, default: 0.01
         Smallest decrease of the held-out loss that counts as progress, as a fraction of its
         standard error across held-out trials (0: every decrease counts).
@@ -332,7 +332,7 @@ class FitConfig:
     lr: float = 1e-2
     batch_size: int | None = 64
     test_fraction: float = 0.2
-    patience: int = 10
+    patience: int = 20
     tol: float = 0.01
     weight_decay: float = 0.0
     process_noise: float | str = "auto"

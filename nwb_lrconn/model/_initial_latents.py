@@ -59,7 +59,7 @@ def initial_prior(kappa: Tensor) -> tuple[Tensor, Tensor] | None:
 
 
 def infer_initial(
-    model, initial: Tensor, batch, config, *, prior=None, n_iter: int = 20
+    model, initial: Tensor, batch, config, *, prior=None, n_iter: int = 20, damping=None
 ) -> Tensor:
     """Refine κ(0) of each trial of ``batch`` by maximising its posterior, the model fixed.
 
@@ -80,6 +80,9 @@ def infer_initial(
         Upper bound on damped Gauss–Newton iterations (Adam steps × 5 under the calcium kernel).
         A trial stops when an accepted step lowers its loss by at most 10⁻⁹ of it, or when its
         damping has grown past 10⁹ without finding a lower loss.
+    damping : Tensor of shape (n_trials,), optional
+        Levenberg–Marquardt damping to start from, updated in place (it carries the solver's
+        state across calls that follow a changing model; default 10⁻³ per trial).
 
     Returns
     -------
@@ -102,7 +105,8 @@ def infer_initial(
     with torch.no_grad():
         kappa = initial.detach().clone()
         loss, grad, gn = terms(kappa, batch)
-        damping = torch.full_like(loss, 1e-3)
+        if damping is None:
+            damping = torch.full_like(loss, 1e-3)
         active = torch.arange(kappa.shape[0], device=kappa.device)
         eye = torch.eye(kappa.shape[1], dtype=gn.dtype, device=gn.device)
         for _ in range(n_iter):
@@ -118,8 +122,10 @@ def infer_initial(
             take = active[better]
             kappa[take], loss[take] = trial[better], t_loss[better]
             grad[take], gn[take] = t_grad[better], t_gn[better]
-            damping[active] = torch.where(better, lam[:, 0, 0] / 3, lam[:, 0, 0] * 10).clamp(
-                min=1e-9
+            damping[active] = (
+                torch.where(better, lam[:, 0, 0] / 3, lam[:, 0, 0] * 10)
+                .clamp(min=1e-9)
+                .to(damping.dtype)
             )
             active = active[~done & (damping[active] < 1e9)]
     return kappa

@@ -35,7 +35,6 @@ __all__ = [
     "batch_loss",
     "loss_spread",
     "train",
-    "infer_initial",
     "weight_penalty",
 ]
 
@@ -320,24 +319,6 @@ def train(
         best_test,
         best_row,
     )
-    kernel = config.observation == "calcium" and config.calcium_decay > 0
-    refit = config.refit_units and not kernel
-
-    def refit_step():
-        nonlocal k_train, k_test, best_test, best_row
-        start = time.perf_counter()
-        out = _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_test)
-        if out is not None:
-            (losses, k_train, k_test), best_test = out, out[0][1]
-            history.append(losses)
-            best_row = len(history) - 1
-        logger.info(
-            "unit refit: %s in %.1f s, held-out loss %.6g",
-            "kept" if out is not None else "discarded (no lower held-out loss)",
-            time.perf_counter() - start,
-            best_test,
-        )
-
     if config.lbfgs_rounds > 0:
         start, first = time.perf_counter(), len(history)
         k_train, k_test, best_row, best_test = _lbfgs_phase(
@@ -359,8 +340,20 @@ def train(
             best_test,
             best_row,
         )
-    if refit:
-        refit_step()
+    kernel = config.observation == "calcium" and config.calcium_decay > 0
+    if config.refit_units and not kernel:
+        start = time.perf_counter()
+        out = _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_test)
+        if out is not None:
+            (losses, k_train, k_test), best_test = out, out[0][1]
+            history.append(losses)
+            best_row = len(history) - 1
+        logger.info(
+            "unit refit: %s in %.1f s, held-out loss %.6g",
+            "kept" if out is not None else "discarded (no lower held-out loss)",
+            time.perf_counter() - start,
+            best_test,
+        )
     return np.asarray(history, dtype=np.float64), k_train, k_test, best_row
 
 
@@ -375,12 +368,13 @@ def _progress_bar(config: TrainConfig, total: int):
 def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, config, generator):
     """Adam on minibatches of training trials.
 
-    Each epoch the held-out κ(0) take one Gauss–Newton step on their own likelihood
-    (:func:`infer_initial`), so that the recorded held-out loss follows the model rather than
-    the lag of the κ(0). The phase stops after ``patience`` epochs without progress
-    (:class:`_Monitor`): from there L-BFGS converges in fewer passes over the data than Adam's
-    halved learning rates would. Without L-BFGS rounds the learning rate halves instead, up to
-    ``_MAX_HALVINGS`` times. The model is left in its best held-out state.
+    Each epoch the held-out κ(0) take two damped Gauss–Newton steps on their own likelihood
+    (:func:`infer_initial`, damping carried over from epoch to epoch), so that the recorded
+    held-out loss follows the model rather than the lag of the κ(0). The phase stops after
+    ``patience`` epochs without progress (:class:`_Monitor`): from there L-BFGS converges in
+    fewer passes over the data than Adam's halved learning rates would. Without L-BFGS rounds
+    the learning rate halves instead, up to ``_MAX_HALVINGS`` times. The model is left in its
+    best held-out state.
 
     Returns
     -------
@@ -435,6 +429,8 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
         config.tol,
     )
     cuts = 0
+    # the held-out κ(0) solver's damping, carried from epoch to epoch
+    damping = torch.full_like(kappa_test[:, 0].detach(), 1e-3, dtype=torch.float64)
     n_train = train_batch.n_trials
     size = n_train if config.batch_size is None else min(config.batch_size, n_train)
     bar = _progress_bar(config, config.max_epochs)
@@ -456,10 +452,12 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
             optimizer.step()
             total += float(loss.detach()) * index.numel()
             count += index.numel()
-        with torch.no_grad():  # one damped Gauss-Newton step per epoch follows the model
+        with torch.no_grad():  # two damped Gauss–Newton steps per epoch follow the model
             prior = initial_prior(kappa_train)
             kappa_test.copy_(
-                infer_initial(model, kappa_test, test_batch, config, prior=prior, n_iter=1)
+                infer_initial(
+                    model, kappa_test, test_batch, config, prior=prior, n_iter=2, damping=damping
+                )
             )
             test_loss = float(batch_loss(model, kappa_test, test_batch, config))
         history.append((total / count, test_loss))
@@ -497,7 +495,7 @@ def _lbfgs_phase(
     between the scale of M and the readout gain); the quasi-Newton steps handle them. After each
     round the held-out κ(0) are re-inferred (:func:`infer_initial`) and the held-out loss is
     recorded (appended to ``history``); the rounds stop after ``config.lbfgs_rounds`` or when
-    ``max(2, patience // 3)`` rounds in a row make no progress (:class:`_Monitor`). The model
+    ``max(2, patience // 6)`` rounds in a row make no progress (:class:`_Monitor`). The model
     is left in its best state; returns (κ0 train, κ0 test, best row, best held-out loss).
 
     The variables are rescaled by ``moments`` (Adam's second moments v, see
@@ -550,7 +548,7 @@ def _lbfgs_phase(
         reference=math.inf,
         since=len(history) - 1,
     )
-    patience = max(2, config.patience // 3)
+    patience = max(2, config.patience // 6)
     for _ in range(config.lbfgs_rounds):
         optimizer.step(closure)
         sync()

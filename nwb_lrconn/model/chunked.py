@@ -116,7 +116,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         total = M.new_zeros(())
         kappa = initial
         Mt = M.T
-        Kt = K.T.contiguous()  # y @ Kt.T: MKL is several times faster with the skinny side so
+        Kt = K.T.contiguous()  # MKL computes y @ Kt.T several times faster than y @ K
         for start, stop in _chunks(n_time, chunk):
             buffer = storage[: n_trials * (stop - start) * n_units].view(
                 n_trials, stop - start, n_units

@@ -54,7 +54,7 @@ class LowRankRNNEstimator:
        once the held-out loss stops improving, full-batch L-BFGS rounds from that state
        (variables scaled by Adam's gradient statistics), stopped the same way; then the unit
        refit (``refit_units``). Progress is measured in the data's own resolution: a phase
-       stops after ``patience`` epochs (``max(2, patience // 3)`` rounds) in which the held-out
+       stops after ``patience`` epochs (``max(2, patience // 6)`` rounds) in which the held-out
        loss fell by less than ``tol`` times its standard error over held-out trials, so a small
        or noisy recording stops early and a large, clean one trains as long as the data can
        tell the difference. Held-out κ(0) are maximum a posteriori under a weak Gaussian prior,
@@ -102,9 +102,9 @@ class LowRankRNNEstimator:
         Trials per step; None for full batch.
     test_fraction : float, default: 0.2
         Fraction of trials held out (at least one trial each side).
-    patience : int, default: 10
+    patience : int, default: 20
         Epochs without progress (see ``tol``) after which Adam hands over to L-BFGS, whose
-        rounds stop after ``max(2, patience // 3)`` rounds without progress. Without L-BFGS
+        rounds stop after ``max(2, patience // 6)`` rounds without progress. Without L-BFGS
         (``lbfgs_rounds=0``) the learning rate halves instead, at each of the first three such
         plateaus, and Adam stops at the fourth.
     tol : float, default: 0.01
@@ -181,7 +181,7 @@ class LowRankRNNEstimator:
         lr: float = 1e-2,
         batch_size: int | None = 64,
         test_fraction: float = 0.2,
-        patience: int = 10,
+        patience: int = 20,
         tol: float = 0.01,
         weight_decay: float = 0.0,
         process_noise: float | str = "auto",

@@ -190,7 +190,7 @@ class _ActivityRollout(torch.autograd.Function):
         noise_tm = None if noise is None else noise.transpose(0, 1)
         kappa = initial
         Mt = M.T
-        Kt = K.T.contiguous()  # y @ Kt.T: MKL is several times faster with the skinny side so
+        Kt = K.T.contiguous()  # MKL computes y @ Kt.T several times faster than y @ K
         for t in range(n_time):
             latents[t] = kappa
             y = activity[t]
