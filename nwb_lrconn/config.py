@@ -331,8 +331,12 @@ class FitConfig:
         Trials per optimisation step (None: all training trials).
     test_fraction : float, default: 0.2
         Fraction of trials held out for early stopping and metrics.
-    patience : int, default: 40
-        Epochs without held-out improvement before stopping.
+    patience : int, default: 20
+        Epochs without progress (see ``tol``) before Adam hands over to L-BFGS (whose rounds
+        stop after ``max(2, patience // 6)`` rounds without progress).
+    tol : float, default: 0.01
+        Smallest decrease of the held-out loss that counts as progress, as a fraction of its
+        standard error across held-out trials (0: every decrease counts).
     weight_decay : float, default: 0.0
         L2 penalty on the network parameters.
     process_noise : float or "auto", default: "auto"
@@ -354,7 +358,8 @@ class FitConfig:
     lr: float = 1e-2
     batch_size: int | None = 64
     test_fraction: float = 0.2
-    patience: int = 40
+    patience: int = 20
+    tol: float = 0.01
     weight_decay: float = 0.0
     process_noise: float | str = "auto"
     calcium_decay: float = 0.0
@@ -398,6 +403,7 @@ class FitConfig:
             raise ValueError(f"fit.test_fraction must be in (0, 1); got {fraction}.")
         object.__setattr__(self, "test_fraction", fraction)
         check_positive_int(self.patience, "fit.patience")
+        object.__setattr__(self, "tol", check_positive(self.tol, "fit.tol", allow_zero=True))
         value = check_positive(self.weight_decay, "fit.weight_decay", allow_zero=True)
         object.__setattr__(self, "weight_decay", value)
         value = check_nonnegative_or_auto(self.process_noise, "fit.process_noise")

@@ -32,7 +32,11 @@ __all__ = ["refit_units", "ridge_output_loadings"]
 
 
 def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width, inv_var, full):
-    """Per-unit loss (N,) of a chunk of bins and, when ``full``, its gradient and Fisher matrix."""
+    """Per-unit loss (N,) of a chunk of bins and, when ``full``, its gradient and Fisher matrix.
+
+    ∂r_i/∂θ_i = [g_i φ'_i z, φ_i, 1] with z = (κ, u, 1) shared by all units, so every sum over
+    bins is a (N × bins) by (bins × ·) matrix product against z or z ⊗ z.
+    """
     rank, n_in = kappa.shape[1], inputs.shape[1]
     m, b = theta[:, :rank], theta[:, rank : rank + n_in]
     d, g, c = theta[:, -3], theta[:, -2], theta[:, -1]
@@ -55,14 +59,25 @@ def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width
         if not full:
             return loss, None, None
         dloss, weight = resid * inv_var, inv_var.expand_as(r)
-    gs = g * activation_slope(phi, nonlinearity)
-    jac = [gs[..., None] * kappa[:, None, :]]  # ∂r/∂m
-    if n_in:
-        jac.append(gs[..., None] * inputs[:, None, :])  # ∂r/∂b
-    jac += [gs[..., None], phi[..., None], torch.ones_like(phi)[..., None]]  # ∂r/∂(d, g, c)
-    jac = torch.cat(jac, dim=-1)  # (n_bins, N, P)
-    grad = torch.einsum("tn,tnp->np", dloss, jac)
-    fisher = torch.einsum("tnp,tnq->npq", jac * weight[..., None], jac)
+    gs = g * activation_slope(phi, nonlinearity)  # dr/dx
+    z = torch.cat([kappa, inputs, torch.ones_like(kappa[:, :1])], dim=1)  # (n_bins, Q)
+    q = z.shape[1]
+    zz = (z.unsqueeze(2) * z.unsqueeze(1)).reshape(-1, q * q)
+    wgs = weight * gs
+    n_units, n_par = theta.shape
+    # zᵀ·A rather than Aᵀ·z: several times faster in MKL for skinny z
+    grad = torch.cat(
+        [(z.T @ (dloss * gs)).T, (dloss * phi).sum(0)[:, None], dloss.sum(0)[:, None]], dim=1
+    )
+    fisher = theta.new_empty(n_units, n_par, n_par)
+    fisher[:, :q, :q] = (zz.T @ (wgs * gs)).T.reshape(n_units, q, q)
+    fisher[:, :q, q] = (z.T @ (wgs * phi)).T
+    fisher[:, :q, q + 1] = (z.T @ wgs).T
+    fisher[:, q, q] = (weight * phi * phi).sum(0)
+    fisher[:, q, q + 1] = (weight * phi).sum(0)
+    fisher[:, q + 1, q + 1] = weight.sum(0)
+    fisher[:, q:, :q] = fisher[:, :q, q:].transpose(1, 2)
+    fisher[:, q + 1, q] = fisher[:, q, q + 1]
     return loss, grad, fisher
 
 

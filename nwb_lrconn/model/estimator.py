@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 import torch
 from scipy.special import gammaln as _gammaln
@@ -16,12 +19,15 @@ from .._validation import (
 )
 from ..data import NONLINEARITIES, LowRankFit, Recording
 from . import _init
-from ._train import Batch, TrainConfig, batch_loss, infer_initial, train
+from ._initial_latents import infer_initial, initial_prior
+from ._train import Batch, TrainConfig, batch_loss, train
 from .gauge import canonical_gauge
 from .lowrank import LowRankRNN
 from .observation import expected_observation
 
 __all__ = ["LowRankRNNEstimator", "metrics_from_expected"]
+
+logger = logging.getLogger(__name__)
 
 _AUTO_OBSERVATION = {"spikes": "poisson", "rates": "gaussian", "calcium": "calcium"}
 # "auto" latent noise of Poisson fits, per step, in whitened-latent units
@@ -43,10 +49,17 @@ class LowRankRNNEstimator:
        (spikes are smoothed over ``smoothing`` seconds first), PCA gives M and the latents, a
        ridge regression of the latent updates gives K (``nwb_lrconn.model._init``);
     3. Adam on minibatches of training trials over (M, K, B, d, readout, κ(0) per training
-       trial); each epoch the held-out trials' κ(0) take one step on their own likelihood
-       (the model never sees held-out data), the held-out loss drives a learning-rate halving on
-       plateaus and early stopping (``patience``), and the best state is kept; then full-batch
-       L-BFGS rounds from that state, early-stopped the same way;
+       trial); each epoch the held-out trials' κ(0) take a Gauss–Newton step on their own
+       likelihood (the model never sees held-out data) and the best held-out state is kept;
+       once the held-out loss stops improving, full-batch L-BFGS rounds from that state
+       (variables scaled by Adam's gradient statistics), stopped the same way; then the unit
+       refit (``refit_units``). Progress is measured in the data's own resolution: a phase
+       stops after ``patience`` epochs (``max(2, patience // 6)`` rounds) in which the held-out
+       loss fell by less than ``tol`` times its standard error over held-out trials, so a small
+       or noisy recording stops early and a large, clean one trains as long as the data can
+       tell the difference. Held-out κ(0) are maximum a posteriori under a weak Gaussian prior,
+       the training trials’ κ(0) distribution widened threefold, which stops a trial whose first
+       bins saturate every unit from running off;
     4. held-out κ(0) are refined with the model fixed, then everything is reported in the
        **canonical gauge** (:func:`~nwb_lrconn.model.gauge.canonical_gauge`: latents white over
        the visited states, MᵀM diagonal descending, largest entry of each column of M positive).
@@ -73,8 +86,9 @@ class LowRankRNNEstimator:
     max_epochs : int, default: 500
         Upper bound on the Adam passes over the training trials.
     lbfgs_rounds : int, default: 30
-        Rounds of 10 full-batch L-BFGS steps after Adam (0 = none); they converge along the
-        shallow directions Adam's noise floor leaves (early-stopped on the held-out loss too).
+        Upper bound on rounds of 10 full-batch L-BFGS steps after Adam (0 = none); they converge
+        along the shallow directions Adam's noise floor leaves (stopped on the held-out loss
+        too, see ``tol``).
     refit_units : bool, default: True
         After the gradient phases, refit every unit's (m, b, d, g, c) on the fitted latents by
         Fisher scoring (the likelihood separates over units once κ(t) is fixed), then re-solve K
@@ -83,13 +97,20 @@ class LowRankRNNEstimator:
         that gradient steps leave unresolved for weakly tuned units. Not applied under the
         calcium indicator kernel, whose filter couples the bins.
     lr : float, default: 1e-2
-        Adam learning rate (halved when the held-out loss plateaus).
+        Adam learning rate.
     batch_size : int or None, default: 64
         Trials per step; None for full batch.
     test_fraction : float, default: 0.2
         Fraction of trials held out (at least one trial each side).
-    patience : int, default: 40
-        Epochs without held-out improvement before stopping.
+    patience : int, default: 20
+        Epochs without progress (see ``tol``) after which Adam hands over to L-BFGS, whose
+        rounds stop after ``max(2, patience // 6)`` rounds without progress. Without L-BFGS
+        (``lbfgs_rounds=0``) the learning rate halves instead, at each of the first three such
+        plateaus, and Adam stops at the fourth.
+    tol : float, default: 0.01
+        Smallest decrease of the held-out loss that counts as progress, as a fraction of the
+        held-out loss's standard error across held-out trials (re-measured as the fit improves;
+        never below 10⁻⁶ nats per value). 0 counts every decrease.
     weight_decay : float, default: 0.0
         L2 penalty on the network parameters (Adam weight decay; κ(0) excluded).
     process_noise : float or "auto", default: "auto"
@@ -113,7 +134,9 @@ class LowRankRNNEstimator:
     device : str, default: "cpu"
         Torch device ("cpu", "cuda", "cuda:1", ...).
     progress : bool, default: False
-        Show a tqdm progress bar over epochs.
+        Show a tqdm progress bar over epochs when stderr is a terminal. Each phase (init, Adam,
+        L-BFGS, unit refit, end) is also logged at INFO level with its elapsed time, on the
+        logger ``nwb_lrconn.model`` (children ``estimator`` and ``_train``).
 
     Attributes
     ----------
@@ -158,7 +181,8 @@ class LowRankRNNEstimator:
         lr: float = 1e-2,
         batch_size: int | None = 64,
         test_fraction: float = 0.2,
-        patience: int = 40,
+        patience: int = 20,
+        tol: float = 0.01,
         weight_decay: float = 0.0,
         process_noise: float | str = "auto",
         calcium_decay: float = 0.0,
@@ -179,6 +203,7 @@ class LowRankRNNEstimator:
         self.batch_size = batch_size
         self.test_fraction = test_fraction
         self.patience = patience
+        self.tol = tol
         self.weight_decay = weight_decay
         self.process_noise = process_noise
         self.calcium_decay = calcium_decay
@@ -262,6 +287,7 @@ class LowRankRNNEstimator:
         RuntimeError
             When ``device`` asks for CUDA and none is available.
         """
+        started = time.perf_counter()
         self._check_recording(recording)
         rank = check_positive_int(self.rank, "rank")
         if rank > recording.n_units:
@@ -274,6 +300,7 @@ class LowRankRNNEstimator:
         max_epochs = check_positive_int(self.max_epochs, "max_epochs", minimum=0)
         lbfgs_rounds = check_positive_int(self.lbfgs_rounds, "lbfgs_rounds", minimum=0)
         patience = check_positive_int(self.patience, "patience")
+        tol = check_positive(self.tol, "tol", allow_zero=True)
         lr = check_positive(self.lr, "lr")
         batch_size = (
             None if self.batch_size is None else check_positive_int(self.batch_size, "batch_size")
@@ -369,9 +396,23 @@ class LowRankRNNEstimator:
             progress=self.progress,
             lbfgs_rounds=lbfgs_rounds,
             refit_units=bool(self.refit_units),
+            tol=tol,
         )
         train_batch = _to_batch(train_rec, device)
         test_batch = _to_batch(test_rec, device)
+        if observation == "poisson":
+            train_batch, test_batch = (b.with_log_factorial() for b in (train_batch, test_batch))
+        logger.info(
+            "init: %d units, rank %d, %s observation, %d training / %d held-out trials of %d "
+            "bins, in %.1f s",
+            recording.n_units,
+            rank,
+            observation,
+            len(train_trials),
+            len(test_trials),
+            recording.n_time,
+            time.perf_counter() - started,
+        )
         history, k0_train_t, k0_test_t, best_epoch = train(
             model,
             _tensor(k0_train, device),
@@ -381,7 +422,8 @@ class LowRankRNNEstimator:
             config,
             generator,
         )
-        k0_test_t = infer_initial(model, k0_test_t, test_batch, config)
+        prior = initial_prior(k0_train_t)
+        k0_test_t = infer_initial(model, k0_test_t, test_batch, config, prior=prior)
         if observation != "poisson":
             with torch.no_grad():
                 expected = self._expected(model, k0_train_t, train_batch, config)
@@ -404,6 +446,11 @@ class LowRankRNNEstimator:
             model.K.copy_(model.K @ A_t.T)
         initial = initial @ A_t.T
         self._set_fitted(model, linearizer, config, observation, alpha, smooth_bins)
+        # the κ(0) prior of new trials, in the canonical gauge (κ → A κ)
+        self._initial_prior = None
+        if prior is not None:
+            A_inv = torch.linalg.inv(A_t)
+            self._initial_prior = (prior[0] @ A_t.T, A_inv.T @ prior[1] @ A_inv)
         self.initial_latents_ = initial.detach().cpu().double().numpy()
         self.latents_ = self._rollout_latents(model, initial, recording, device)
         self.loss_history_ = history
@@ -413,6 +460,15 @@ class LowRankRNNEstimator:
         metrics["best_epoch"] = float(best_epoch)
         metrics["n_epochs"] = float(len(history) - 1)
         self.metrics_, self.unit_quality_ = metrics, quality
+        key = "bits_per_spike" if observation == "poisson" else "r2"
+        logger.info(
+            "fit done in %.1f s: held-out %s %.4f (%d rows of loss history, best %d)",
+            time.perf_counter() - started,
+            "bits/spike" if key == "bits_per_spike" else "R²",
+            metrics[key],
+            len(history),
+            best_epoch,
+        )
         self.fit_ = LowRankFit(
             M=self.M_,
             K=self.K_,
@@ -503,7 +559,10 @@ class LowRankRNNEstimator:
             None if recording.inputs is None else recording.inputs[:, 0],
         )
         batch = _to_batch(recording, device)
-        return infer_initial(self.model_, _tensor(start, device), batch, self._config), batch
+        initial = infer_initial(
+            self.model_, _tensor(start, device), batch, self._config, prior=self._initial_prior
+        )
+        return initial, batch
 
     def transform(self, recording: Recording) -> np.ndarray:
         """Infer the latents of each trial of ``recording`` (canonical gauge).

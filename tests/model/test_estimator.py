@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import logging
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -163,11 +167,50 @@ def test_inputs_and_bias_are_fitted():
     assert est.predict(rec).shape == rec.data.shape
 
 
-def test_progress_bar_and_tau(capsys):
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_and_tau(monkeypatch, capsys):
     rec = _tiny_recording().to_recording()
     est = LowRankRNNEstimator(**TINY, tau=0.1, progress=True).fit(rec)
     assert est.alpha_ == pytest.approx(rec.bin_width / 0.1)
-    assert "fit" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no bar
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    LowRankRNNEstimator(**TINY, progress=True).fit(rec)
+    assert "fit" in terminal.getvalue()
+    terminal.truncate(0)
+    LowRankRNNEstimator(**TINY).fit(rec)  # progress=False: never a bar
+    assert terminal.getvalue() == ""
+
+
+def test_one_log_line_per_phase_with_elapsed_time(caplog):
+    rec = _tiny_recording("spikes").to_recording()
+    with caplog.at_level(logging.INFO, logger="nwb_lrconn"):
+        LowRankRNNEstimator(**TINY).fit(rec)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("nwb_lrconn.model")]
+    phases = ["init:", "Adam:", "L-BFGS:", "unit refit:", "fit done in"]
+    assert [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in phases] == (
+        sorted(range(len(phases)))
+    ), lines
+    assert len(lines) == len(phases)
+    assert all(re.search(r"in \d+\.\d s", line) for line in lines), lines
+
+
+def test_training_stops_when_the_held_out_loss_stops_improving():
+    # 20 units × 200 windows of 10 bins: a small recording stops long before max_epochs (500).
+    net = sample_network("quadstable", 20, random_state=0)
+    initial = np.random.default_rng(0).uniform(-2, 2, (200, 2))
+    session = simulate_spikes(net, initial=initial, n_time=10, bin_width=0.1, random_state=1)
+    rec = session.to_recording()
+    est = LowRankRNNEstimator(random_state=0).fit(rec)
+    assert len(est.loss_history_) - 1 < 150, len(est.loss_history_)  # epochs + rounds + refit
+    test = est.test_trials_
+    rate = np.logaddexp(0, session.readout_gain * session.activity[test] + session.readout_offset)
+    truth = metrics_from_expected(rec.data[test], 0.1 * rate, rec.mask[test], "poisson")[0]
+    assert est.metrics_["bits_per_spike"] > 0.9 * truth["bits_per_spike"]
 
 
 def test_hyperparameters_are_stored_verbatim():
@@ -199,6 +242,8 @@ def test_unfitted_estimator_refuses_to_predict():
         ({"max_epochs": 2.5}, TypeError, "max_epochs must be an integer"),
         ({"process_noise": "high"}, ValueError, "process_noise must be a non-negative number or"),
         ({"process_noise": -0.1}, ValueError, "process_noise must be finite and >= 0"),
+        ({"tol": -0.01}, ValueError, "tol must be finite and >= 0"),
+        ({"tol": None}, TypeError, "tol must be a number"),
     ],
 )
 def test_bad_hyperparameters(override, error, match):

@@ -96,6 +96,6 @@ def test_refit_phase_keeps_the_refit_only_when_the_held_out_loss_drops():
         start = float(batch_loss(model, initial[:16], train, config))
     out = _refit_phase(model, initial[:16], initial[16:], train, test, config, np.inf)
     assert out is not None
-    (train_loss, _), k_test = out
-    assert train_loss < start and k_test.shape == (8, 2)
+    (train_loss, _), k_train, k_test = out
+    assert train_loss < start and k_test.shape == (8, 2) and k_train.shape == (16, 2)
     assert not torch.equal(model.M, before["M"])
