@@ -55,7 +55,6 @@ from .curvature import (
 
 __all__ = ["CouplingSubspace", "coupling_subspace", "BlockLowRank", "structured_covariance"]
 
-_DTYPE = torch.float64
 
 
 @dataclass(frozen=True)

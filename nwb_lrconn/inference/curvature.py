@@ -610,12 +610,9 @@ def initial_state_cross(lin: Linearisation, Q: Tensor, *, readout: bool) -> Tens
         n = Q[tr].shape[0]
         mq = Q[tr].transpose(2, 3) @ lin.M.T  # (n, T, R, N): m_i·Q(t)e_c
         omega, rho = lin.weights(tr)
-        cols = [lin.features(tr)]
-        if readout:
-            cols += [lin.phi[tr, :, None, :], torch.ones_like(rho[:, :, None, :1])]
         # Σ_t m_i·Q(t)e_c · ω_i(t) ẽ_a(t): one batched product per trial.
         left = (mq * omega[:, :, None, :]).reshape(n, n_time, R * N).transpose(1, 2)
-        part = torch.bmm(left, cols[0]).reshape(n, R, N, q)
+        part = torch.bmm(left, lin.features(tr)).reshape(n, R, N, q)
         out[tr, :, :, :R] = part[..., :R]
         out[tr, :, :, 2 * R : 2 * R + D + 1] = part[..., R:]
         if readout:

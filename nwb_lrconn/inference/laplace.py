@@ -12,11 +12,13 @@ Two structures (:class:`~nwb_lrconn.data.PosteriorCovariance`), chosen by cost:
 ``"dense"``
     F is formed exactly from the forward sensitivities of every parameter (cost
     O(n_states · (R·P² + N·p·P)) plus O(P³) for its eigendecomposition, memory O(P²)); all of
-    its eigenpairs are kept. Used whenever its estimated cost fits ``dense_budget_s``.
+    its eigenpairs are kept. Used whenever its estimated cost fits the time budget.
 ``"blocks"``
     the structured form of :mod:`nwb_lrconn.inference.coupling`: exact per-unit blocks plus the
-    cross-unit coupling through the shared latents, restricted to an adaptively chosen subspace;
-    it stores each unit's marginal covariance and a low-rank coupling, never a P×P matrix.
+    cross-unit coupling through the shared latents, restricted to an adaptively chosen subspace
+    (the same answers as dense up to the reported ``coupling_residual``); it stores each unit's
+    marginal covariance and a low-rank coupling, never a P×P matrix. The coupling rank grows
+    until ``coupling_tol`` is met or the time budget is spent.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ _READOUTS = ("marginal", "held")
 # Nominal sustained float64 rate of 2 CPU cores on these (mostly matrix-product) workloads and
 # the dense form's memory ceiling. They only steer the choice of structure and coupling rank,
 # never the answer.
-_NOMINAL_FLOPS = 3e10
+_NOMINAL_FLOPS = 6e10
 _DENSE_MAX_BYTES = 2e9
 _BLOCK = 64  # sketch vectors per pass over the data
 
