@@ -75,12 +75,18 @@ class CouplingSubspace:
 
 
 def _orth_against(basis: np.ndarray, block: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
-    """Orthonormal basis of the part of ``block`` outside ``basis`` (two Gram–Schmidt passes)."""
+    """Orthonormal basis of the part of ``block`` outside ``basis``.
+
+    Projection and QR are repeated on the normalised columns ("twice is enough"), so nearly
+    dependent columns do not spoil the orthogonality.
+    """
     for _ in range(2):
         block = block - basis @ (basis.T @ block)
     q, r = linalg.qr(block, mode="economic")
     diag = np.abs(np.diag(r))
-    return q[:, diag > rtol * max(diag.max(initial=0.0), np.finfo(float).tiny)]
+    q = q[:, diag > rtol * max(diag.max(initial=0.0), np.finfo(float).tiny)]
+    q -= basis @ (basis.T @ q)
+    return linalg.qr(q, mode="economic")[0]
 
 
 def _sketch(lin: Linearisation, roots: Tensor, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,9 +21,14 @@ structured form, each in its own subprocess so that its peak resident memory (``
 which includes building the synthetic data) is its own. Wall and CPU seconds (all threads) are
 printed with the machine's load average, since the machine may be shared.
 
+Part 4 (``--scale-accuracy``, slow): dense against structured at N = 500, rank 4, Poisson,
+200 × 100, with the default coupling and with its rank capped at the value the time budget
+allows at N = 2000, to show the accuracy when the budget, not the tolerance, stops the coupling.
+
 Run::
 
     python tests/benchmarks/bench_posterior.py [--threads 2] [--skip-accuracy] [--skip-scale]
+        [--scale-accuracy]
 """
 
 from __future__ import annotations
@@ -191,6 +196,31 @@ def accuracy_case(n_units, rank, observation, sampling, n_trials, n_time) -> dic
     return out
 
 
+def scale_accuracy_worker(n_units: int, rank: int, n_trials: int, n_time: int, cap: int) -> dict:
+    """Structured (capped coupling rank, and the default rank) against dense at a size where
+    dense is still feasible, to show the accuracy when the time budget caps the coupling."""
+    from nwb_lrconn.inference.degeneracy import compute_degeneracy
+    from nwb_lrconn.inference.laplace import laplace_posterior
+
+    fit, rec = build_case(n_units, rank, n_trials, n_time)
+    out = {}
+    results = {}
+    for name, kwargs in (
+        ("dense", dict(structure="dense")),
+        ("blocks", dict(structure="blocks")),
+        ("capped", dict(structure="blocks", max_coupling_rank=cap)),
+    ):
+        start = time.process_time()
+        post = laplace_posterior(fit, rec, **kwargs)
+        results[name] = _summary(post, compute_degeneracy(fit, rec, post))
+        out[f"{name}_cpu_s"] = time.process_time() - start
+        if name != "dense":
+            out[f"{name}_residual"] = post.coupling_residual
+    out["blocks"] = _errors(results["blocks"], results["dense"], n_units, rank)
+    out["capped"] = _errors(results["capped"], results["dense"], n_units, rank)
+    return out
+
+
 def scale_worker(form: str, n_units: int, rank: int, n_trials: int, n_time: int) -> dict:
     """Time one full analysis at scale; return the numbers as a dict."""
     from nwb_lrconn.inference.degeneracy import compute_degeneracy
@@ -244,6 +274,12 @@ def main() -> None:
     parser.add_argument("--n-time", type=int, default=50, help="bins of the accuracy fits")
     parser.add_argument("--accuracy-worker", nargs=4, metavar=("N", "R", "OBS", "SAMPLING"))
     parser.add_argument("--scale-worker", nargs=5, metavar=("FORM", "N", "R", "TRIALS", "TIME"))
+    parser.add_argument(
+        "--scale-accuracy",
+        action="store_true",
+        help="also compare dense and structured at N=500, rank 4, 200 x 100 (slow)",
+    )
+    parser.add_argument("--scale-accuracy-worker", nargs=5, metavar=("N", "R", "T", "B", "CAP"))
     args = parser.parse_args()
     import torch
 
@@ -256,6 +292,9 @@ def main() -> None:
     if args.scale_worker:
         form, n, r, trials, n_time = args.scale_worker
         print(json.dumps(scale_worker(form, int(n), int(r), int(trials), int(n_time))))
+        return
+    if args.scale_accuracy_worker:
+        print(json.dumps(scale_accuracy_worker(*map(int, args.scale_accuracy_worker))))
         return
 
     print(f"threads: {args.threads}; load average at start: {os.getloadavg()}")
@@ -310,6 +349,18 @@ def main() -> None:
                 f"{r['sd_m']:>6.3f} {r['sd_k']:>6.4f} {r['sd_d']:>6.3f} "
                 f"{r['count_held']:>10} {r['count_marginal']:>10}"
             )
+    if args.scale_accuracy:
+        cap = 256
+        row = _run(["--scale-accuracy-worker", "500", "4", "200", "100", str(cap)], args.threads)
+        print(
+            "\nStructured vs dense at N=500, rank 4, Poisson, 200 trials x 100 bins "
+            f"(default coupling, residual {row['blocks_residual']:.1e}; coupling rank capped at "
+            f"{cap}, residual {row['capped_residual']:.1e}); CPU s: dense "
+            f"{row['dense_cpu_s']:.0f}, structured {row['blocks_cpu_s']:.0f}, capped "
+            f"{row['capped_cpu_s']:.0f}"
+        )
+        print(f"{'default':>8}  {_fmt_errors(row['blocks'])}")
+        print(f"{'capped':>8}  {_fmt_errors(row['capped'])}")
     if not args.skip_scale:
         config = ("2000", "4", "200", "100")
         print(f"\nScale: N=2000, rank 4, Poisson, 200 trials x 100 bins; load {os.getloadavg()}")
