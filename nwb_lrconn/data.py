@@ -5,7 +5,7 @@ Conventions used everywhere in nwb_lrconn:
 - time is in seconds; ``bin_width`` is the width of one time bin (Δt) in seconds;
 - arrays of activity are shaped ``(n_trials, n_time, n_units)``; per-unit loadings are
   ``(n_units, rank)``;
-- the model (DESIGN.md §1): ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i`` and
+- the model: ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i`` and
   ``κ(t+1) = (1-α) κ(t) + (α/N) Σ_i k_i φ(x_i(t))``, with ``J = M Kᵀ / N``;
 - the parameter vector θ used by the posterior is ``(M, K, B, d)`` flattened block by block, each
   block in C (row-major) order; :class:`ParameterBlock` records the layout.
@@ -396,8 +396,14 @@ class ParameterBlock:
 class PosteriorCovariance:
     """The Laplace posterior N(mean, (F + λI)⁻¹) over θ = (M, K, B, d) at a fit.
 
-    Stored either dense (small problems) or as per-unit blocks plus the leading eigenpairs of the
-    data precision F (large problems; never a dense P×P matrix).
+    F is the data precision of θ with the per-trial initial states profiled out and the readout
+    marginalised or held (``readout``). Stored either dense (small problems) or, for large
+    problems, as the exact per-unit marginal covariance blocks plus a low-rank cross-unit
+    coupling (never a dense P×P matrix)::
+
+        Σ = blockdiag(unit_blocksᵢ − (U diag(s) Uᵀ)ᵢᵢ) + U diag(s) Uᵀ,
+
+    U = ``coupling_vectors`` (orthonormal columns), s = ``coupling_values`` (either sign).
 
     Attributes
     ----------
@@ -411,18 +417,26 @@ class PosteriorCovariance:
         Observation model whose Fisher / Gauss-Newton matrix F was used.
     structure : {"dense", "blocks"}
         Which of the fields below hold the covariance.
+    eigenvalues : ndarray of shape (n_eig,)
+        Leading eigenvalues of the data precision F (descending); all of them when dense.
+    eigenvectors : ndarray of shape (n_params, n_eig)
+        Matching orthonormal eigenvectors.
     covariance : ndarray of shape (n_params, n_params), optional
         Dense covariance (``structure="dense"``).
     unit_indices : ndarray of shape (n_units, params_per_unit), int, optional
-        For ``structure="blocks"``: the entries of θ that belong to each unit.
+        For ``structure="blocks"``: the entries of θ that belong to each unit, in the order
+        (m_i, k_i, b_i, d_i).
     unit_blocks : ndarray of shape (n_units, params_per_unit, params_per_unit), optional
-        For ``structure="blocks"``: ``(D_i + λI)⁻¹`` with ``D_i`` unit i's diagonal block of F
-        minus its part in the leading eigenpairs, so the posterior can be rebuilt from the stored
-        fields alone (marginal per-unit covariances: ``LaplacePosterior.unit_covariance()``).
-    eigenvalues : ndarray of shape (n_eig,)
-        Leading eigenvalues of the data precision F (descending).
-    eigenvectors : ndarray of shape (n_params, n_eig)
-        Matching orthonormal eigenvectors.
+        For ``structure="blocks"``: each unit's marginal posterior covariance.
+    coupling_vectors : ndarray of shape (n_params, n_coupling), optional
+        For ``structure="blocks"``: U above (absent: no cross-unit coupling).
+    coupling_values : ndarray of shape (n_coupling,), optional
+        For ``structure="blocks"``: s above.
+    coupling_residual : float, default: 0.0
+        For ``structure="blocks"``: the estimated fraction of the latent-mediated Fisher that
+        the coupling leaves out (0 when exact; see :mod:`nwb_lrconn.inference.coupling`).
+    readout : {"marginal", "held"}, default: "held"
+        Whether the readout (gain, offset) was integrated out or held at its fitted value.
     """
 
     mean: np.ndarray
@@ -435,6 +449,10 @@ class PosteriorCovariance:
     covariance: np.ndarray | None = None
     unit_indices: np.ndarray | None = None
     unit_blocks: np.ndarray | None = None
+    coupling_vectors: np.ndarray | None = None
+    coupling_values: np.ndarray | None = None
+    coupling_residual: float = 0.0
+    readout: str = "held"
 
     def __post_init__(self) -> None:
         mean = check_array(self.mean, "PosteriorCovariance.mean", ndim=1, dtype=np.float64)
@@ -452,6 +470,28 @@ class PosteriorCovariance:
             raise ValueError(
                 "PosteriorCovariance with structure='blocks' needs unit_blocks and unit_indices."
             )
+        if (self.coupling_vectors is None) != (self.coupling_values is None):
+            raise ValueError(
+                "PosteriorCovariance needs both coupling_vectors and coupling_values, or neither."
+            )
+        if self.coupling_vectors is not None:
+            vectors = check_array(
+                self.coupling_vectors, "PosteriorCovariance.coupling_vectors", ndim=2,
+                dtype=np.float64,
+            )  # fmt: skip
+            values = check_array(
+                self.coupling_values, "PosteriorCovariance.coupling_values",
+                shape=(vectors.shape[1],), dtype=np.float64,
+            )  # fmt: skip
+            if vectors.shape[0] != mean.size:
+                raise ValueError(
+                    f"PosteriorCovariance.coupling_vectors must have {mean.size} rows; got "
+                    f"shape {vectors.shape}."
+                )
+            object.__setattr__(self, "coupling_vectors", vectors)
+            object.__setattr__(self, "coupling_values", values)
+        check_choice(self.readout, "PosteriorCovariance.readout", ("marginal", "held"))
+        object.__setattr__(self, "coupling_residual", float(self.coupling_residual))
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "layout", tuple(self.layout))
 
@@ -476,7 +516,7 @@ class PosteriorCovariance:
 
 @dataclass(frozen=True)
 class DegeneracyReport:
-    """Which directions of θ = (M, K, B, d) the data constrain (DESIGN.md §2, §5).
+    """Which directions of θ = (M, K, B, d) the data constrain.
 
     Attributes
     ----------

@@ -1,4 +1,4 @@
-"""What the data determine about θ = (M, K, B, d), and what they do not (DESIGN.md §2, §5).
+"""What the data determine about θ = (M, K, B, d), and what they do not.
 
 :func:`compute_degeneracy` combines three views:
 
@@ -7,10 +7,10 @@
    F. They are counted apart and projected out of the spectrum.
 2. **Spectrum.** The eigenvalues of F on the complement of the gauge. Rule: a direction is
    **constrained** when its data precision exceeds the prior precision λ (its posterior
-   variance is then below half the prior variance), **degenerate** otherwise. With a dense
-   posterior the counts are exact; with ``structure="blocks"`` they are approximate: the
-   eigenvalues above λ of the per-unit residual blocks plus those of the stored leading
-   eigenpairs.
+   variance is then below half the prior variance), **degenerate** otherwise. The counts are
+   those of the posterior's own F: from its eigenvalues when dense, and by Sylvester's law of
+   inertia on the structured covariance otherwise (the number of its eigenvalues below
+   1/(2λ)); the reported spectrum is then its leading part.
 3. **Visited states.** The state matrix Φ (``Φ[s, i] = φ(x_i)`` over every visited state s),
    its singular values and effective rank, and a richness check of the identifiability
    condition (below).
@@ -52,9 +52,9 @@ __all__ = [
 
 THRESHOLD_RULE = (
     "A direction of θ (outside the R² gauge directions) is constrained when its data precision "
-    "(eigenvalue of the Fisher / Gauss-Newton matrix F, κ(0) profiled out) exceeds the prior "
-    "precision λ, i.e. when its posterior variance is below half the prior variance; otherwise "
-    "it is degenerate."
+    "(eigenvalue of the Fisher / Gauss-Newton matrix F, κ(0) profiled out, the readout "
+    "marginalised or held as the posterior says) exceeds the prior precision λ, i.e. when its "
+    "posterior variance is below half the prior variance; otherwise it is degenerate."
 )
 
 
@@ -236,21 +236,19 @@ def assess_richness(
     return Richness(identifiable, verdict, sv, phi_rank, spread, n_states)
 
 
-def _spectrum_and_counts(post: PosteriorCovariance, gauge: np.ndarray) -> tuple[np.ndarray, int]:
-    lam = post.prior_precision
+def _spectrum_and_counts(
+    post: PosteriorCovariance, laplace: LaplacePosterior, gauge: np.ndarray
+) -> tuple[np.ndarray, int]:
     n_params, n_gauge = gauge.shape
-    if post.structure == "dense":
-        if post.eigenvalues.size == n_params:
-            F = (post.eigenvectors * post.eigenvalues) @ post.eigenvectors.T
-        else:
-            F = np.linalg.inv(post.covariance) - lam * np.eye(n_params)
+    if post.structure == "dense" and post.eigenvalues.size == n_params:
+        F = (post.eigenvectors * post.eigenvalues) @ post.eigenvectors.T
         complement = linalg.null_space(gauge.T)
         spectrum = np.linalg.eigvalsh(complement.T @ F @ complement)[::-1]
-        return spectrum, classify_directions(spectrum, lam)[0]
-    residual = np.linalg.eigvalsh(np.linalg.inv(post.unit_blocks)) - lam
-    n_constrained = classify_directions(residual.ravel(), lam)[0]
-    n_constrained += classify_directions(post.eigenvalues, lam)[0]
-    return np.asarray(post.eigenvalues, dtype=np.float64), min(n_constrained, n_params - n_gauge)
+        return spectrum, classify_directions(spectrum, post.prior_precision)[0]
+    # The gauge directions have zero data precision, so counting over all of θ is counting
+    # over their complement.
+    spectrum = np.asarray(post.eigenvalues, dtype=np.float64)
+    return spectrum, min(laplace.n_constrained(), n_params - n_gauge)
 
 
 def compute_degeneracy(
@@ -312,7 +310,8 @@ def compute_degeneracy(
     lam = posterior.prior_precision
     gauge = linalg.orth(gauge_directions(fit.M, fit.K, n_inputs))
     n_gauge = gauge.shape[1]
-    spectrum, n_constrained = _spectrum_and_counts(posterior, gauge)
+    laplace = LaplacePosterior(posterior)
+    spectrum, n_constrained = _spectrum_and_counts(posterior, laplace, gauge)
     richness = assess_richness(
         fit.latents,
         recording.mask,
@@ -329,7 +328,7 @@ def compute_degeneracy(
         f" {n_constrained} of {n_params} directions of θ are constrained by the data, "
         f"{n_params - n_gauge - n_constrained} are degenerate and {n_gauge} are gauge."
     )
-    unit_cov = LaplacePosterior(posterior).unit_covariance()
+    unit_cov = laplace.unit_covariance()
     k_pos = np.arange(rank, 2 * rank)
     k_var = np.einsum("ipp->ip", unit_cov)[:, k_pos]
     scores = np.clip(1.0 - k_var.mean(axis=1) * lam, 0.0, 1.0)

@@ -1,59 +1,110 @@
-"""Laplace posterior over θ = (M, K, B, d) at a fit (DESIGN.md §5).
+"""Laplace posterior over θ = (M, K, B, d) at a fit.
 
 The posterior is ``N(θ̂, (F + λI)⁻¹)`` with θ̂ the fitted parameters, λ the prior precision and F
-the Fisher / generalised Gauss–Newton matrix of the fit's observation model with the per-trial
-initial states κ(0) profiled out and the readout held at its fitted value (see
+the Fisher / generalised Gauss–Newton matrix of the fit's observation model, with the per-trial
+initial states κ(0) profiled out and the readout (gain, offset) either marginalised with the same
+Gaussian prior as θ (default) or held at its fitted value (see
 :mod:`nwb_lrconn.inference.curvature`). It is local and Gaussian: it cannot represent
 multi-modal or heavy-tailed loading distributions (that is stage 3's job).
 
-Two storage structures (:class:`~nwb_lrconn.data.PosteriorCovariance`):
+Two structures (:class:`~nwb_lrconn.data.PosteriorCovariance`), chosen by cost:
 
 ``"dense"``
-    F is formed exactly (``torch.func.jacfwd``); all of its eigenpairs are kept and the
-    covariance is ``V diag(1/(e + λ)) Vᵀ``.
+    F is formed exactly from the forward sensitivities of every parameter (cost
+    O(n_states · (R·P² + N·p·P)) plus O(P³) for its eigendecomposition, memory O(P²)); all of
+    its eigenpairs are kept. Used whenever its estimated cost fits the time budget.
 ``"blocks"``
-    matrix-free, memory O(n_trials · n_units · R · p) with p = 2R + D + 1 parameters per unit:
-    the exact per-unit diagonal blocks ``Fᵢ`` of F (forward sensitivities) and the leading
-    eigenpairs ``(Λ, U)`` of F (Lanczos, ``scipy.sparse.linalg.eigsh`` on F-vector products;
-    an output block of at most 2048 entries is formed from such products and diagonalised).
-    By default the eigenpairs are those of the output-side block F_KK, whose few large
-    eigenvalues are the directions of K the data determine (the input-side blocks are nearly
-    per-unit and are captured by ``Fᵢ``). The approximate precision is
-
-        Π = blockdiag(Dᵢ + λI) + U Λ Uᵀ,   Dᵢ = Fᵢ − (U Λ Uᵀ)ᵢᵢ,
-
-    exact on every unit's diagonal block and on the span of U. ``unit_blocks`` stores
-    ``(Dᵢ + λI)⁻¹``, so Π (and hence sampling and densities) is rebuilt from the stored fields;
-    :meth:`LaplacePosterior.unit_covariance` gives the marginal per-unit covariance blocks.
+    the structured form of :mod:`nwb_lrconn.inference.coupling`: exact per-unit blocks plus the
+    cross-unit coupling through the shared latents, restricted to an adaptively chosen subspace
+    (the same answers as dense up to the reported ``coupling_residual``); it stores each unit's
+    marginal covariance and a low-rank coupling, never a P×P matrix. The coupling rank grows
+    until ``coupling_tol`` is met or the time budget is spent.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import linalg
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from .._validation import check_array, check_choice, check_positive, check_positive_int, make_rng
+from .._validation import (
+    check_array,
+    check_choice,
+    check_positive,
+    check_positive_int,
+    make_rng,
+)
 from ..data import LowRankFit, PosteriorCovariance, Recording
+from .coupling import BlockLowRank, coupling_subspace, structured_covariance
 from .curvature import (
-    dense_profiled_ggn,
+    dense_joint_fisher,
     flatten_parameters,
     gauge_directions,
-    initial_state_terms,
     linearise,
-    output_block_matvec,
     parameter_layout,
-    profiled_ggn_matvec,
-    unit_diagonal_blocks,
     unit_indices,
 )
 
-__all__ = ["laplace_posterior", "LaplacePosterior", "sample", "log_prob", "unflatten"]
+__all__ = [
+    "laplace_posterior",
+    "dense_cost",
+    "structured_cost",
+    "LaplacePosterior",
+    "sample",
+    "log_prob",
+    "unflatten",
+]
 
 _STRUCTURES = ("auto", "dense", "blocks")
-_SUBSPACES = ("output", "all")
-_DENSE_EIGEN_LIMIT = 2048  # output blocks up to this size are eigendecomposed densely
+_READOUTS = ("marginal", "held")
+# Nominal sustained float64 rate of 2 CPU cores on these (mostly matrix-product) workloads and
+# the dense form's memory ceiling. They only steer the choice of structure and coupling rank,
+# never the answer.
+_NOMINAL_FLOPS = 6e10
+_DENSE_MAX_BYTES = 2e9
+_BLOCK = 64  # sketch vectors per pass over the data
+
+
+def dense_cost(
+    n_states: int, n_trials: int, n_units: int, rank: int, n_inputs: int, *, readout: bool
+) -> tuple[float, float]:
+    """Estimated cost of the dense posterior: (nominal seconds on 2 cores, peak bytes).
+
+    Parameters
+    ----------
+    n_states : int
+        Number of (trial, time) bins.
+    n_trials, n_units, rank, n_inputs : int
+        Problem size.
+    readout : bool
+        Whether the readout is marginalised.
+
+    Returns
+    -------
+    seconds, n_bytes : float
+        Nominal time and memory.
+    """
+    p0 = 2 * rank + n_inputs + 1
+    p = p0 + (2 if readout else 0)
+    P = n_units * p0
+    nuisance = n_trials * rank + (2 * n_units if readout else 0)
+    flops = 2.0 * n_states * rank * P**2 + 2.0 * n_states * n_units * P * (rank + p)
+    flops += 12.0 * P**3 + 2.0 * nuisance**3 + 4.0 * nuisance * (n_units * p) ** 2
+    n_bytes = 8.0 * (5 * (n_units * p) ** 2 + (nuisance + n_units * p) ** 2)
+    return flops / _NOMINAL_FLOPS, n_bytes
+
+
+def structured_cost(
+    n_states: int, n_trials: int, n_units: int, rank: int, n_inputs: int, *, readout: bool,
+    coupling_rank: int,
+) -> float:  # fmt: skip
+    """Estimated nominal seconds (2 cores) of the structured posterior with a coupling rank."""
+    q = rank + n_inputs + 1
+    per_vector = 2.0 * n_states * n_units * rank * (2.5 * (q + 1) + q + (2 if readout else 0))
+    P = n_units * (2 * rank + n_inputs + 1)
+    m = 2 * (coupling_rank + rank**2) + n_trials * rank
+    flops = coupling_rank * per_vector + 12.0 * P * m**2 + 20.0 * m**3
+    return flops / _NOMINAL_FLOPS
 
 
 def laplace_posterior(
@@ -62,10 +113,13 @@ def laplace_posterior(
     *,
     prior_precision: float = 1.0,
     structure: str = "auto",
+    readout: str = "marginal",
     n_eigenpairs: int | None = None,
-    max_dense_params: int = 200,
-    eigen_subspace: str = "output",
-    tol: float = 1e-6,
+    max_dense_params: int | None = None,
+    budget_s: float = 40.0,
+    coupling_tol: float = 3e-4,
+    max_coupling_rank: int | None = None,
+    random_state=0,
 ) -> PosteriorCovariance:
     """Compute the Laplace posterior covariance ``(F + λI)⁻¹`` at a fit.
 
@@ -76,27 +130,38 @@ def laplace_posterior(
     recording : Recording
         The recording it was fitted to (mask and inputs).
     prior_precision : float, default: 1.0
-        λ, precision of the isotropic Gaussian prior on θ.
+        λ, precision of the isotropic Gaussian prior on θ (and on the readout when it is
+        marginalised).
     structure : {"auto", "dense", "blocks"}, default: "auto"
-        ``"auto"`` picks ``"dense"`` when θ has at most ``max_dense_params`` entries.
+        ``"auto"`` picks ``"dense"`` when its estimated cost (:func:`dense_cost`) fits
+        ``budget_s`` and 2 GB, ``"blocks"`` otherwise.
+    readout : {"marginal", "held"}, default: "marginal"
+        Integrate the readout gain and offset out (prior precision λ around their fitted
+        values) or hold them at their fitted values.
     n_eigenpairs : int, optional
-        Eigenpairs of F to keep. Default: all for ``"dense"`` and for an output block of at
-        most 2048 entries (formed and diagonalised exactly); otherwise ``min(2R + 8, n − 1)``
-        (n the size of the eigen-subspace, Lanczos).
-    max_dense_params : int, default: 200
-        Size limit of the dense path under ``"auto"`` (building F densely costs
-        O(n_trials · n_time · N · P²); about 20 s at P = 360 on 2 CPU cores).
-    eigen_subspace : {"output", "all"}, default: "output"
-        ``"blocks"`` only: take the leading eigenpairs of the output-side block F_KK, or of the
-        whole F (with the gauge directions projected out).
-    tol : float, default: 1e-6
-        Relative accuracy of the Lanczos eigenpairs.
+        Leading eigenpairs of F to keep. Default: all for ``"dense"``, ``2R + 8`` for
+        ``"blocks"`` (computed by Lanczos on the structured precision).
+    max_dense_params : int, optional
+        When given, ``"auto"`` picks ``"dense"`` exactly when θ has at most this many entries,
+        instead of the cost estimate.
+    budget_s : float, default: 40.0
+        Time budget in nominal seconds on 2 CPU cores (:func:`dense_cost`,
+        :func:`structured_cost`): the dense form is used when it fits, and otherwise it caps the
+        rank of the structured form's coupling.
+    coupling_tol : float, default: 3e-4
+        ``"blocks"``: stop enlarging the coupling subspace once a fresh sketch leaves at most
+        this fraction of the latent-mediated Fisher outside it
+        (``PosteriorCovariance.coupling_residual`` reports the value reached).
+    max_coupling_rank : int, optional
+        ``"blocks"``: largest dimension of the coupling subspace (besides the R² gauge
+        directions); default: the largest that fits ``budget_s``.
+    random_state : int, numpy Generator or None, default: 0
+        Randomness of the ``"blocks"`` sketch.
 
     Returns
     -------
     PosteriorCovariance
-        Mean θ̂, layout, λ, and the covariance in the chosen structure; ``eigenvalues`` /
-        ``eigenvectors`` are the leading eigenpairs of the data precision F (descending).
+        Mean θ̂, layout, λ, and the covariance in the chosen structure.
 
     Raises
     ------
@@ -105,108 +170,142 @@ def laplace_posterior(
     """
     prior_precision = check_positive(prior_precision, "prior_precision")
     check_choice(structure, "structure", _STRUCTURES)
-    check_choice(eigen_subspace, "eigen_subspace", _SUBSPACES)
-    max_dense_params = check_positive_int(max_dense_params, "max_dense_params")
+    check_choice(readout, "readout", _READOUTS)
+    budget_s = check_positive(budget_s, "budget_s")
+    coupling_tol = check_positive(coupling_tol, "coupling_tol")
+    if max_coupling_rank is not None:
+        max_coupling_rank = check_positive_int(max_coupling_rank, "max_coupling_rank")
+    if max_dense_params is not None:
+        max_dense_params = check_positive_int(max_dense_params, "max_dense_params")
     if n_eigenpairs is not None:
         n_eigenpairs = check_positive_int(n_eigenpairs, "n_eigenpairs")
     n_units, rank, n_inputs = fit.n_units, fit.rank, fit.B.shape[1]
-    layout = parameter_layout(n_units, rank, n_inputs)
-    mean = flatten_parameters(fit.M, fit.K, fit.B, fit.d)
-    n_params = mean.size
-    if structure == "auto":
-        structure = "dense" if n_params <= max_dense_params else "blocks"
+    n_params = n_units * (2 * rank + n_inputs + 1)
+    n_gauge = rank**2
+    if structure == "blocks" and n_eigenpairs is not None and n_eigenpairs > n_params - n_gauge:
+        raise ValueError(
+            f"n_eigenpairs must be between 1 and {n_params - n_gauge} for structure='blocks' "
+            f"(n_params minus the {n_gauge} gauge directions); got {n_eigenpairs}."
+        )
     lin = linearise(fit, recording)
+    marginal = readout == "marginal"
+    n_trials, n_time = recording.mask.shape
+    size = (n_trials * n_time, n_trials, n_units, rank, n_inputs)
+    if structure == "auto":
+        if max_dense_params is not None:
+            dense = n_params <= max_dense_params
+        else:
+            seconds, n_bytes = dense_cost(*size, readout=marginal)
+            dense = seconds <= budget_s and n_bytes <= _DENSE_MAX_BYTES
+        structure = "dense" if dense else "blocks"
     common = dict(
-        mean=mean, layout=layout, prior_precision=prior_precision, observation=fit.observation
+        mean=flatten_parameters(fit.M, fit.K, fit.B, fit.d),
+        layout=parameter_layout(n_units, rank, n_inputs),
+        prior_precision=prior_precision,
+        observation=fit.observation,
+        readout=readout,
     )
     if structure == "dense":
-        F = dense_profiled_ggn(lin).numpy()
+        F = _dense_fisher(lin, prior_precision, marginal)
         evals, evecs = np.linalg.eigh(F)
-        order = np.argsort(evals)[::-1]
-        evals, evecs = evals[order], evecs[:, order]
+        evals, evecs = evals[::-1], evecs[:, ::-1]
         cov = (evecs / (np.clip(evals, 0.0, None) + prior_precision)) @ evecs.T
         keep = n_params if n_eigenpairs is None else min(n_eigenpairs, n_params)
         return PosteriorCovariance(
             **common,
             structure="dense",
-            eigenvalues=evals[:keep],
-            eigenvectors=evecs[:, :keep],
+            eigenvalues=np.ascontiguousarray(evals[:keep]),
+            eigenvectors=np.ascontiguousarray(evecs[:, :keep]),
             covariance=0.5 * (cov + cov.T),
         )
 
-    terms = initial_state_terms(lin)
-    blocks = unit_diagonal_blocks(lin, terms).numpy()
-    index = unit_indices(n_units, rank, n_inputs)
-    if eigen_subspace == "output":
-        sub = np.arange(n_units * rank, 2 * n_units * rank)
-        gauge = None  # F_KK alone; the gauge is handled by LaplacePosterior
-    else:
-        sub = np.arange(n_params)
-        gauge = linalg.orth(gauge_directions(fit.M, fit.K, n_inputs))
-    n_sub = sub.size
-    dense_eigen = gauge is None and n_sub <= _DENSE_EIGEN_LIMIT
-    if n_eigenpairs is None:
-        k = n_sub if dense_eigen else min(2 * rank + 8, n_sub - 1)
-    else:
-        k = n_eigenpairs
-    k_max = n_sub if dense_eigen else n_sub - 1
-    if not 1 <= k <= k_max:
-        raise ValueError(
-            f"n_eigenpairs must be between 1 and {k_max} for structure='blocks' with "
-            f"eigen_subspace={eigen_subspace!r}; got {k}."
-        )
-
-    def matvec(v: np.ndarray) -> np.ndarray:
-        if gauge is None:
-            return output_block_matvec(lin, terms, torch.from_numpy(np.array(v))).numpy()
-        full = np.ravel(v) - gauge @ (gauge.T @ np.ravel(v))
-        out = profiled_ggn_matvec(lin, terms, torch.from_numpy(full)).numpy()
-        return out - gauge @ (gauge.T @ out)
-
-    if dense_eigen:
-        # Small output block: form F_KK column block by column block, then eigh.
-        eye = torch.eye(n_sub, dtype=torch.float64)
-        F_sub = torch.cat(
-            [output_block_matvec(lin, terms, eye[:, i : i + 256]) for i in range(0, n_sub, 256)],
-            dim=1,
-        ).numpy()
-        evals, vecs = np.linalg.eigh(0.5 * (F_sub + F_sub.T))
-        evals, vecs = evals[::-1][:k], vecs[:, ::-1][:, :k]
-    else:
-        operator = LinearOperator((n_sub, n_sub), matvec=matvec, dtype=np.float64)
-        v0 = np.random.default_rng(0).standard_normal(n_sub)  # deterministic Lanczos start
-        evals, vecs = eigsh(operator, k=k, which="LA", v0=v0, tol=tol)
-        order = np.argsort(evals)[::-1]
-        evals, vecs = evals[order], vecs[:, order]
-    evecs = np.zeros((n_params, k))
-    evecs[sub] = vecs
-    lowrank = np.einsum("ipa,a,iqa->ipq", evecs[index], np.clip(evals, 0.0, None), evecs[index])
-    residual = blocks - lowrank
-    w, v = np.linalg.eigh(0.5 * (residual + residual.transpose(0, 2, 1)))
-    unit_cov = np.einsum("ipa,ia,iqa->ipq", v, 1.0 / (np.clip(w, 0.0, None) + prior_precision), v)
+    if max_coupling_rank is None:
+        max_coupling_rank = _BLOCK
+        while (
+            structured_cost(*size, readout=marginal, coupling_rank=max_coupling_rank + _BLOCK)
+            <= budget_s
+            and max_coupling_rank < n_params
+        ):
+            max_coupling_rank += _BLOCK
+    rng = make_rng(random_state)
+    gauge = linalg.orth(gauge_directions(fit.M, fit.K, n_inputs))
+    subspace = coupling_subspace(
+        lin, gauge, tol=coupling_tol, max_rank=max_coupling_rank, rng=rng, block=_BLOCK
+    )
+    cov = structured_covariance(
+        lin, subspace, gauge, prior_precision=prior_precision, readout=marginal
+    )
+    del lin
+    k = min(2 * rank + 8, n_params - n_gauge) if n_eigenpairs is None else n_eigenpairs
+    evals, evecs = _leading_precision(cov, k, rng)
     return PosteriorCovariance(
         **common,
         structure="blocks",
-        eigenvalues=evals,
+        eigenvalues=evals - prior_precision,
         eigenvectors=evecs,
-        unit_indices=index,
-        unit_blocks=unit_cov,
+        unit_indices=cov.index,
+        unit_blocks=cov.marginal_blocks(),
+        coupling_vectors=cov.vectors,
+        coupling_values=cov.values,
+        coupling_residual=subspace.residual,
     )
+
+
+def _dense_fisher(lin, prior_precision: float, marginal: bool) -> np.ndarray:
+    """Exact F over θ (layout of :func:`parameter_layout`), nuisance parameters integrated out."""
+    N, R, D = lin.n_units, lin.rank, lin.n_inputs
+    p0 = 2 * R + D + 1
+    p = p0 + (2 if marginal else 0)
+    F_units, cross, f_kk = (a.numpy() for a in dense_joint_fisher(lin, readout=marginal))
+    theta = (np.arange(N)[:, None] * p + np.arange(p0)[None]).ravel()
+    readout_rows = np.setdiff1d(np.arange(N * p), theta)
+    n_trials = f_kk.shape[0]
+    # Precision over (θ, readout, κ(0)); the readout has prior precision λ, κ(0) a flat prior.
+    joint_cross = cross.reshape(n_trials * R, N * p)
+    nuisance = np.block(
+        [
+            [
+                F_units[np.ix_(readout_rows, readout_rows)]
+                + prior_precision * np.eye(readout_rows.size),
+                joint_cross[:, readout_rows].T,
+            ],
+            [joint_cross[:, readout_rows], linalg.block_diag(*f_kk)],
+        ]
+    )
+    coupling = np.hstack([F_units[np.ix_(theta, readout_rows)], joint_cross[:, theta].T])
+    nuisance = 0.5 * (nuisance + nuisance.T)
+    F_theta = (
+        F_units[np.ix_(theta, theta)]
+        - coupling @ np.linalg.pinv(nuisance, hermitian=True) @ coupling.T
+    )
+    index = unit_indices(N, R, D).ravel()
+    out = np.empty_like(F_theta)
+    out[np.ix_(index, index)] = F_theta
+    return 0.5 * (out + out.T)
+
+
+def _leading_precision(cov: BlockLowRank, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Leading k eigenpairs of Σ⁻¹ (Lanczos on the structured solve), descending."""
+    n = cov.size
+    if k >= n - 1:
+        dense = cov.solve(np.eye(n))
+        evals, evecs = np.linalg.eigh(0.5 * (dense + dense.T))
+        return evals[::-1][:k], np.ascontiguousarray(evecs[:, ::-1][:, :k])
+    operator = LinearOperator(
+        (n, n), matvec=lambda v: cov.solve(np.reshape(v, (n, 1)))[:, 0], dtype=np.float64
+    )
+    evals, evecs = eigsh(operator, k=k, which="LA", v0=rng.standard_normal(n), tol=1e-6)
+    order = np.argsort(evals)[::-1]
+    return evals[order], np.ascontiguousarray(evecs[:, order])
 
 
 class LaplacePosterior:
     """A Gaussian posterior over θ with the torch.distributions vocabulary (numpy arrays).
 
-    For ``structure="blocks"`` the precision is rebuilt from the stored fields as
-    ``Π = P⊥ (A + λI) P⊥ + λ P_G`` with ``A + λI = blockdiag(unit_blocks⁻¹) + U Λ Uᵀ``,
-    P_G the projector onto the R² gauge directions (recomputed from the mean's M and K) and
-    ``P⊥ = I − P_G``: the gauge directions, exact null vectors of F, keep the prior precision λ
-    and everything else follows the block-plus-low-rank approximation.
-
     Parameters
     ----------
     posterior : PosteriorCovariance
-        Dense, or blocks plus eigenpairs.
+        Dense, or per-unit blocks plus low-rank coupling.
 
     Examples
     --------
@@ -225,36 +324,14 @@ class LaplacePosterior:
         if posterior.structure == "dense":
             self._chol = linalg.cholesky(posterior.covariance, lower=True)
             return
-        lam = posterior.prior_precision
-        self._lam = lam
-        self._index = posterior.unit_indices
-        self._unit_cov = posterior.unit_blocks
-        self._unit_prec = np.linalg.inv(self._unit_cov)
-        self._unit_prec_chol = np.linalg.cholesky(self._unit_prec)
-        # S = (A + λI)⁻¹ by Woodbury, with A + λI = Db + W Wᵀ and W = U Λ^{1/2}.
-        self._W = posterior.eigenvectors * np.sqrt(np.clip(posterior.eigenvalues, 0.0, None))
-        self._dinv_w = self._apply_unit(self._unit_cov, self._W)
-        cap = np.eye(self._W.shape[1]) + self._W.T @ self._dinv_w
-        self._cap_chol = linalg.cholesky(cap, lower=True)
-        parts = unflatten(posterior, posterior.mean)
-        self._G = linalg.orth(gauge_directions(parts["M"], parts["K"], parts["B"].shape[1]))
-        self._SG = self._solve_s(self._G)
-        self._gsg_chol = linalg.cholesky(self._G.T @ self._SG, lower=True)
-
-    def _apply_unit(self, blocks: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Apply blockdiag(blocks) to x of shape (n_params, n) (entries grouped by unit)."""
-        out = np.empty_like(x)
-        out[self._index] = np.einsum("ipq,iq...->ip...", blocks, x[self._index])
-        return out
-
-    def _solve_s(self, rhs: np.ndarray) -> np.ndarray:
-        """Return S rhs = (A + λI)⁻¹ rhs for rhs of shape (n_params, n)."""
-        y = self._apply_unit(self._unit_cov, rhs)
-        return y - self._dinv_w @ linalg.cho_solve((self._cap_chol, True), self._W.T @ y)
-
-    def _gauge_correction(self) -> np.ndarray:
-        """Return Z with S − S G (GᵀSG)⁻¹ GᵀS = S − Z Zᵀ; shape (n_params, n_gauge)."""
-        return linalg.solve_triangular(self._gsg_chol, self._SG.T, lower=True).T
+        index = posterior.unit_indices
+        if posterior.coupling_vectors is None:
+            vectors, values = np.zeros((posterior.n_params, 0)), np.zeros(0)
+        else:
+            vectors, values = posterior.coupling_vectors, posterior.coupling_values
+        u = vectors[index]
+        blocks = posterior.unit_blocks - np.einsum("ipa,a,iqa->ipq", u, values, u)
+        self._cov = BlockLowRank(blocks, index, vectors, values)
 
     @property
     def mean(self) -> np.ndarray:
@@ -266,12 +343,7 @@ class LaplacePosterior:
         """Marginal posterior variances, shape (n_params,)."""
         if self.posterior.structure == "dense":
             return np.diag(self.posterior.covariance).copy()
-        diag = np.empty(self.posterior.n_params)
-        diag[self._index] = np.einsum("ipp->ip", self._unit_cov)
-        z = linalg.solve_triangular(self._cap_chol, self._dinv_w.T, lower=True)
-        diag -= np.sum(z**2, axis=0)
-        diag -= np.sum(self._gauge_correction() ** 2, axis=1)
-        return diag + np.sum(self._G**2, axis=1) / self._lam
+        return self._cov.diagonal()
 
     def unit_covariance(self) -> np.ndarray:
         """Marginal posterior covariance of each unit's (m_i, k_i, b_i, d_i).
@@ -285,15 +357,37 @@ class LaplacePosterior:
         if post.structure == "dense":
             index = unit_indices(*post.layout[0].shape, post.layout[2].shape[1])
             return post.covariance[index[:, :, None], index[:, None, :]]
-        z = linalg.solve_triangular(self._cap_chol, self._dinv_w.T, lower=True).T[self._index]
-        zg = self._gauge_correction()[self._index]
-        g = self._G[self._index]
-        return (
-            self._unit_cov
-            - np.einsum("ipa,iqa->ipq", z, z)
-            - np.einsum("ipa,iqa->ipq", zg, zg)
-            + np.einsum("ipa,iqa->ipq", g, g) / self._lam
-        )
+        return post.unit_blocks.copy()
+
+    def n_constrained(self) -> int:
+        """Number of eigenvalues of the data precision F above the prior precision λ.
+
+        Exact for either structure: for ``"blocks"`` by Sylvester's law of inertia on the
+        structured covariance (eigenvalues of Σ below 1/(2λ)).
+        """
+        post = self.posterior
+        lam = post.prior_precision
+        if post.structure == "dense":
+            if post.eigenvalues.size == post.n_params:
+                return int(np.count_nonzero(post.eigenvalues > lam))
+            return int(np.count_nonzero(np.linalg.eigvalsh(post.covariance) < 0.5 / lam))
+        return self._cov.count_below(0.5 / lam)
+
+    def logdet_covariance(self) -> float:
+        """log det Σ."""
+        if self.posterior.structure == "dense":
+            return float(2.0 * np.sum(np.log(np.diag(self._chol))))
+        return self._cov.logdet()
+
+    def precision_matvec(self, x) -> np.ndarray:
+        """Σ⁻¹ x for x of shape (n_params,) or (n_params, k)."""
+        x = np.asarray(x, dtype=np.float64)
+        cols = x.reshape(x.shape[0], -1)
+        if self.posterior.structure == "dense":
+            out = linalg.cho_solve((self._chol, True), cols)
+        else:
+            out = self._cov.solve(cols)
+        return out.reshape(x.shape)
 
     def sample(self, sample_shape=(), random_state=None) -> np.ndarray:
         """Draw θ from the posterior.
@@ -314,17 +408,11 @@ class LaplacePosterior:
         shape = tuple(int(s) for s in np.atleast_1d(np.asarray(sample_shape, dtype=np.int64)))
         n = int(np.prod(shape)) if shape else 1
         P = self.posterior.n_params
+        xi = rng.standard_normal((P, n))
         if self.posterior.structure == "dense":
-            draws = self._chol @ rng.standard_normal((P, n))
+            draws = self._chol @ xi
         else:
-            # y = S ξ with ξ ~ N(0, A + λI) gives y ~ N(0, S); conditioning on Gᵀy = 0 gives the
-            # gauge-complement part, and the gauge part has covariance I/λ.
-            xi = self._apply_unit(self._unit_prec_chol, rng.standard_normal((P, n)))
-            xi += self._W @ rng.standard_normal((self._W.shape[1], n))
-            y = self._solve_s(xi)
-            y -= self._SG @ linalg.cho_solve((self._gsg_chol, True), self._G.T @ y)
-            gauge = self._G @ rng.standard_normal((self._G.shape[1], n)) / np.sqrt(self._lam)
-            draws = y + gauge
+            draws = self._cov.sqrt_apply(xi)
         return (self.mean + draws.T).reshape(*shape, P)
 
     def log_prob(self, theta) -> np.ndarray:
@@ -353,19 +441,10 @@ class LaplacePosterior:
         delta = (theta.reshape(-1, P) - self.mean).T  # (P, n)
         if self.posterior.structure == "dense":
             z = linalg.solve_triangular(self._chol, delta, lower=True)
-            quad = np.sum(z**2, axis=0)
-            logdet = -2.0 * np.sum(np.log(np.diag(self._chol)))
         else:
-            g = self._G.T @ delta
-            perp = delta - self._G @ g
-            quad = np.sum(perp * self._apply_unit(self._unit_prec, perp), axis=0)
-            quad += np.sum((self._W.T @ perp) ** 2, axis=0) + self._lam * np.sum(g**2, axis=0)
-            # log det Π = g log λ + log det(A + λI) + log det(GᵀSG).
-            logdet = 2.0 * np.sum(np.log(np.diagonal(self._unit_prec_chol, axis1=1, axis2=2)))
-            logdet += 2.0 * np.sum(np.log(np.diag(self._cap_chol)))
-            logdet += 2.0 * np.sum(np.log(np.diag(self._gsg_chol)))
-            logdet += self._G.shape[1] * np.log(self._lam)
-        out = -0.5 * quad + 0.5 * logdet - 0.5 * P * np.log(2 * np.pi)
+            z = self._cov.whiten(delta)
+        quad = np.sum(z**2, axis=0)
+        out = -0.5 * quad - 0.5 * self.logdet_covariance() - 0.5 * P * np.log(2 * np.pi)
         return out.reshape(lead)
 
     def unflatten(self, theta) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """Closed-form pieces of the output side: the state matrix Φ, the K-block Fisher and ridge K̂.
 
 With the latents κ and the input side (M, B, d) held fixed, the latent update of the model
-(DESIGN.md §1) is linear in the output loadings K:
+is linear in the output loadings K:
 
     Y_t = κ(t+1) − (1 − α) κ(t) = (α/N) Φ_t K + ξ(t),     Φ_{t,i} = φ(m_i·κ(t) + b_i·u(t) + d_i).
 
@@ -265,9 +265,9 @@ def least_squares_output_loadings(
 
     Solves the normal equations ``(XᵀX) K = XᵀY`` with ``X = (α/N)Φ`` by an LU factorisation
     and no regularisation: what a plain (prior-free) fit of K to the latent updates returns. It
-    reproduces the dynamics, but XᵀX is numerically singular (the output-side null space,
-    DESIGN.md §2), so the solve lands on an arbitrary point of that null space, with huge
-    entries. The minimum-norm solution is instead the λ → 0 limit of
+    reproduces the dynamics, but XᵀX is numerically singular (its null space is the set of
+    output loadings the data cannot see), so the solve lands on an arbitrary point of that null
+    space, with huge entries. The minimum-norm solution is instead the λ → 0 limit of
     :func:`ridge_output_loadings`.
 
     Parameters

@@ -7,7 +7,6 @@ import pytest
 from scipy import linalg
 
 from nwb_lrconn.data import LowRankFit, Recording
-from nwb_lrconn.inference.curvature import dense_profiled_ggn, linearise
 from nwb_lrconn.inference.degeneracy import (
     THRESHOLD_RULE,
     assess_richness,
@@ -77,7 +76,7 @@ def test_dense_report_counts_and_gauge(rank):
     assert report.n_constrained + report.n_degenerate + report.n_gauge == P
     G = report.gauge_basis
     np.testing.assert_allclose(G.T @ G, np.eye(rank**2), atol=1e-12)
-    F = dense_profiled_ggn(linearise(fit, recording)).numpy()
+    F = (post.eigenvectors * post.eigenvalues) @ post.eigenvectors.T
     assert np.abs(F @ G).max() < 1e-10 * np.abs(F).max()  # zero data precision
     # The spectrum is that of F on the gauge complement, and the counts follow the λ rule.
     comp = linalg.null_space(G.T)
@@ -108,13 +107,19 @@ def test_prior_precision_moves_the_threshold():
     assert weak.n_gauge == strong.n_gauge == 4
 
 
-def test_blocks_report_counts_add_up():
+def test_blocks_report_matches_dense():
     fit, recording = make_case(n_units=12)
-    post = laplace_posterior(fit, recording, structure="blocks", n_eigenpairs=5)
+    dense = compute_degeneracy(fit, recording, prior_precision=0.3, structure="dense")
+    post = laplace_posterior(
+        fit, recording, prior_precision=0.3, structure="blocks", n_eigenpairs=5,
+        coupling_tol=1e-12,
+    )  # fmt: skip
     report = compute_degeneracy(fit, recording, post)
     assert report.n_constrained + report.n_degenerate + report.n_gauge == post.n_params
     np.testing.assert_array_equal(report.spectrum, post.eigenvalues)
-    assert 0 < report.n_constrained < post.n_params
+    np.testing.assert_allclose(report.spectrum, dense.spectrum[:5], rtol=1e-5)
+    assert report.n_constrained == dense.n_constrained
+    np.testing.assert_allclose(report.unit_scores, dense.unit_scores, rtol=1e-6)
 
 
 def test_classify_and_effective_rank():

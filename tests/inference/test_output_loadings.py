@@ -1,4 +1,4 @@
-"""Closed-form K-block pieces: Φ, F_K, ridge and least-squares K̂ (DESIGN.md §2, §5)."""
+"""Closed-form K-block pieces: Φ, F_K, ridge and least-squares K̂."""
 
 from __future__ import annotations
 
