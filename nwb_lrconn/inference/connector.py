@@ -518,7 +518,7 @@ class ConnectorEstimator:
     n_steps_a : int or "auto", default: "auto"
         Flow-A steps (the length of its cosine schedule); "auto" is 3 per unit, between 500 and
         3000 (see :func:`auto_flow_steps`). Flow A trains on all but a ``validation_fraction``
-        of the units and evaluates the exact log-likelihood of the held-out ones every
+        of the units (the others are ``held_out_units_``) and evaluates the exact log-likelihood of the held-out ones every
         ``validation_every`` steps (curve ``flow_a_val``, negative log-likelihood per unit).
         A state counts as worse than the best only when its held-out negative log-likelihood
         exceeds the best by more than the standard error of that held-out mean; training stops
@@ -758,7 +758,9 @@ class ConnectorEstimator:
         n_units = z_std.shape[0]
         # At least 5 held-out units (at most half of them) so the check has a standard error.
         n_val = max(round(self.validation_fraction * n_units), min(5, n_units // 2))
-        order = torch.as_tensor(rng.permutation(n_units), device=device)
+        order = rng.permutation(n_units)
+        self.held_out_units_ = np.sort(order[:n_val])
+        order = torch.as_tensor(order, device=device)
         z_val, z_train = z_std[order[:n_val]], z_std[order[n_val:]]
         n_train = z_train.shape[0]
         log_jac = float(np.log(self.z_std_[self.z_free_]).sum())
