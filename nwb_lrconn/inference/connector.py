@@ -1,22 +1,28 @@
-"""The maximum-entropy connectivity distribution ("Connector", DESIGN.md §6).
+"""The maximum-entropy connectivity distribution ("Connector", Kim et al. 2026).
 
 Two continuous normalizing flows trained by conditional flow matching (:mod:`.flows`):
 
 - **flow A** over the per-unit input-side vector z = (m, b, d) of the stage-1 fit;
-- **flow B** over the output-side loading k given z. Its targets are rebuilt at every step: S
-  virtual units z_s are drawn from flow A, their activations Φ_{t,s} = φ(m_s·κ_t + b_s·u_t + d_s)
+- **flow B** over the output-side loading k given z. Its targets: sets of S virtual units z_s
+  are drawn from flow A, their activations Φ_{t,s} = φ(m_s·κ_t + b_s·u_t + d_s)
   are formed over the training latents, and the latent updates Y_t = κ_{t+1} − (1−α)κ_t are
   regressed onto (α/S)Φ with the ridge (maximum-entropy Gaussian prior) strength λ:
 
       k̂ = argmin_k ‖Y − (α/S) Φ k‖² + λ‖k‖².
 
-Cost per flow-B step (what makes this fast): the latent features X_t = (κ_t, u_t, 1) are computed
-once and, by default, the visited states are merged into a weighted quadrature (states closer than
-``state_resolution`` standard deviations share one row, its weight the number of merged rows), so
-Φ has a few thousand rows instead of n_trials·n_time; the ridge system is solved once per step by
-Cholesky in the smaller of its S×S and rows×rows forms; flow-A samples come from a pool drawn once;
-and validation (held-out one-step prediction error of the sampled network) runs every
-``validation_every`` steps with early stopping (the last state is kept unless ``keep_best``).
+Cost (what makes this fast, and scale with the data): the latent features X_t = (κ_t, u_t, 1) are
+computed once and, by default, the visited states are merged into a weighted quadrature (states
+closer than ``state_resolution`` standard deviations share one row, its weight the number of
+merged rows), so Φ has a few thousand rows instead of n_trials·n_time; each ridge system is solved
+by Cholesky in the smaller of its S×S and rows×rows forms, for ``n_target_sets`` sets of virtual
+units drawn once from a pool of flow-A samples, which flow B's steps then cycle through; the
+velocity networks' width and flow A's schedule follow the number of units
+(:func:`auto_hidden_features`, :func:`auto_flow_steps`), and flow A stops on the log-likelihood of
+held-out units. Flow B's held-out one-step prediction error is recorded every
+``validation_every`` steps (and stops it only with ``keep_best``).
+
+Which units count as "enough" for flows at all is decided in :mod:`.distribution`; below that,
+:mod:`.mixture` holds the simpler model.
 """
 
 from __future__ import annotations
@@ -518,8 +524,9 @@ class ConnectorEstimator:
     n_steps_a : int or "auto", default: "auto"
         Flow-A steps (the length of its cosine schedule); "auto" is 3 per unit, between 500 and
         3000 (see :func:`auto_flow_steps`). Flow A trains on all but a ``validation_fraction``
-        of the units (the others are ``held_out_units_``) and evaluates the exact log-likelihood of the held-out ones every
-        ``validation_every`` steps (curve ``flow_a_val``, negative log-likelihood per unit).
+        of the units (the others are ``held_out_units_``) and evaluates the exact
+        log-likelihood of the held-out ones every ``validation_every`` steps (curve
+        ``flow_a_val``, negative log-likelihood per unit).
         A state counts as worse than the best only when its held-out negative log-likelihood
         exceeds the best by more than the standard error of that held-out mean; training stops
         after ``patience`` such evaluations in a row, and the last state is kept unless it is

@@ -341,7 +341,8 @@ class MixtureConnectorEstimator:
         phi = activation(torch.as_tensor(feats @ z.T), self.nonlinearity_).numpy()
         pred = (self.alpha_ / z.shape[0]) * phi @ k
         var = ((updates - updates.mean(0)) ** 2).sum(1).mean()
-        return float(((updates - pred) ** 2).sum(1).mean() / var)
+        err = ((updates - pred) ** 2).sum(1).mean()
+        return float(err / var if var > 0 else err)  # held-out trials at rest: no scale
 
     # ------------------------------------------------------------------ the fitted law
     def _log_resp(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
