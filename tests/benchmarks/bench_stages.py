@@ -140,9 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="add 1000 units to the grid")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--network", default="quadstable")
+    parser.add_argument("--units", type=int, nargs="+", help="units to try instead of the grid")
+    parser.add_argument("--windows", type=int, nargs="+", default=[100, 1000])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    units = [10, 50, 200] + ([1000] if args.full else [])
+    units = args.units or [10, 50, 200] + ([1000] if args.full else [])
     config = RunConfig()
     print(
         f"{args.network}, torch threads {args.threads}; wall seconds (CPU seconds) per stage; "
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(header, flush=True)
     for n_units in units:
-        for n_windows in (100, 1000):
+        for n_windows in args.windows:
             r = run_case(args.network, n_units, n_windows, config)
             t = r["times"]
             base = sum(t[s][0] for s in ("fit", "posterior", "degeneracy", "write"))
