@@ -42,6 +42,7 @@ from ._validation import (
     check_positive,
     check_positive_int,
 )
+from .data import DISTRIBUTION_CHOICES
 
 __all__ = [
     "SOURCE_KINDS",
@@ -473,77 +474,94 @@ class PosteriorConfig:
 
 @dataclass(frozen=True)
 class DistributionConfig:
-    """Stage 3: the maximum-entropy connectivity distribution (keywords of ``ConnectorEstimator``).
+    """Stage 3: the maximum-entropy connectivity distribution (keywords of its estimators).
 
     Attributes
     ----------
     enabled : bool, default: True
-        Train the flows.
+        Learn the distribution.
+    model : {"auto", "flows", "gmm", "gaussian"}, default: "auto"
+        "auto" uses the Connector flows when there are enough units and otherwise a
+        maximum-entropy Gaussian mixture over z with a linear-Gaussian k | z (see
+        ``nwb_lrconn.inference.distribution``); "gaussian" is that with one component. With
+        too few units for any of them the stage is skipped; the result says which and why.
     sigma : float, default: 1.0
         Spread added to k when drawing the stored samples (0 = the identifiable core).
     n_samples : int, default: 1000
         Number of units drawn and stored.
-    hidden_features : int, default: 128
-        Width of the velocity MLPs.
+    max_components : int, default: 4
+        Most mixture components tried (``model`` "auto" below the flow threshold, or "gmm").
+    hidden_features : int or "auto", default: "auto"
+        Width of the velocity MLPs ("auto" follows the number of units).
     n_layers : int, default: 4
         Hidden layers of the velocity MLPs.
     learning_rate : float, default: 3e-3
         AdamW learning rate.
     batch_size : int, default: 256
         Units per flow-A step.
-    n_steps_a, n_steps_b : int, default: 3000, 1000
-        Maximum training steps of flow A (over z) and flow B (over k given z).
+    n_steps_a : int or "auto", default: "auto"
+        Length of flow A's schedule ("auto" follows the number of units); held-out units stop
+        it earlier.
+    n_steps_b : int, default: 1000
+        Flow-B steps.
     ridge_lambda : float, default: 1e-5
         λ of the ridge (maximum-entropy prior) targets.
     n_virtual_units : int, default: 1000
-        S, virtual units per flow-B training step.
+        S, virtual units per set of ridge targets.
+    n_target_sets : int, default: 20
+        Sets of S virtual units whose ridge targets are solved (flows and mixture alike).
     ode_step : float, default: 0.05
         Step of the midpoint ODE solver.
     pool_size : int, default: 20000
         Flow-A samples drawn once and reused as flow-B virtual units.
-    validation_every : int, default: 100
-        Steps between validations.
-    patience : int, default: 10
-        Validations without improvement before stopping early.
+    validation_every : int or "auto", default: "auto"
+        Steps between validations ("auto": 20 per flow).
+    patience : int, default: 5
+        Validations worse than the best before flow A stops early (flow B with keep_best).
     keep_best : bool, default: False
         Keep flow B's best-validation state instead of the last state of its schedule.
     """
 
     enabled: bool = True
+    model: str = "auto"
     sigma: float = 1.0
     n_samples: int = 1000
-    hidden_features: int = 128
+    max_components: int = 4
+    hidden_features: int | str = "auto"
     n_layers: int = 4
     learning_rate: float = 3e-3
     batch_size: int = 256
-    n_steps_a: int = 3000
+    n_steps_a: int | str = "auto"
     n_steps_b: int = 1000
     ridge_lambda: float = 1e-5
     n_virtual_units: int = 1000
+    n_target_sets: int = 20
     ode_step: float = 0.05
     pool_size: int = 20000
-    validation_every: int = 100
-    patience: int = 10
+    validation_every: int | str = "auto"
+    patience: int = 5
     keep_best: bool = False
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "distribution.enabled")
         _check_bool(self.keep_best, "distribution.keep_best")
+        check_choice(self.model, "distribution.model", DISTRIBUTION_CHOICES)
         object.__setattr__(
             self, "sigma", check_positive(self.sigma, "distribution.sigma", allow_zero=True)
         )
         for name in (
             "n_samples",
-            "hidden_features",
+            "max_components",
             "n_layers",
             "batch_size",
-            "n_steps_a",
             "n_steps_b",
+            "n_target_sets",
             "pool_size",
-            "validation_every",
             "patience",
         ):
             check_positive_int(getattr(self, name), f"distribution.{name}")
+        for name in ("hidden_features", "n_steps_a", "validation_every"):
+            _check_int_or_auto(getattr(self, name), f"distribution.{name}")
         for name in ("learning_rate", "ridge_lambda", "ode_step"):
             object.__setattr__(
                 self, name, check_positive(getattr(self, name), f"distribution.{name}")
@@ -551,13 +569,30 @@ class DistributionConfig:
         if not self.ode_step <= 1:
             raise ValueError(f"distribution.ode_step must be in (0, 1]; got {self.ode_step}.")
         check_positive_int(self.n_virtual_units, "distribution.n_virtual_units", minimum=2)
+        if self.pool_size < self.n_virtual_units:
+            raise ValueError(
+                f"distribution.pool_size must be >= distribution.n_virtual_units "
+                f"({self.n_virtual_units}); got {self.pool_size}."
+            )
 
     def estimator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``ConnectorEstimator`` (seed, device and progress excluded)."""
-        skip = ("enabled", "sigma", "n_samples")
+        skip = ("enabled", "model", "sigma", "n_samples", "max_components")
         return {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
         }
+
+    def mixture_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``MixtureConnectorEstimator`` (seed and components excluded)."""
+        names = ("max_components", "ridge_lambda", "n_virtual_units", "n_target_sets")
+        return {name: getattr(self, name) for name in names}
+
+
+def _check_int_or_auto(value: Any, name: str) -> None:
+    if value != "auto":
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a positive integer or 'auto'; got {value!r}.")
+        check_positive_int(value, name)
 
 
 def _check_bool(value: Any, name: str) -> None:

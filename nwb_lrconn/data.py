@@ -25,6 +25,8 @@ __all__ = [
     "RECORDING_KINDS",
     "OBSERVATION_MODELS",
     "NONLINEARITIES",
+    "DISTRIBUTION_MODELS",
+    "DISTRIBUTION_CHOICES",
     "SourceInfo",
     "Recording",
     "LowRankFit",
@@ -39,6 +41,9 @@ __all__ = [
 RECORDING_KINDS = ("spikes", "rates", "calcium")
 OBSERVATION_MODELS = ("gaussian", "poisson", "calcium")
 NONLINEARITIES = ("tanh", "relu", "softplus")
+DISTRIBUTION_MODELS = ("flows", "gaussian", "gmm", "skipped")
+# What a run may ask for: "auto" picks by the number of units (inference.distribution).
+DISTRIBUTION_CHOICES = ("auto", "flows", "gmm", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -571,16 +576,22 @@ class DegeneracyReport:
 class ConnectivityDistribution:
     """The maximum-entropy connectivity distribution (stage 3), as plain arrays.
 
-    Flow A is a CNF over z = (m, b, d); flow B a conditional CNF over k given z. Weights are stored
-    as named arrays (the velocity networks' ``state_dict`` converted to numpy), never pickles.
+    With ``model="flows"``, flow A is a CNF over z = (m, b, d) and flow B a conditional CNF over
+    k given z; their weights are stored as named arrays (the velocity networks' ``state_dict``
+    converted to numpy), never pickles. With ``model="gaussian"`` or ``"gmm"`` (few units), the
+    same two slots hold a Gaussian mixture over z and a linear-Gaussian law of k given z. With
+    ``model="skipped"`` (too few units for any distribution) the arrays are empty and
+    ``reason`` says why.
 
     Attributes
     ----------
     flow_a_parameters, flow_b_parameters : dict of str to ndarray
-        Velocity-network weights.
+        Parameters of the model of z and of the model of k given z (velocity-network weights
+        for flows; ``weights``/``means``/``covariances`` and
+        ``coefficients``/``residual_covariances`` for a mixture).
     architecture : dict
-        JSON-serialisable description needed to rebuild the flows (dimensions, hidden widths,
-        activation, ODE solver and step, standardisation constants).
+        JSON-serialisable description needed to rebuild the models (``kind``, dimensions,
+        hidden widths, activation, ODE solver and step, standardisation constants).
     sigma : float
         Isotropic spread added to k at sampling time (0 = the identifiable core).
     ridge_lambda : float
@@ -596,6 +607,11 @@ class ConnectivityDistribution:
         Drawn k at ``sigma``.
     validation_metrics : dict of str to float
         Held-out checks of the distribution.
+    model : {"flows", "gaussian", "gmm", "skipped"}, default: "flows"
+        Which model the distribution is.
+    reason : str, default: ""
+        One line saying why that model was used (e.g. the number of units against the
+        threshold below which flows are not used).
     """
 
     flow_a_parameters: dict[str, np.ndarray]
@@ -608,6 +624,16 @@ class ConnectivityDistribution:
     samples_z: np.ndarray
     samples_k: np.ndarray
     validation_metrics: dict[str, float]
+    model: str = "flows"
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        check_choice(self.model, "ConnectivityDistribution.model", DISTRIBUTION_MODELS)
+        if not isinstance(self.reason, str):
+            raise TypeError(
+                "ConnectivityDistribution.reason must be a string; "
+                f"got {type(self.reason).__name__}."
+            )
 
 
 @dataclass(frozen=True)

@@ -442,20 +442,22 @@ def _stages(
         degeneracy = compute_degeneracy(fit, recording, posterior)
         log(f"posterior and degeneracy done in {time.perf_counter() - start:.1f} s")
     if config.distribution.enabled:
-        from .inference.connector import ConnectorEstimator
+        from .inference.distribution import fit_distribution
 
         start = time.perf_counter()
-        log("connectivity distribution (flow matching)")
+        log("connectivity distribution")
         dist = config.distribution
-        connector = ConnectorEstimator(
-            **dist.estimator_kwargs(),
+        distribution = fit_distribution(
+            fit,
+            model=dist.model,
+            n_samples=dist.n_samples,
+            sigma=dist.sigma,
+            flow_params={**dist.estimator_kwargs(), "device": config.device, "progress": progress},
+            mixture_params=dist.mixture_kwargs(),
+            inputs=recording.inputs,
             random_state=config.seed,
-            device=config.device,
-            progress=progress,
-        ).fit(fit, inputs=recording.inputs)
-        distribution = connector.to_distribution(
-            dist.n_samples, dist.sigma, random_state=config.seed
         )
+        log(f"distribution model: {distribution.model} ({distribution.reason})")
         log(f"connectivity distribution done in {time.perf_counter() - start:.1f} s")
     return _results(
         config,

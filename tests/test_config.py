@@ -142,6 +142,44 @@ def test_distribution_kwargs_match_the_connector_signature():
         assert params[name].default == value, name
 
 
+def test_mixture_kwargs_match_the_mixture_signature():
+    import inspect
+
+    from nwb_lrconn.inference.mixture import MixtureConnectorEstimator
+
+    params = inspect.signature(MixtureConnectorEstimator).parameters
+    kwargs = DistributionConfig().mixture_kwargs()
+    assert set(kwargs) == {"max_components", "ridge_lambda", "n_virtual_units", "n_target_sets"}
+    for name, value in kwargs.items():
+        assert params[name].default == value, name
+    assert DistributionConfig(n_target_sets=3).mixture_kwargs()["n_target_sets"] == 3
+
+
+def test_distribution_keywords_round_trip(tmp_path):
+    section = {
+        "model": "gmm",
+        "max_components": 2,
+        "hidden_features": 64,
+        "n_steps_a": "auto",
+        "validation_every": 10,
+        "n_target_sets": 5,
+        "patience": 3,
+    }
+    config = RunConfig(distribution=DistributionConfig(**section))
+    assert RunConfig.from_json(config.to_json()) == config
+    assert config.to_dict()["distribution"]["model"] == "gmm"
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        '[distribution]\nmodel = "gaussian"\nhidden_features = "auto"\nn_steps_a = 600\n'
+    )
+    loaded = RunConfig.from_file(toml).distribution
+    assert (loaded.model, loaded.hidden_features, loaded.n_steps_a) == ("gaussian", "auto", 600)
+    assert RunConfig().with_overrides(model="flows").distribution.model == "flows"
+    kwargs = config.distribution.estimator_kwargs()
+    assert "model" not in kwargs and "max_components" not in kwargs
+    assert kwargs["hidden_features"] == 64 and kwargs["n_target_sets"] == 5
+
+
 def test_posterior_kwargs_match_the_laplace_signature():
     import inspect
 
@@ -211,6 +249,48 @@ def test_candidate_ranks_are_sorted_and_follow_rank():
             {"ridge_lambda": 0.0},
             pytest.raises(ValueError, match=r"distribution.ridge_lambda must be finite"),
         ),
+        (
+            DistributionConfig,
+            {"model": "flow"},
+            pytest.raises(
+                ValueError, match=r"distribution.model must be one of \['auto', 'flows'"
+            ),
+        ),
+        (
+            DistributionConfig,
+            {"hidden_features": "wide"},
+            pytest.raises(
+                ValueError, match=r"distribution.hidden_features must be a positive integer or"
+            ),
+        ),
+        (
+            DistributionConfig,
+            {"validation_every": 0},
+            pytest.raises(ValueError, match=r"distribution.validation_every must be >= 1; got 0"),
+        ),
+        (
+            DistributionConfig,
+            {"n_steps_a": 2.5},
+            pytest.raises(TypeError, match=r"distribution.n_steps_a must be an integer"),
+        ),
+        (
+            DistributionConfig,
+            {"n_target_sets": 0},
+            pytest.raises(ValueError, match=r"distribution.n_target_sets must be >= 1; got 0"),
+        ),
+        (
+            DistributionConfig,
+            {"max_components": 0},
+            pytest.raises(ValueError, match=r"distribution.max_components must be >= 1; got 0"),
+        ),
+        (
+            DistributionConfig,
+            {"pool_size": 500},
+            pytest.raises(
+                ValueError, match=r"distribution.pool_size must be >= distribution.n_vi"
+            ),
+        ),
+        (DistributionConfig, {"model": "gaussian", "hidden_features": 32}, does_not_raise()),
     ],
 )
 def test_stage_config_validation(cls, override, expectation):

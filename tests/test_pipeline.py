@@ -86,6 +86,9 @@ def test_run_on_a_file_returns_results_with_provenance(units_file, session):
     assert results.posterior is None and results.degeneracy is None
     dist = results.distribution
     assert dist.samples_k.shape == (30, 2) and dist.sigma == config.distribution.sigma
+    # 24 units: below the flow threshold, the Gaussian (mixture) model, and the log says why.
+    assert dist.model in ("gaussian", "gmm") and dist.reason.startswith("24 units < ")
+    assert f"distribution model: {dist.model} ({dist.reason})" in messages
     assert messages[0] == "reading the recording"
     assert any(m.startswith("read 24 units, 9 trials") for m in messages)
 

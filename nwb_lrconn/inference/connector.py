@@ -1,22 +1,28 @@
-"""The maximum-entropy connectivity distribution ("Connector", DESIGN.md §6).
+"""The maximum-entropy connectivity distribution ("Connector", Kim et al. 2026).
 
 Two continuous normalizing flows trained by conditional flow matching (:mod:`.flows`):
 
 - **flow A** over the per-unit input-side vector z = (m, b, d) of the stage-1 fit;
-- **flow B** over the output-side loading k given z. Its targets are rebuilt at every step: S
-  virtual units z_s are drawn from flow A, their activations Φ_{t,s} = φ(m_s·κ_t + b_s·u_t + d_s)
+- **flow B** over the output-side loading k given z. Its targets: sets of S virtual units z_s
+  are drawn from flow A, their activations Φ_{t,s} = φ(m_s·κ_t + b_s·u_t + d_s)
   are formed over the training latents, and the latent updates Y_t = κ_{t+1} − (1−α)κ_t are
   regressed onto (α/S)Φ with the ridge (maximum-entropy Gaussian prior) strength λ:
 
       k̂ = argmin_k ‖Y − (α/S) Φ k‖² + λ‖k‖².
 
-Cost per flow-B step (what makes this fast): the latent features X_t = (κ_t, u_t, 1) are computed
-once and, by default, the visited states are merged into a weighted quadrature (states closer than
-``state_resolution`` standard deviations share one row, its weight the number of merged rows), so
-Φ has a few thousand rows instead of n_trials·n_time; the ridge system is solved once per step by
-Cholesky in the smaller of its S×S and rows×rows forms; flow-A samples come from a pool drawn once;
-and validation (held-out one-step prediction error of the sampled network) runs every
-``validation_every`` steps with early stopping (the last state is kept unless ``keep_best``).
+Cost (what makes this fast, and scale with the data): the latent features X_t = (κ_t, u_t, 1) are
+computed once and, by default, the visited states are merged into a weighted quadrature (states
+closer than ``state_resolution`` standard deviations share one row, its weight the number of
+merged rows), so Φ has a few thousand rows instead of n_trials·n_time; each ridge system is solved
+by Cholesky in the smaller of its S×S and rows×rows forms, for ``n_target_sets`` sets of virtual
+units drawn once from a pool of flow-A samples, which flow B's steps then cycle through; the
+velocity networks' width and flow A's schedule follow the number of units
+(:func:`auto_hidden_features`, :func:`auto_flow_steps`), and flow A stops on the log-likelihood of
+held-out units. Flow B's held-out one-step prediction error is recorded every
+``validation_every`` steps (and stops it only with ``keep_best``).
+
+Which units count as "enough" for flows at all is decided in :mod:`.distribution`; below that,
+:mod:`.mixture` holds the simpler model.
 """
 
 from __future__ import annotations
@@ -50,7 +56,12 @@ __all__ = [
     "StateQuadrature",
     "build_state_quadrature",
     "quadrature_ridge_targets",
+    "ridge_state_coefficients",
     "ConnectorEstimator",
+    "varying_z_columns",
+    "z_scaling",
+    "auto_flow_steps",
+    "auto_hidden_features",
     "connector_from_distribution",
 ]
 
@@ -364,13 +375,144 @@ def quadrature_ridge_targets(
     return (n_virtual / alpha) * k
 
 
+def ridge_state_coefficients(
+    features: Tensor,
+    update_sums: Tensor,
+    weights: Tensor,
+    z_sets: list[Tensor],
+    *,
+    alpha: float,
+    ridge_lambda: float,
+    nonlinearity: str = "tanh",
+) -> Tensor:
+    """The ridge conditional mean as a function of z: g*(z) = Σ_b φ(X̄_b · z) β_b.
+
+    By the push-through form of :func:`quadrature_ridge_targets`, the ridge loadings of a set of
+    S virtual units are ``k̂_s = (S/α) Σ_b √w_b φ(X̄_b · z_s) u_b`` with
+    ``u = (AAᵀ + cI)⁻¹ (Y_sum / √w)``: a fixed combination of the visited states' activations,
+    defined for every z. Averaging the rows × rows Gram matrix AAᵀ over several sets removes the
+    set-to-set jitter of finite S while keeping the ridge strength of S units (c = λS²/α²).
+
+    Parameters
+    ----------
+    features, update_sums, weights : Tensor
+        Quadrature rows, as for :func:`quadrature_ridge_targets`.
+    z_sets : list of Tensor of shape (S, n_z)
+        Sets of S virtual units drawn from p(z).
+    alpha, ridge_lambda : float
+        Δt/τ and λ.
+    nonlinearity : str, default: "tanh"
+        φ.
+
+    Returns
+    -------
+    Tensor of shape (n_rows, rank)
+        β, in the dtype of ``features``.
+    """
+    n_virtual = z_sets[0].shape[0]
+    root_w = weights.sqrt()[:, None]
+    gram = torch.zeros(features.shape[0], features.shape[0], dtype=features.dtype)
+    for z in z_sets:
+        a = activation(features @ z.to(features.dtype).T, nonlinearity) * root_w
+        gram += a @ a.T
+    gram /= len(z_sets)
+    gram.diagonal().add_(ridge_lambda * n_virtual**2 / alpha**2)
+    u = torch.cholesky_solve(update_sums / root_w, torch.linalg.cholesky(gram))
+    return (n_virtual / alpha) * root_w * u
+
+
+def varying_z_columns(z: np.ndarray) -> np.ndarray:
+    """Columns of z that vary across units (constant ones, e.g. d ≡ 0, are not modelled).
+
+    Parameters
+    ----------
+    z : ndarray of shape (n_units, n_z)
+        Rows (m, b, d).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_z,)
+    """
+    mean, std = z.mean(axis=0), z.std(axis=0)
+    return std > 1e-12 * (1 + np.abs(mean))
+
+
+def z_scaling(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Standardisation of z used by the distribution models: x = ((z − mean) / std)[free].
+
+    Parameters
+    ----------
+    z : ndarray of shape (n_units, n_z)
+        Rows (m, b, d).
+
+    Returns
+    -------
+    free : ndarray of bool, shape (n_z,)
+        Varying columns (:func:`varying_z_columns`).
+    mean, std : ndarray of shape (n_z,)
+        Column means and standard deviations (0 and 1 on constant columns).
+    fill : ndarray of shape (n_z,)
+        Value of each constant column (0 on varying ones).
+
+    Raises
+    ------
+    ValueError
+        When every column is constant.
+    """
+    free = varying_z_columns(z)
+    if not free.any():
+        raise ValueError("Every column of z is constant: there is no distribution to learn.")
+    mean, std = z.mean(axis=0), z.std(axis=0)
+    return free, np.where(free, mean, 0.0), np.where(free, std, 1.0), np.where(free, 0.0, mean)
+
+
+def auto_flow_steps(n_units: int) -> int:
+    """Flow-A schedule length for ``n_steps_a="auto"``: 3 steps per unit, in [500, 3000].
+
+    3000 (the published length) from 1000 units up; below that the schedule shortens with the
+    data, and the held-out check stops it earlier when flow A starts to fit the training units
+    rather than their law.
+
+    Parameters
+    ----------
+    n_units : int
+        Number of units N the flows learn from.
+
+    Returns
+    -------
+    int
+    """
+    n_units = check_positive_int(n_units, "n_units")
+    return int(min(3000, max(500, 3 * n_units)))
+
+
+def auto_hidden_features(n_units: int) -> int:
+    """Width of the velocity MLPs for ``hidden_features="auto"``: about N/8, in [32, 128].
+
+    The nearest power of two to N/8, clipped to [32, 128]: 128 (the published width) from about
+    720 units up, 64 from about 360, 32 below.
+
+    Parameters
+    ----------
+    n_units : int
+        Number of units N the flows learn from.
+
+    Returns
+    -------
+    int
+    """
+    n_units = check_positive_int(n_units, "n_units")
+    return int(min(128, max(32, 2 ** round(np.log2(max(n_units, 1) / 8)))))
+
+
 class ConnectorEstimator:
     """Maximum-entropy connectivity distribution p(z) p(k | z) learned by two flows.
 
     Parameters
     ----------
-    hidden_features : int, default: 128
-        Width of the velocity MLPs.
+    hidden_features : int or "auto", default: "auto"
+        Width of the velocity MLPs; "auto" follows the number of units N (about N/8, a power of
+        two between 32 and 128; see :func:`auto_hidden_features`).
     n_layers : int, default: 4
         Hidden layers of the velocity MLPs (Swish activations).
     learning_rate : float, default: 3e-3
@@ -379,15 +521,29 @@ class ConnectorEstimator:
         AdamW weight decay.
     batch_size : int, default: 256
         Units per flow-A step; base draws are paired with them by minibatch optimal transport.
-    n_steps_a : int, default: 3000
-        Flow-A steps (flow A trains on every unit; its curve ``flow_a_monitor`` is the
-        flow-matching loss on all units with fixed noise).
+    n_steps_a : int or "auto", default: "auto"
+        Flow-A steps (the length of its cosine schedule); "auto" is 3 per unit, between 500 and
+        3000 (see :func:`auto_flow_steps`). Flow A trains on all but a ``validation_fraction``
+        of the units (the others are ``held_out_units_``) and evaluates the exact
+        log-likelihood of the held-out ones every ``validation_every`` steps (curve
+        ``flow_a_val``, negative log-likelihood per unit).
+        A state counts as worse than the best only when its held-out negative log-likelihood
+        exceeds the best by more than the standard error of that held-out mean; training stops
+        after ``patience`` such evaluations in a row, and the last state is kept unless it is
+        worse in that sense, when the best one is restored. Later states of the schedule are
+        preferred within the standard error because they are sharper, which flow B's targets
+        (and the sampled networks' dynamics) favour, while the held-out likelihood of a few
+        hundred units cannot tell them apart.
     n_steps_b : int, default: 1000
         Maximum flow-B steps (one ridge solve each).
     ridge_lambda : float, default: 1e-5
         λ of the ridge targets (the published runs used 1e-4, which shrinks k̂ more).
     n_virtual_units : int, default: 1000
         S, virtual units per flow-B step.
+    n_target_sets : int or None, default: 20
+        Sets of S virtual units whose ridge targets are solved once, before flow B trains; its
+        steps cycle through them. None solves a fresh set at every step (one Cholesky solve per
+        step, the dominant cost of flow B).
     ode_step : float, default: 0.05
         Step of the midpoint ODE solver (sampling and log-densities).
     state_resolution : float or None, default: 0.1
@@ -395,19 +551,23 @@ class ConnectorEstimator:
         :func:`build_state_quadrature`); None uses every state.
     pool_size : int, default: 20000
         Flow-A samples drawn once and reused as flow-B virtual units.
-    validation_every : int, default: 100
-        Steps between validations of flow B (held-out one-step prediction error of the sampled
-        σ = 0 network, relative to the variance of the updates) and between flow-A monitor points.
-    patience : int, default: 10
-        Flow-B validations without improvement before stopping early.
+    validation_every : int or "auto", default: "auto"
+        Steps between validations of flow A (see ``n_steps_a``) and of flow B (held-out one-step
+        prediction error of the sampled σ = 0 network, relative to the variance of the
+        updates); "auto" validates each flow 20 times over its schedule.
+    patience : int, default: 5
+        Validations in a row worse than the best (flow A, see ``n_steps_a``) or, with
+        ``keep_best``, without improvement (flow B) before a flow stops early.
     keep_best : bool, default: False
-        Restore flow B's state with the lowest validation error; False keeps the last state.
-        The held-out one-step error barely separates good from poor flow-B states (relative
-        errors ~1e-3), whereas the last state of the cosine schedule tracks the ridge
+        Restore flow B's state with the lowest validation error, stopping after ``patience``
+        validations without improvement; False trains flow B's whole schedule and keeps its
+        last state. The held-out one-step error barely separates good from poor flow-B states
+        (relative errors ~1e-3), whereas the last state of the cosine schedule tracks the ridge
         conditional mean best: on the published quadstable network with true latents,
         ‖k − g(m)‖² 0.040 for the last state against 0.050 for the best-validation state.
     validation_fraction : float, default: 0.1
-        Fraction of trials held out for flow B when the data carry no test trials.
+        Fraction of the units held out to stop flow A (at least 5, or half of them when fewer
+        than 10), and of the trials held out for flow B when the data carry no test trials.
     device : str, default: "cpu"
         Torch device ("cuda" where available).
     progress : bool, default: False
@@ -419,20 +579,21 @@ class ConnectorEstimator:
     def __init__(
         self,
         *,
-        hidden_features: int = 128,
+        hidden_features: int | str = "auto",
         n_layers: int = 4,
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-5,
         batch_size: int = 256,
-        n_steps_a: int = 3000,
+        n_steps_a: int | str = "auto",
         n_steps_b: int = 1000,
         ridge_lambda: float = 1e-5,
         n_virtual_units: int = 1000,
+        n_target_sets: int | None = 20,
         ode_step: float = 0.05,
         state_resolution: float | None = 0.1,
         pool_size: int = 20000,
-        validation_every: int = 100,
-        patience: int = 10,
+        validation_every: int | str = "auto",
+        patience: int = 5,
         keep_best: bool = False,
         validation_fraction: float = 0.1,
         device: str = "cpu",
@@ -448,6 +609,7 @@ class ConnectorEstimator:
         self.n_steps_b = n_steps_b
         self.ridge_lambda = ridge_lambda
         self.n_virtual_units = n_virtual_units
+        self.n_target_sets = n_target_sets
         self.ode_step = ode_step
         self.state_resolution = state_resolution
         self.pool_size = pool_size
@@ -466,17 +628,18 @@ class ConnectorEstimator:
         return {name: getattr(self, name) for name in names}
 
     def _check_params(self) -> None:
-        for name in (
-            "hidden_features",
-            "n_layers",
-            "batch_size",
-            "n_virtual_units",
-            "pool_size",
-            "validation_every",
-            "patience",
-        ):
+        for name in ("hidden_features", "n_steps_a", "validation_every"):
+            value = getattr(self, name)
+            if value != "auto":
+                if isinstance(value, str):
+                    raise ValueError(
+                        f"{name} must be a positive integer or 'auto'; got {value!r}."
+                    )
+                check_positive_int(value, name, minimum=0 if name == "n_steps_a" else 1)
+        if self.n_target_sets is not None:
+            check_positive_int(self.n_target_sets, "n_target_sets")
+        for name in ("n_layers", "batch_size", "n_virtual_units", "pool_size", "patience"):
             check_positive_int(getattr(self, name), name)
-        check_positive_int(self.n_steps_a, "n_steps_a", minimum=0)
         check_positive_int(self.n_steps_b, "n_steps_b", minimum=0)
         for name in ("learning_rate", "ridge_lambda", "ode_step"):
             check_positive(getattr(self, name), name)
@@ -531,6 +694,15 @@ class ConnectorEstimator:
         self.alpha_ = data.alpha
         self.nonlinearity_ = data.nonlinearity
         self._set_standardisation_z(data.z)
+        n_units = data.z.shape[0]
+        auto = {
+            "hidden_features": auto_hidden_features(n_units),
+            "n_steps_a": auto_flow_steps(n_units),
+        }
+        self.hidden_features_, self.max_steps_a_ = (
+            auto[name] if getattr(self, name) == "auto" else int(getattr(self, name))
+            for name in ("hidden_features", "n_steps_a")
+        )
         n_trials = data.latents.shape[0]
         if data.test_trials is not None and data.test_trials.size:
             test = np.unique(data.test_trials)
@@ -542,7 +714,7 @@ class ConnectorEstimator:
             raise ValueError(f"No training trials left: all {n_trials} trial(s) are held out.")
         self.train_trials_, self.test_trials_ = train, test
 
-        bar = _progress_bar(self.progress, self.n_steps_a + self.n_steps_b)
+        bar = _progress_bar(self.progress, self.max_steps_a_ + self.n_steps_b)
         try:
             curves_a, val_a = self._fit_flow_a(data.z, rng, gen, device, bar)
             t_a = time.perf_counter() - start
@@ -560,14 +732,7 @@ class ConnectorEstimator:
         return self
 
     def _set_standardisation_z(self, z: np.ndarray) -> None:
-        mean, std = z.mean(axis=0), z.std(axis=0)
-        free = std > 1e-12 * (1 + np.abs(mean))
-        if not free.any():
-            raise ValueError("Every column of z is constant: there is no distribution to learn.")
-        self.z_free_ = free
-        self.z_mean_ = np.where(free, mean, 0.0)
-        self.z_std_ = np.where(free, std, 1.0)
-        self.z_fill_ = np.where(free, 0.0, mean)
+        self.z_free_, self.z_mean_, self.z_std_, self.z_fill_ = z_scaling(z)
 
     def _z_to_flow(self, z: np.ndarray | Tensor, device: torch.device) -> Tensor:
         z = torch.as_tensor(np.asarray(z), dtype=torch.float32, device=device)
@@ -584,31 +749,43 @@ class ConnectorEstimator:
         out[:, free] = x * std + mean
         return out
 
+    def _validation_every(self, n_steps: int) -> int:
+        if self.validation_every == "auto":
+            return max(1, round(n_steps / 20))
+        return int(self.validation_every)
+
     def _new_nets(self, device: torch.device) -> None:
         n_free = int(self.z_free_.sum())
-        kw = {"hidden_features": self.hidden_features, "n_layers": self.n_layers}
+        kw = {"hidden_features": self.hidden_features_, "n_layers": self.n_layers}
         self.flow_a_ = VelocityMLP(n_free, **kw).to(device)
         self.flow_b_ = VelocityMLP(self.rank_, n_free, **kw).to(device)
 
     def _fit_flow_a(self, z, rng, gen, device, bar) -> tuple[dict, dict]:
         z_std = self._z_to_flow(z, device)
         n_units = z_std.shape[0]
+        # At least 5 held-out units (at most half of them) so the check has a standard error.
+        n_val = max(round(self.validation_fraction * n_units), min(5, n_units // 2))
+        order = rng.permutation(n_units)
+        self.held_out_units_ = np.sort(order[:n_val])
+        order = torch.as_tensor(order, device=device)
+        z_val, z_train = z_std[order[:n_val]], z_std[order[n_val:]]
+        n_train = z_train.shape[0]
+        log_jac = float(np.log(self.z_std_[self.z_free_]).sum())
         self._new_nets(device)
         self.flow_a_.reset_parameters(gen)
         self.flow_b_.reset_parameters(gen)
-        # Monitoring draws, fixed for the whole fit: every unit, 8 noise/time draws each.
-        mon_x1 = z_std.repeat(8, 1)
-        mon_gen = torch.Generator(device=device)
-        mon_gen.manual_seed(int(rng.integers(2**62)))
         opt = torch.optim.AdamW(
             self.flow_a_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, self.n_steps_a))
-        losses, mon_curve = [], []
-        batch = min(self.batch_size, n_units)
-        for step in range(self.n_steps_a):
-            idx = torch.randperm(n_units, generator=gen, device=device)[:batch]
-            loss = flow_matching_loss(self.flow_a_, z_std[idx], generator=gen, coupling="ot")
+        n_steps = self.max_steps_a_
+        every = self._validation_every(n_steps)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, n_steps))
+        losses, val_curve = [], []
+        best, best_se, best_state, waited, last = np.inf, 0.0, None, 0, np.inf
+        batch = min(self.batch_size, n_train)
+        for step in range(n_steps):
+            idx = torch.randperm(n_train, generator=gen, device=device)[:batch]
+            loss = flow_matching_loss(self.flow_a_, z_train[idx], generator=gen, coupling="ot")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -616,18 +793,32 @@ class ConnectorEstimator:
             losses.append(loss.item())
             if bar is not None:
                 bar.update(1)
-            if (step + 1) % self.validation_every == 0 or step + 1 == self.n_steps_a:
-                mon_gen.manual_seed(mon_gen.initial_seed())
-                with torch.no_grad():
-                    mon = flow_matching_loss(self.flow_a_, mon_x1, generator=mon_gen).item()
-                mon_curve.append((step + 1, mon))
+            if (step + 1) % every == 0 or step + 1 == n_steps:
+                lp = flow_log_prob(self.flow_a_, z_val, step=self.ode_step).double()
+                last = log_jac - float(lp.mean())  # nats per unit, original z units
+                se = float(lp.std()) / np.sqrt(n_val) if n_val > 1 else np.inf
+                val_curve.append((step + 1, last))
+                if last < best:
+                    best, best_se, waited = last, se, 0
+                    best_state = copy.deepcopy(self.flow_a_.state_dict())
+                elif last > best + best_se:
+                    waited += 1
+                    if waited >= self.patience:
+                        break
+                else:
+                    waited = 0
+        kept = last
+        if last > best + best_se:
+            self.flow_a_.load_state_dict(best_state)
+            kept = best
+        if bar is not None:
+            bar.update(n_steps - len(losses))
         self.n_steps_a_ = len(losses)
         curves = {
             "flow_a_loss": np.asarray(losses),
-            "flow_a_monitor": np.asarray(mon_curve, dtype=np.float64).reshape(-1, 2),
+            "flow_a_val": np.asarray(val_curve, dtype=np.float64).reshape(-1, 2),
         }
-        final = mon_curve[-1][1] if mon_curve else float("nan")
-        return curves, {"flow_a_monitor_loss": float(final)}
+        return curves, {"flow_a_val_nll": float(kept)}
 
     def _sample_z_flow(
         self, n: int, gen: torch.Generator, device: torch.device, *, quasi_random: bool = False
@@ -679,29 +870,34 @@ class ConnectorEstimator:
                 nonlinearity=self.nonlinearity_,
             )
 
-        first = torch.randperm(self.pool_size, generator=gen, device=device)[:n_s]
-        k0 = targets(first)
+        def draw() -> Tensor:
+            return torch.randperm(self.pool_size, generator=gen, device=device)[:n_s]
+
+        n_sets = self.n_target_sets
+        bank_idx = [draw() for _ in range(1 if n_sets is None else n_sets)]
+        bank_k = [targets(idx) for idx in bank_idx]
+        k0 = bank_k[0]
         self.k_mean_ = k0.mean(0).cpu().numpy()
         self.k_std_ = k0.std(0).clamp_min(1e-12).cpu().numpy()
         k_mean = torch.as_tensor(self.k_mean_, dtype=f64, device=device)
         k_std = torch.as_tensor(self.k_std_, dtype=f64, device=device)
 
-        val_idx = torch.randperm(self.pool_size, generator=gen, device=device)[:n_s]
+        val_idx = draw()
         val_phi = activation(val_feat @ pool_z[val_idx].T, self.nonlinearity_)
 
         opt = torch.optim.AdamW(
             self.flow_b_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, self.n_steps_b))
+        every = self._validation_every(self.n_steps_b)
         losses, val_curve = [], []
         best, best_state, waited = np.inf, None, 0
         for step in range(self.n_steps_b):
-            idx = (
-                first
-                if step == 0
-                else torch.randperm(self.pool_size, generator=gen, device=device)[:n_s]
-            )
-            k_hat = k0 if step == 0 else targets(idx)
+            if n_sets is None:
+                idx = bank_idx[0] if step == 0 else draw()
+                k_hat = k0 if step == 0 else targets(idx)
+            else:
+                idx, k_hat = bank_idx[step % n_sets], bank_k[step % n_sets]
             x1 = ((k_hat - k_mean) / k_std).float()
             loss = flow_matching_loss(self.flow_b_, x1, context=pool[idx], generator=gen)
             opt.zero_grad(set_to_none=True)
@@ -711,7 +907,7 @@ class ConnectorEstimator:
             losses.append(loss.item())
             if bar is not None:
                 bar.update(1)
-            if (step + 1) % self.validation_every == 0 or step + 1 == self.n_steps_b:
+            if (step + 1) % every == 0 or step + 1 == self.n_steps_b:
                 k = self._sample_k_flow(pool[val_idx], None).to(f64) * k_std + k_mean
                 pred = (self.alpha_ / n_s) * val_phi @ k
                 val = float((((val_y - pred) ** 2).sum(1).mean() / val_var).item())
@@ -720,7 +916,7 @@ class ConnectorEstimator:
                     best, waited = val, 0
                     if self.keep_best:
                         best_state = copy.deepcopy(self.flow_b_.state_dict())
-                else:
+                elif self.keep_best:
                     waited += 1
                     if waited >= self.patience:
                         break
@@ -798,6 +994,43 @@ class ConnectorEstimator:
             k = k + sigma * eps.cpu().numpy()
         return self._z_from_flow(x).to(torch.float64).cpu().numpy(), k
 
+    def core_k(self, z: np.ndarray) -> np.ndarray:
+        """Output loadings of the identifiable core at given z: flow B's image of its base mean.
+
+        Parameters
+        ----------
+        z : ndarray of shape (n, rank + n_inputs + 1)
+            (m, b, d).
+
+        Returns
+        -------
+        ndarray of shape (n, rank)
+            What :meth:`sample` returns for k at σ = 0 with ``core=True``, for these z.
+        """
+        check_is_fitted(self, "flow_a_")
+        z = check_array(z, "z", shape=(None, self.z_free_.size), dtype=np.float64)
+        x = self._z_to_flow(z, next(self.flow_b_.parameters()).device)
+        k = self._sample_k_flow(x, None).to(torch.float64).cpu().numpy()
+        return k * self.k_std_ + self.k_mean_
+
+    def log_prob_z(self, z: np.ndarray) -> np.ndarray:
+        """Exact log-density of z under flow A (over the varying columns of z, in nats).
+
+        Parameters
+        ----------
+        z : ndarray of shape (n, rank + n_inputs + 1)
+            (m, b, d).
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
+        check_is_fitted(self, "flow_a_")
+        z = check_array(z, "z", shape=(None, self.z_free_.size), dtype=np.float64)
+        x = self._z_to_flow(z, next(self.flow_a_.parameters()).device)
+        lp = flow_log_prob(self.flow_a_, x, step=self.ode_step).to(torch.float64).cpu().numpy()
+        return lp - np.log(self.z_std_[self.z_free_]).sum()
+
     def log_prob(self, z: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Exact log-density of (z, k) under the learned flows, log p_A(z) + log p_B(k | z).
 
@@ -855,7 +1088,7 @@ class ConnectorEstimator:
             "kind": "connector-cfm",
             "velocity_net": "mlp",
             "activation": "swish",
-            "hidden_features": self.hidden_features,
+            "hidden_features": self.hidden_features_,
             "n_layers": self.n_layers,
             "ode_solver": "midpoint",
             "ode_step": self.ode_step,
@@ -934,6 +1167,7 @@ def connector_from_distribution(
     est.z_fill_ = np.asarray(arch["z_fill"], dtype=np.float64)
     est.k_mean_ = np.asarray(arch["k_mean"], dtype=np.float64)
     est.k_std_ = np.asarray(arch["k_std"], dtype=np.float64)
+    est.hidden_features_ = int(arch["hidden_features"])
     est._new_nets(torch.device(device))
     pairs = ((est.flow_a_, dist.flow_a_parameters), (est.flow_b_, dist.flow_b_parameters))
     for net, stored in pairs:

@@ -1,6 +1,6 @@
 """Continuous normalizing flows trained by conditional flow matching (the Connector core).
 
-Convention (DESIGN.md §6): the linear ("CondOT") probability path
+Convention: the linear ("CondOT") probability path
 
     x_t = (1 − t) x_0 + t x_1,   x_0 ~ N(0, I),   t ~ U[0, 1],
 

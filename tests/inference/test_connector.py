@@ -13,9 +13,12 @@ from nwb_lrconn.data import ConnectivityDistribution, LowRankFit
 from nwb_lrconn.inference.connector import (
     ConnectorData,
     ConnectorEstimator,
+    auto_flow_steps,
+    auto_hidden_features,
     build_state_quadrature,
     connector_from_distribution,
     quadrature_ridge_targets,
+    ridge_state_coefficients,
 )
 from nwb_lrconn.inference.dynamics import (
     find_fixed_points,
@@ -84,6 +87,25 @@ def test_ridge_matches_the_normal_equations(n_virtual):
         t(features), t(updates), t(np.ones(60)), t(z), alpha=0.1, ridge_lambda=1e-3
     )
     np.testing.assert_allclose(k.numpy(), _ridge_numpy(features, updates, z, 0.1, 1e-3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_virtual", [20, 200])
+def test_ridge_state_coefficients_give_the_ridge_targets_as_a_function_of_z(n_virtual):
+    rng = np.random.default_rng(1)
+    t = partial(torch.as_tensor, dtype=torch.float64)
+    features = t(np.c_[rng.standard_normal((60, 2)), np.ones(60)])
+    updates, weights = t(rng.standard_normal((60, 2))), t(rng.integers(1, 4, 60))
+    sets = [t(np.c_[rng.standard_normal((n_virtual, 2)), np.zeros(n_virtual)]) for _ in range(3)]
+    kw = {"alpha": 0.1, "ridge_lambda": 1e-3}
+    # One set: g*(z_s) at the set's own units is that set's ridge solution.
+    beta = ridge_state_coefficients(features, updates, weights, sets[:1], **kw)
+    k_set = quadrature_ridge_targets(features, updates, weights, sets[0], **kw)
+    torch.testing.assert_close(torch.tanh(sets[0] @ features.T) @ beta, k_set)
+    # Several sets: the Gram matrices are averaged, which is the one-set answer for identical sets.
+    same = ridge_state_coefficients(features, updates, weights, [sets[0]] * 3, **kw)
+    torch.testing.assert_close(same, beta)
+    mixed = ridge_state_coefficients(features, updates, weights, sets, **kw)
+    assert not torch.allclose(mixed, beta)
 
 
 def test_state_quadrature_is_exact_without_resolution_and_close_with_it(ring_data):
@@ -176,6 +198,10 @@ def test_init_stores_hyperparameters_verbatim():
         ({"validation_fraction": 1.0}, ValueError, r"validation_fraction must be in \(0, 1\)"),
         ({"pool_size": 10}, ValueError, r"pool_size must be >= n_virtual_units \(1000\)"),
         ({"state_resolution": 0.0}, ValueError, "state_resolution must be finite and > 0"),
+        ({"hidden_features": "wide"}, ValueError, "hidden_features must be a positive integer"),
+        ({"n_steps_a": -1}, ValueError, "n_steps_a must be >= 0; got -1"),
+        ({"validation_every": "often"}, ValueError, r"validation_every must be .* or 'auto'"),
+        ({"n_target_sets": 0}, ValueError, "n_target_sets must be >= 1; got 0"),
     ],
 )
 def test_fit_validates_hyperparameters(ring_data, override, error, match):
@@ -198,13 +224,11 @@ def test_methods_need_a_fit():
 def test_fit_learns_the_ring_and_records_curves(ring_data, small_fit):
     net, _ = ring_data
     est = small_fit
-    assert est.n_steps_a_ == 300 and 1 <= est.n_steps_b_ <= 150
-    assert set(est.training_curves_) == {
-        "flow_a_loss",
-        "flow_a_monitor",
-        "flow_b_loss",
-        "flow_b_val",
-    }
+    assert 1 <= est.n_steps_a_ <= 300 and est.n_steps_b_ == 150
+    assert set(est.training_curves_) == {"flow_a_loss", "flow_a_val", "flow_b_loss", "flow_b_val"}
+    val_a = est.training_curves_["flow_a_val"]
+    assert val_a.shape[1] == 2 and np.all(np.isfinite(val_a[:, 1]))
+    assert est.validation_metrics_["flow_a_val_nll"] in val_a[:, 1]
     val = est.training_curves_["flow_b_val"]
     assert val.shape[1] == 2 and np.all(np.diff(val[:, 0]) > 0)
     # The last state is kept by default (keep_best=False); its validation error is reported.
@@ -228,14 +252,69 @@ def test_keep_best_restores_the_state_with_the_lowest_validation_error(ring_data
     last = ConnectorEstimator(**params, random_state=0).fit(ring_data[1])
     best = ConnectorEstimator(**params, keep_best=True, random_state=0).fit(ring_data[1])
     val = best.training_curves_["flow_b_val"]
-    np.testing.assert_array_equal(val, last.training_curves_["flow_b_val"])
+    # Identical until keep_best stops; without it flow B runs its whole schedule.
+    np.testing.assert_array_equal(val, last.training_curves_["flow_b_val"][: len(val)])
+    assert last.n_steps_b_ == 150
     assert np.argmin(val[:, 1]) < len(val) - 1  # the best state is not the last one here
     assert best.n_steps_b_ < 150  # stopped early: `patience` validations without improvement
     assert best.validation_metrics_["flow_b_val_relative_error"] == pytest.approx(val[:, 1].min())
-    assert last.validation_metrics_["flow_b_val_relative_error"] == pytest.approx(val[-1, 1])
+    last_val = last.training_curves_["flow_b_val"][-1, 1]
+    assert last.validation_metrics_["flow_b_val_relative_error"] == pytest.approx(last_val)
     a = torch.cat([p.flatten() for p in best.flow_b_.parameters()])
     b = torch.cat([p.flatten() for p in last.flow_b_.parameters()])
     assert not torch.equal(a, b)
+
+
+def test_flow_a_stops_when_it_fits_the_units_instead_of_their_law():
+    net = sample_network("ring", 20, random_state=3)
+    lat = simulate_latents(net.M, net.K, grid_initial_conditions(4), 10)
+    data = ConnectorData.from_loadings(net.M, lat, alpha=0.1)
+    params = {**SMALL, "n_steps_a": 3000, "n_steps_b": 5, "validation_every": 25}
+    est = ConnectorEstimator(**params, random_state=0).fit(data)
+    val = est.training_curves_["flow_a_val"]
+    assert est.n_steps_a_ < 3000 and val[-1, 0] == est.n_steps_a_
+    # 20 units: 5 held out, whose negative log-likelihood rises once flow A fits the other 15;
+    # the last `patience` checks are all worse than the best by more than its standard error,
+    # so the best state is restored (its check is the one reported).
+    assert np.all(val[-5:, 1] > val[:, 1].min())
+    assert est.validation_metrics_["flow_a_val_nll"] == pytest.approx(val[:, 1].min())
+    z_held = np.c_[net.M, np.zeros(20)][est.held_out_units_]
+    assert -est.log_prob_z(z_held).mean() == pytest.approx(val[:, 1].min(), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("n_units", "hidden", "steps"),
+    [(10, 32, 500), (200, 32, 600), (500, 64, 1500), (1000, 128, 3000), (50_000, 128, 3000)],
+)
+def test_flow_sizes_follow_the_number_of_units(n_units, hidden, steps):
+    assert auto_hidden_features(n_units) == hidden and auto_flow_steps(n_units) == steps
+
+
+def test_auto_sizes_are_used_and_stored(ring_data):
+    params = {**SMALL, "hidden_features": "auto", "n_steps_a": "auto", "n_steps_b": 2}
+    est = ConnectorEstimator(**params, random_state=0).fit(ring_data[1])
+    assert est.hidden_features_ == 32 and est.max_steps_a_ == 900  # 300 units
+    assert est.flow_a_.net[0].out_features == 32
+    dist = est.to_distribution(5)
+    assert dist.architecture["hidden_features"] == 32 and dist.model == "flows"
+    assert connector_from_distribution(dist).flow_b_.net[0].out_features == 32
+
+
+def test_fresh_targets_at_every_step_without_a_bank(ring_data):
+    params = {**SMALL, "n_steps_a": 20, "n_steps_b": 3}
+    banked = ConnectorEstimator(**params, n_target_sets=1, random_state=0).fit(ring_data[1])
+    fresh = ConnectorEstimator(**params, n_target_sets=None, random_state=0).fit(ring_data[1])
+    # Same first target set (hence the same k standardisation), different later ones.
+    np.testing.assert_array_equal(banked.k_mean_, fresh.k_mean_)
+    loss_b, loss_f = banked.training_curves_["flow_b_loss"], fresh.training_curves_["flow_b_loss"]
+    assert loss_b[0] == loss_f[0] and not np.array_equal(loss_b, loss_f)
+
+
+def test_core_k_is_what_sample_draws_for_k(small_fit):
+    z, k = small_fit.sample(50, random_state=4)
+    np.testing.assert_allclose(small_fit.core_k(z), k, atol=1e-4)
+    with pytest.raises(ValueError, match=r"z must have shape \(any, 3\)"):
+        small_fit.core_k(np.zeros((2, 2)))
 
 
 def test_random_state_is_honoured_exactly(ring_data, small_fit):
@@ -324,6 +403,7 @@ def test_log_prob_is_a_normalised_density(small_fit):
     log_pz = flow_log_prob(est.flow_a_, x).double().numpy()[0]
     log_pz -= np.log(est.z_std_[est.z_free_]).sum()
     assert log_mass == pytest.approx(log_pz, abs=0.05)
+    assert est.log_prob_z(z)[0] == pytest.approx(log_pz, rel=1e-6)
     with pytest.raises(ValueError, match=r"k must have shape \(1, 2\)"):
         est.log_prob(z, np.zeros((2, 2)))
 
