@@ -396,7 +396,9 @@ def write_results(
         target = source.resolve()
     else:
         target = Path(output) if output is not None else default_output(results, source, mode)
-        check_output_path(target, overwrite=overwrite, source=source)
+        check_output_path(
+            target, overwrite=overwrite, source=source if _is_local(source) else None
+        )
     rows = _given_rows(results, unit_rows)
     final = target.absolute()
     if mode != "derived":

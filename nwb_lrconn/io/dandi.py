@@ -422,7 +422,7 @@ def _merge(
 
 
 def resolve_dandi(
-    reference: str | None = None,
+    reference: str | DandiAsset | None = None,
     *,
     dandiset: str | int | None = None,
     asset: str | None = None,
@@ -433,8 +433,9 @@ def resolve_dandi(
 
     Parameters
     ----------
-    reference : str, optional
-        Any spelling listed in :mod:`nwb_lrconn.io.dandi`, e.g.
+    reference : str or DandiAsset, optional
+        A :class:`DandiAsset` (returned as is), or any spelling listed in
+        :mod:`nwb_lrconn.io.dandi`, e.g.
         ``"DANDI:000207/sub-4/sub-4_ses-4_ecephys+image.nwb"``,
         ``"dandi://dandi/000207@draft/sub-4/sub-4_ses-4_ecephys+image.nwb"`` or a
         ``https://dandiarchive.org/dandiset/...`` page.
@@ -473,6 +474,8 @@ def resolve_dandi(
     PermissionError
         When the archive refuses access (embargoed dandisets need credentials).
     """
+    if isinstance(reference, DandiAsset) and dandiset is None:
+        return reference
     if (reference is None) == (dandiset is None):
         raise ValueError(
             "Give a DANDI reference or dandiset= (with asset=), not both and not neither; "
