@@ -224,6 +224,16 @@ def assess_richness(
             "given the input-side loadings is determined by the data; the spread of k around "
             f"it is not. {facts}"
         )
+    elif np.shape(M)[0] <= affine:
+        # Φ has one column per unit, so with this few units its rank cannot exceed the affine
+        # bound however rich the trials are: the limit is the number of units, not the states.
+        n_units = np.shape(M)[0]
+        verdict = (
+            f"Not identifiable: too few units ({n_units}); Φ has one column per unit, so its "
+            f"effective rank cannot exceed {n_units}, and separating the nonlinear response "
+            f"from a linear one needs more than {affine}. More trials will not help; record "
+            f"more units or fit a lower rank. {facts}"
+        )
     else:
         if spread <= spread_rtol:
             why = "the trajectories do not explore every direction of the latent/input space"

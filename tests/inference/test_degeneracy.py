@@ -152,6 +152,20 @@ def test_fixed_point_is_not_identifiable(data_dir):
     assert state_richness(latents, mask) == result.spread
 
 
+def test_too_few_units_names_the_units_not_the_trials(data_dir):
+    """Three units at rank 2: rich trials, yet Φ has three columns; the verdict says so."""
+    net = load_published_network("bistable", data_dir)
+    latents = simulate_latents(net.M, net.K, grid_initial_conditions(20, 2.4), 100)
+    mask = np.ones(latents.shape[:2], bool)
+    rich = assess_richness(latents, mask, net.M, max_states=5000)
+    few = assess_richness(latents, mask, net.M[:3], max_states=5000)
+    assert rich.identifiable and not few.identifiable
+    assert few.phi_effective_rank == 3
+    assert few.verdict.startswith("Not identifiable: too few units (3)")
+    assert "More trials will not help" in few.verdict
+    assert "more varied trials" not in few.verdict
+
+
 def test_validation_messages():
     fit, recording = make_case()
     other_fit, other_rec = make_case(n_units=5)
