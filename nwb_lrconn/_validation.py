@@ -1,4 +1,4 @@
-"""Small, dependency-free checks shared by every room (numpy only).
+"""Small, dependency-free checks shared by every subpackage (numpy only).
 
 Each check raises a specific exception whose message names what was expected and what was found.
 """

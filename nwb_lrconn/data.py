@@ -1,4 +1,4 @@
-"""Frozen dataclasses that cross rooms (numpy only; no torch, pynwb or matplotlib).
+"""Frozen dataclasses that cross subpackages (numpy only; no torch, pynwb or matplotlib).
 
 Conventions used everywhere in nwb_lrconn:
 

@@ -1,4 +1,4 @@
-"""Metrics and analyses of connectivity distributions (DESIGN.md §7).
+"""Metrics and analyses of connectivity distributions (the stage-3 output, ``tutorials/model.md``).
 
 - :func:`sinkhorn_divergence`: debiased entropic OT between two point clouds, in the convention of
   geomloss ``SamplesLoss("sinkhorn", p=2, blur=ε)``: cost ``|x − y|^p / p``, entropic

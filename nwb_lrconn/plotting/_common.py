@@ -1,4 +1,4 @@
-"""Shared helpers of the plotting room: new axes without global state, and saving figures.
+"""Shared helpers of the plotting subpackage: new axes without global state, and saving figures.
 
 matplotlib is imported inside functions only, and figures are created with
 ``matplotlib.figure.Figure`` (not ``pyplot``), so plotting never changes the global backend and
