@@ -49,9 +49,7 @@ __all__ = [
     "laplace_posterior",
     "dense_cost",
     "structured_cost",
-    "LaplacePosterior",
-    "sample",
-    "log_prob",
+    "PosteriorSampler",
     "unflatten",
 ]
 
@@ -299,8 +297,11 @@ def _leading_precision(cov: BlockLowRank, k: int, rng) -> tuple[np.ndarray, np.n
     return evals[order], np.ascontiguousarray(evecs[:, order])
 
 
-class LaplacePosterior:
-    """A Gaussian posterior over θ with the torch.distributions vocabulary (numpy arrays).
+class PosteriorSampler:
+    """Draws and densities of a Laplace posterior over θ (torch.distributions vocabulary, numpy).
+
+    The one way to sample the posterior: wrap the stored :class:`PosteriorCovariance` (the
+    NWB container of the same data is ``ndx-lrconn``'s ``LaplacePosterior``).
 
     Parameters
     ----------
@@ -309,9 +310,9 @@ class LaplacePosterior:
 
     Examples
     --------
-    >>> post = LaplacePosterior(laplace_posterior(fit, recording))  # doctest: +SKIP
-    >>> theta = post.sample((100,), random_state=0)  # doctest: +SKIP
-    >>> post.log_prob(theta).shape  # doctest: +SKIP
+    >>> sampler = PosteriorSampler(laplace_posterior(fit, recording))  # doctest: +SKIP
+    >>> theta = sampler.sample((100,), random_state=0)  # doctest: +SKIP
+    >>> sampler.log_prob(theta).shape  # doctest: +SKIP
     (100,)
     """
 
@@ -452,27 +453,12 @@ class LaplacePosterior:
         return unflatten(self.posterior, theta)
 
 
-def _as_posterior(posterior) -> LaplacePosterior:
-    return posterior if isinstance(posterior, LaplacePosterior) else LaplacePosterior(posterior)
-
-
-def sample(posterior, sample_shape=(), random_state=None) -> np.ndarray:
-    """Draw θ from a posterior (a PosteriorCovariance or LaplacePosterior); see
-    :meth:`LaplacePosterior.sample`."""
-    return _as_posterior(posterior).sample(sample_shape, random_state)
-
-
-def log_prob(posterior, theta) -> np.ndarray:
-    """Log-density of a posterior at θ; see :meth:`LaplacePosterior.log_prob`."""
-    return _as_posterior(posterior).log_prob(theta)
-
-
 def unflatten(posterior, theta) -> dict[str, np.ndarray]:
     """Split θ into its named blocks following the posterior's layout.
 
     Parameters
     ----------
-    posterior : PosteriorCovariance or LaplacePosterior
+    posterior : PosteriorCovariance or PosteriorSampler
         Gives the layout.
     theta : array_like of shape (..., n_params)
         Flat parameters.
@@ -487,7 +473,7 @@ def unflatten(posterior, theta) -> dict[str, np.ndarray]:
     ValueError
         When the last axis is not n_params long.
     """
-    post = posterior.posterior if isinstance(posterior, LaplacePosterior) else posterior
+    post = posterior.posterior if isinstance(posterior, PosteriorSampler) else posterior
     theta = check_array(theta, "theta", dtype=np.float64)
     if theta.ndim < 1 or theta.shape[-1] != post.n_params:
         raise ValueError(f"theta must have shape (..., {post.n_params}); got {theta.shape}.")
