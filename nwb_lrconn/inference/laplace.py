@@ -23,6 +23,8 @@ Two structures (:class:`~nwb_lrconn.data.PosteriorCovariance`), chosen by cost:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import linalg
 from scipy.sparse.linalg import LinearOperator, eigsh
@@ -196,7 +198,7 @@ def laplace_posterior(
             seconds, n_bytes = dense_cost(*size, readout=marginal)
             dense = seconds <= budget_s and n_bytes <= _DENSE_MAX_BYTES
         structure = "dense" if dense else "blocks"
-    common = dict(
+    common: dict[str, Any] = dict(
         mean=flatten_parameters(fit.M, fit.K, fit.B, fit.d),
         layout=parameter_layout(n_units, rank, n_inputs),
         prior_precision=prior_precision,
@@ -297,6 +299,13 @@ def _leading_precision(cov: BlockLowRank, k: int, rng) -> tuple[np.ndarray, np.n
     return evals[order], np.ascontiguousarray(evecs[:, order])
 
 
+def _present(value: np.ndarray | None) -> np.ndarray:
+    """A field that PosteriorCovariance guarantees for its structure (see its checks)."""
+    if value is None:
+        raise ValueError("PosteriorCovariance lacks a field that its structure needs.")
+    return value
+
+
 class PosteriorSampler:
     """Draws and densities of a Laplace posterior over θ (torch.distributions vocabulary, numpy).
 
@@ -323,15 +332,16 @@ class PosteriorSampler:
             )
         self.posterior = posterior
         if posterior.structure == "dense":
-            self._chol = linalg.cholesky(posterior.covariance, lower=True)
+            self._chol = linalg.cholesky(_present(posterior.covariance), lower=True)
             return
-        index = posterior.unit_indices
+        index = _present(posterior.unit_indices)
         if posterior.coupling_vectors is None:
             vectors, values = np.zeros((posterior.n_params, 0)), np.zeros(0)
         else:
-            vectors, values = posterior.coupling_vectors, posterior.coupling_values
+            vectors = posterior.coupling_vectors
+            values = _present(posterior.coupling_values)
         u = vectors[index]
-        blocks = posterior.unit_blocks - np.einsum("ipa,a,iqa->ipq", u, values, u)
+        blocks = _present(posterior.unit_blocks) - np.einsum("ipa,a,iqa->ipq", u, values, u)
         self._cov = BlockLowRank(blocks, index, vectors, values)
 
     @property
@@ -343,7 +353,7 @@ class PosteriorSampler:
     def variance(self) -> np.ndarray:
         """Marginal posterior variances, shape (n_params,)."""
         if self.posterior.structure == "dense":
-            return np.diag(self.posterior.covariance).copy()
+            return np.diag(_present(self.posterior.covariance)).copy()
         return self._cov.diagonal()
 
     def unit_covariance(self) -> np.ndarray:
@@ -356,9 +366,10 @@ class PosteriorSampler:
         """
         post = self.posterior
         if post.structure == "dense":
-            index = unit_indices(*post.layout[0].shape, post.layout[2].shape[1])
-            return post.covariance[index[:, :, None], index[:, None, :]]
-        return post.unit_blocks.copy()
+            n_units, rank = post.layout[0].shape
+            index = unit_indices(n_units, rank, post.layout[2].shape[1])
+            return _present(post.covariance)[index[:, :, None], index[:, None, :]]
+        return _present(post.unit_blocks).copy()
 
     def n_constrained(self) -> int:
         """Number of eigenvalues of the data precision F above the prior precision λ.
@@ -371,7 +382,8 @@ class PosteriorSampler:
         if post.structure == "dense":
             if post.eigenvalues.size == post.n_params:
                 return int(np.count_nonzero(post.eigenvalues > lam))
-            return int(np.count_nonzero(np.linalg.eigvalsh(post.covariance) < 0.5 / lam))
+            eigenvalues = np.linalg.eigvalsh(_present(post.covariance))
+            return int(np.count_nonzero(eigenvalues < 0.5 / lam))
         return self._cov.count_below(0.5 / lam)
 
     def logdet_covariance(self) -> float:
