@@ -1,4 +1,4 @@
-"""Small, dependency-free checks shared by every room (numpy only).
+"""Small, dependency-free checks shared by every subpackage (numpy only).
 
 Each check raises a specific exception whose message names what was expected and what was found.
 """
@@ -63,7 +63,7 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+def check_choice(value: Any, name: str, choices: tuple[str | None, ...]) -> Any:
     """Return ``value`` after checking it is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}.")

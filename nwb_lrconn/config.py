@@ -272,7 +272,7 @@ class ReadConfig:
             For ``"units"``: the keywords of ``read_units``; for ``"ophys"``: ``read_ophys``;
             for ``"sorting"``: ``read_sorting``.
         """
-        common = {"bin_width": self.bin_width, "window_length": self.window_length}
+        common: dict[str, Any] = {"bin_width": self.bin_width, "window_length": self.window_length}
         if self.source != "sorting":
             common.update(trials=self.trials, epochs=self.epochs, time_range=self.time_range)
         if self.source == "units":
@@ -407,8 +407,8 @@ class FitConfig:
         object.__setattr__(self, "tol", check_positive(self.tol, "fit.tol", allow_zero=True))
         value = check_positive(self.weight_decay, "fit.weight_decay", allow_zero=True)
         object.__setattr__(self, "weight_decay", value)
-        value = check_nonnegative_or_auto(self.process_noise, "fit.process_noise")
-        object.__setattr__(self, "process_noise", value)
+        noise = check_nonnegative_or_auto(self.process_noise, "fit.process_noise")
+        object.__setattr__(self, "process_noise", noise)
         decay = check_positive(self.calcium_decay, "fit.calcium_decay", allow_zero=True)
         if not decay < 1:
             raise ValueError(f"fit.calcium_decay must be in [0, 1); got {decay}.")

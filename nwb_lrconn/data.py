@@ -1,4 +1,4 @@
-"""Frozen dataclasses that cross rooms (numpy only; no torch, pynwb or matplotlib).
+"""Frozen dataclasses that cross subpackages (numpy only; no torch, pynwb or matplotlib).
 
 Conventions used everywhere in nwb_lrconn:
 
@@ -13,6 +13,7 @@ Conventions used everywhere in nwb_lrconn:
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,23 @@ DISTRIBUTION_MODELS = ("flows", "gaussian", "gmm", "skipped")
 DISTRIBUTION_CHOICES = ("auto", "flows", "gmm", "gaussian")
 
 
-@dataclass(frozen=True)
+def _short(value: Any) -> str:
+    """A value for a one-line repr: floats to 4 significant digits, long strings cut."""
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _summary(name: str, **fields: Any) -> str:
+    """``Name(a=1, b='x')`` with each value through :func:`_short`."""
+    return f"{name}(" + ", ".join(f"{k}={_short(v)}" for k, v in fields.items()) + ")"
+
+
+@dataclass(frozen=True, repr=False)
 class SourceInfo:
     """Where a recording came from, for provenance and for linking results back to it.
 
@@ -105,8 +122,16 @@ class SourceInfo:
             default=_json_default,
         )
 
+    def __repr__(self) -> str:
+        fields = {
+            k: getattr(self, k)
+            for k in ("identifier", "path", "object_path", "table_path")
+            if getattr(self, k)
+        }
+        return _summary("SourceInfo", **fields)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class Recording:
     """Binned activity of a population, the input of every fit.
 
@@ -244,8 +269,15 @@ class Recording:
             source=self.source,
         )
 
+    def __repr__(self) -> str:
+        return _summary(
+            "Recording", kind=self.kind, n_trials=self.n_trials, n_time=self.n_time,
+            n_units=self.n_units, n_inputs=self.n_inputs, bin_width=self.bin_width,
+            path=self.source.path,
+        )  # fmt: skip
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class LowRankFit:
     """A fitted low-rank RNN (stage 1), in the canonical gauge.
 
@@ -375,6 +407,13 @@ class LowRankFit:
         """Return the dense connectivity ``J = M Kᵀ / N`` of shape (n_units, n_units)."""
         return self.M @ self.K.T / self.n_units
 
+    def __repr__(self) -> str:
+        return _summary(
+            "LowRankFit", n_units=self.n_units, rank=self.rank, n_inputs=self.B.shape[1],
+            n_trials=self.latents.shape[0], observation=self.observation,
+            nonlinearity=self.nonlinearity, bin_width=self.bin_width, metrics=self.metrics,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ParameterBlock:
@@ -397,7 +436,7 @@ class ParameterBlock:
         return int(np.prod(self.shape)) if self.shape else 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PosteriorCovariance:
     """The Laplace posterior N(mean, (F + λI)⁻¹) over θ = (M, K, B, d) at a fit.
 
@@ -518,8 +557,16 @@ class PosteriorCovariance:
         """Inverse of :meth:`layout_json`."""
         return tuple(ParameterBlock(b["name"], tuple(b["shape"])) for b in json.loads(text))
 
+    def __repr__(self) -> str:
+        coupling = 0 if self.coupling_values is None else self.coupling_values.size
+        return _summary(
+            "PosteriorCovariance", n_params=self.n_params, structure=self.structure,
+            observation=self.observation, prior_precision=self.prior_precision,
+            readout=self.readout, coupling_rank=coupling,
+        )  # fmt: skip
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class DegeneracyReport:
     """Which directions of θ = (M, K, B, d) the data constrain.
 
@@ -571,8 +618,15 @@ class DegeneracyReport:
                 f"{self.n_degenerate} degenerate + {self.n_gauge} gauge != {self.n_total} total."
             )
 
+    def __repr__(self) -> str:
+        return _summary(
+            "DegeneracyReport", n_constrained=self.n_constrained,
+            n_degenerate=self.n_degenerate, n_gauge=self.n_gauge, n_total=self.n_total,
+            phi_effective_rank=self.phi_effective_rank, identifiable=self.identifiable,
+        )  # fmt: skip
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class ConnectivityDistribution:
     """The maximum-entropy connectivity distribution (stage 3), as plain arrays.
 
@@ -635,8 +689,15 @@ class ConnectivityDistribution:
                 f"got {type(self.reason).__name__}."
             )
 
+    def __repr__(self) -> str:
+        return _summary(
+            "ConnectivityDistribution", model=self.model, n_samples=self.samples_z.shape[0],
+            z_dim=self.samples_z.shape[1] if self.samples_z.ndim == 2 else 0,
+            sigma=self.sigma, n_virtual_units=self.n_virtual_units,
+        )  # fmt: skip
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class Provenance:
     """How results were produced.
 
@@ -660,8 +721,14 @@ class Provenance:
     source: SourceInfo
     created: str
 
+    def __repr__(self) -> str:
+        return _summary(
+            "Provenance", software_version=self.software_version, random_seed=self.random_seed,
+            created=self.created, **({"path": self.source.path} if self.source.path else {}),
+        )  # fmt: skip
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class Results:
     """Everything one run produces, ready to write into NWB or plot.
 
@@ -693,6 +760,43 @@ class Results:
             raise ValueError(
                 f"Results.name must be a non-empty string without '/'; got {self.name!r}."
             )
+
+    def _parts(self) -> dict[str, str]:
+        """One short line per part: the summary both reprs show."""
+        fit = self.fit
+        parts = {
+            "fit": f"{fit.n_units} units, rank {fit.rank}, {fit.observation}, {fit.nonlinearity}",
+            "held-out": ", ".join(f"{k} {_short(v)}" for k, v in fit.metrics.items()) or "-",
+            "posterior": "none",
+            "degeneracy": "none",
+            "distribution": "none",
+        }
+        if self.posterior is not None:
+            parts["posterior"] = f"{self.posterior.structure}, {self.posterior.n_params} params"
+        if (deg := self.degeneracy) is not None:
+            parts["degeneracy"] = (
+                f"{deg.n_constrained} constrained, {deg.n_degenerate} degenerate, "
+                f"{deg.n_gauge} gauge of {deg.n_total}"
+            )
+        if (dist := self.distribution) is not None:
+            parts["distribution"] = f"{dist.model}, sigma {_short(dist.sigma)}"
+        return parts
+
+    def __repr__(self) -> str:
+        parts = self._parts()
+        body = ", ".join(f"{k.replace('-', '_')}={v!r}" for k, v in parts.items())
+        return f"Results(name={self.name!r}, {body})"
+
+    def _repr_html_(self) -> str:
+        """A small table for notebooks."""
+        rows = {"name": self.name, **self._parts()}
+        rows["software"] = f"nwb_lrconn {self.provenance.software_version}"
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in rows.items()
+        )
+        return f"<table><caption>Results</caption>{cells}</table>"
 
 
 def _json_default(obj: Any) -> Any:

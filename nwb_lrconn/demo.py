@@ -64,6 +64,8 @@ def run_demo(
         rate_range=(2.0, 30.0),
         random_state=seed,
     )
+    if session.spike_times is None:  # simulate_spikes always records them
+        raise RuntimeError("simulate_spikes returned no spike times.")
     source = write_units_nwb(  # simulated spikes are placed at random within their bin
         out / "ring_demo.nwb",
         session.spike_times,

@@ -123,7 +123,7 @@ logger = logging.getLogger(__name__)
 
 def _emitter(log: Log | None) -> Log:
     """Messages go to the package logger (the CLI shows them), and to ``log`` when given."""
-    if getattr(log, "_nwb_lrconn_emitter", False):
+    if log is not None and getattr(log, "_nwb_lrconn_emitter", False):
         return log
 
     def emit(message: str) -> None:
@@ -673,7 +673,7 @@ def run_file(
         check_output_path(target, overwrite=overwrite, source=input if local else None)
     if earlier is not None:
         log(f"continuing from the stage-1 fit saved in {target} by an interrupted run")
-    for_later = {"overwrite": overwrite, "module_name": config.module_name}
+    for_later: dict[str, Any] = {"overwrite": overwrite, "module_name": config.module_name}
     for_later.update(unit_rows=recording.unit_rows, link_from=link_from)
 
     def save_stage_one(partial: Results) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
-from .data import Recording, Results
+from .data import ConnectivityDistribution, LowRankFit, Recording, Results
 from .inference.behaviour import DEGREE_UNITS, BehaviourReport
 
 __all__ = [
@@ -388,7 +388,7 @@ def write_figures(
         figures["degeneracy"] = plotting.plot_degeneracy_spectrum(results.degeneracy)
     if results.distribution is not None:
         figures["flow_training"] = plotting.plot_flow_training(results.distribution)
-        curves, notes = _gmm_curves(results)
+        curves, notes = _gmm_curves(results.fit, results.distribution)
         if curves:
             figures["gmm"] = plotting.plot_gmm_curves(curves, notes=notes)
     if loaded is not None:
@@ -404,7 +404,7 @@ def write_figures(
 
 
 def _gmm_curves(
-    results: Results, *, max_rows: int = 500
+    fit: LowRankFit, dist: ConnectivityDistribution, *, max_rows: int = 500
 ) -> tuple[dict[str, tuple[Any, Any]], list[str]]:
     """Cross-validated GMM log-likelihood of [m, k] for the fitted and the sampled units.
 
@@ -416,7 +416,6 @@ def _gmm_curves(
 
     from .inference.clusters import gmm_cv_log_likelihood
 
-    fit, dist = results.fit, results.distribution
     samples = np.hstack([dist.samples_z[:, : fit.rank], dist.samples_k])
     step = max(1, samples.shape[0] // max_rows)
     tables = {
@@ -434,6 +433,6 @@ def _gmm_curves(
         components = np.arange(1, min(6, X.shape[0] // 8) + 1)
         curves[label] = (
             components,
-            gmm_cv_log_likelihood(X, n_components=components, n_folds=3),
+            gmm_cv_log_likelihood(X, n_components=components.tolist(), n_folds=3),
         )
     return curves, notes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,12 @@ def test_every_export_resolves():
 def test_unknown_attribute():
     with pytest.raises(AttributeError, match="module 'nwb_lrconn' has no attribute 'fit'"):
         nwb_lrconn.fit  # noqa: B018
+
+
+def test_package_parses_as_python_3_10():
+    # requires-python >= 3.10: later syntax fails here even without a 3.10 interpreter.
+    root = Path(nwb_lrconn.__file__).parent
+    files = sorted(root.rglob("*.py"))
+    assert len(files) > 50
+    for path in files:
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 10))

@@ -315,7 +315,7 @@ def local_cluster(
     Each worker process limits BLAS/OpenMP (and so torch) to one thread per process, as Dask
     does by default, but does not inherit Dask's ``MALLOC_TRIM_THRESHOLD_`` setting: fixing that
     threshold also fixes glibc's mmap threshold, so every medium-sized torch tensor is mapped
-    and unmapped afresh (measured here: 4× the page faults and ~30 % more CPU time per fit).
+    and unmapped afresh, which multiplies page faults and costs CPU time on every fit.
 
     Parameters
     ----------

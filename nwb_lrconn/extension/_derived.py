@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pynwb import NWBFile
 from pynwb.file import Subject
@@ -33,6 +33,7 @@ __all__ = [
 DEFAULT_NAME = "lrconn_fit"
 """Default name of a fit group; left out of derived file names."""
 
+_T = TypeVar("_T")
 _VERSIONED = ("pynwb", "hdmf", "h5py", "numpy", "scipy", "scikit-learn", "torch")
 
 
@@ -50,7 +51,7 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def _when(text: Any, fallback: datetime) -> datetime:
+def _when(text: Any, fallback: _T) -> datetime | _T:
     if isinstance(text, datetime):
         value = text
     else:

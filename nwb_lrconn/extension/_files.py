@@ -247,7 +247,7 @@ def remove_stale_temps(target: Path) -> list[Path]:
     list of Path
         The removed files.
     """
-    removed = []
+    removed: list[Path] = []
     prefix = f".{target.name}."
     try:
         candidates = list(target.parent.iterdir())

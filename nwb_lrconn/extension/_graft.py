@@ -46,7 +46,10 @@ def _spec_group(handle: h5py.File) -> h5py.Group | None:
 
 def _copy_spec(target: h5py.File, donor: h5py.File) -> None:
     """Cache our namespace in ``target`` unless this version is cached there already."""
-    ours = _spec_group(donor)[NAMESPACE]
+    donor_specs = _spec_group(donor)
+    if donor_specs is None:  # the results file is written with cache_spec=True
+        raise RuntimeError(f"{donor.filename} caches no specifications to copy.")
+    ours = donor_specs[NAMESPACE]
     specs = _spec_group(target)
     if specs is None:  # a source written without cached specs: create the standard location
         specs = target.create_group("specifications")
@@ -70,7 +73,9 @@ def _set_references(group: h5py.Group, table: h5py.Group | None) -> int:
             regions.append(obj)
 
     group.visititems(visit)
-    if regions and table is None:
+    if not regions:
+        return 0
+    if table is None:
         raise ValueError("The results hold a region column but no source table was given.")
     for dataset in regions:
         dataset.attrs["table"] = table.ref

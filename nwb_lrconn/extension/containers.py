@@ -8,6 +8,7 @@ conversion helpers. Field names mirror the dataclasses of :mod:`nwb_lrconn.data`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from hdmf.backends.hdf5 import H5DataIO
@@ -77,10 +78,15 @@ LaplacePosterior = get_class("LaplacePosterior", NAMESPACE)
 DegeneracyAnalysis = get_class("DegeneracyAnalysis", NAMESPACE)
 LoadingDistribution = get_class("LoadingDistribution", NAMESPACE)
 UnitLoadings = get_class("UnitLoadings", NAMESPACE)
+# The generated classes that gain methods here (typed Any: hdmf builds them at run time).
+_MetricsTableBase: Any = get_class("MetricsTable", NAMESPACE)
+_NamedArraysBase: Any = get_class("NamedArrays", NAMESPACE)
+_LatentTrajectoriesBase: Any = get_class("LatentTrajectories", NAMESPACE)
+_LowRankRNNFitBase: Any = get_class("LowRankRNNFit", NAMESPACE)
 
 
 @register_class("MetricsTable", NAMESPACE)
-class MetricsTable(get_class("MetricsTable", NAMESPACE)):
+class MetricsTable(_MetricsTableBase):
     """Named numeric results, one row per metric (``to_dataframe()`` shows them)."""
 
     @classmethod
@@ -100,7 +106,7 @@ class MetricsTable(get_class("MetricsTable", NAMESPACE)):
 
 
 @register_class("NamedArrays", NAMESPACE)
-class NamedArrays(get_class("NamedArrays", NAMESPACE)):
+class NamedArrays(_NamedArraysBase):
     """A dictionary of named arrays, one ``NamedArray`` dataset per key."""
 
     @classmethod
@@ -127,7 +133,7 @@ class NamedArrays(get_class("NamedArrays", NAMESPACE)):
 
 
 @register_class("LatentTrajectories", NAMESPACE)
-class LatentTrajectories(get_class("LatentTrajectories", NAMESPACE)):
+class LatentTrajectories(_LatentTrajectoriesBase):
     """Latent trajectories κ(t), flattened over the observed bins of all trials."""
 
     @classmethod
@@ -206,7 +212,7 @@ class LatentTrajectories(get_class("LatentTrajectories", NAMESPACE)):
 
 
 @register_class("LowRankRNNFit", NAMESPACE)
-class LowRankRNNFit(get_class("LowRankRNNFit", NAMESPACE)):
+class LowRankRNNFit(_LowRankRNNFitBase):
     """One low-rank RNN fit with its posterior, degeneracy report and distribution."""
 
     def connectivity(self) -> np.ndarray:

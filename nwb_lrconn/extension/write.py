@@ -22,6 +22,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import TypeGuard
 
 import h5py
 import numpy as np
@@ -79,12 +80,19 @@ def _open(tmp: Path, mode: str) -> NWBHDF5IO:
         return NWBHDF5IO(str(tmp), mode)
 
 
-def _is_local(source) -> bool:
+def _is_local(source) -> TypeGuard[str | os.PathLike]:
     from ..io import DandiAsset, is_remote
 
     if source is None or isinstance(source, DandiAsset) or is_remote(source):
         return False
     return isinstance(source, (str, os.PathLike))
+
+
+def _local(source: str | os.PathLike | None) -> Path:
+    """``source`` as a local path (callers have checked that it is one)."""
+    if not _is_local(source):
+        raise ValueError(f"{source!r} is not a local file.")
+    return Path(source)
 
 
 def default_output(results: data.Results, source: str | os.PathLike | None, mode: str) -> Path:
@@ -182,10 +190,9 @@ def _series_path(handle: h5py.File, source: data.SourceInfo) -> str | None:
     """The fitted object's path when it is a TimeSeries (calcium), else None."""
     path = source.object_path.strip("/")
     obj = handle.get(path) if path else None
-    is_series = isinstance(obj, h5py.Group) and "data" in obj
-    if is_series and ("timestamps" in obj or "starting_time" in obj):
-        return path
-    return None
+    if not isinstance(obj, h5py.Group) or "data" not in obj:
+        return None
+    return path if "timestamps" in obj or "starting_time" in obj else None
 
 
 def _write_donor(donor: Path, results, *, module_name: str, rows, n_table_rows: int) -> None:
@@ -387,6 +394,7 @@ def write_results(
         check_nwb_file(source)
         source = Path(source)
     if mode == "in-place":
+        source = _local(source)
         if output is not None and not same_file(output, source):
             raise ValueError(
                 f"mode='in-place' writes into the source {source}; do not also pass a different "
@@ -402,7 +410,7 @@ def write_results(
     rows = _given_rows(results, unit_rows)
     final = target.absolute()
     if mode != "derived":
-        check_free_space(final.parent, 2 * os.path.getsize(source), f"a copy of {source}")
+        check_free_space(final.parent, 2 * os.path.getsize(_local(source)), f"a copy of {source}")
     with target_lock(final, timeout=lock_timeout):
         remove_stale_temps(final)
         if mode != "in-place":  # re-checked under the lock: another writer may have finished
@@ -423,13 +431,14 @@ def write_results(
                     link = relative_link_target(
                         results.provenance.source,
                         seen_from,
-                        source if _is_local(source) else None,
+                        Path(source) if _is_local(source) else None,
                     )
                 _write_derived(tmp, results, module_name=module_name, rows=rows, link_target=link)
             else:
-                with h5py.File(source, "r"):  # HDF5's shared lock: no other writer meanwhile
-                    fingerprint = _fingerprint(source)
-                    shutil.copyfile(source, tmp)
+                local = _local(source)
+                with h5py.File(local, "r"):  # HDF5's shared lock: no other writer meanwhile
+                    fingerprint = _fingerprint(local)
+                    shutil.copyfile(local, tmp)
                 before = _root_state(tmp)
                 _graft_into(
                     tmp,
@@ -442,7 +451,7 @@ def write_results(
                 )
             fsync_file(tmp)
             _verify(tmp, results, module_name, before)
-            if fingerprint is not None and _fingerprint(source) != fingerprint:
+            if fingerprint is not None and _fingerprint(_local(source)) != fingerprint:
                 raise RuntimeError(
                     f"{source} changed while the results were being written (another program "
                     "wrote to it); nothing was replaced: run again."

@@ -1,1 +1,1 @@
-"""inference room of nwb_lrconn."""
+"""inference subpackage of nwb_lrconn."""

@@ -20,6 +20,7 @@ high-rate unit dominates it, which makes it a weak baseline.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -388,7 +389,7 @@ def relate_to_behaviour(
     test_bins = np.zeros_like(bins)
     test_bins[bins] = test
     decoded[test_bins] = predictions[LATENT]
-    report = dict(
+    report: dict[str, Any] = dict(
         variable=variable,
         kind=kind,
         measure="circular R²" if kind == "angle" else "R²",

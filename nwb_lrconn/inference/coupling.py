@@ -56,7 +56,6 @@ from .curvature import (
 __all__ = ["CouplingSubspace", "coupling_subspace", "BlockLowRank", "structured_covariance"]
 
 
-
 @dataclass(frozen=True)
 class CouplingSubspace:
     """The subspace V of θ that carries the latent forcing in the structured posterior.

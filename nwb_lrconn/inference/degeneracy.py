@@ -37,7 +37,7 @@ from scipy import linalg
 from .._validation import check_array, check_positive, check_positive_int
 from ..data import DegeneracyReport, LowRankFit, PosteriorCovariance, Recording
 from .curvature import gauge_directions
-from .laplace import LaplacePosterior, laplace_posterior
+from .laplace import PosteriorSampler, laplace_posterior
 from .output_loadings import state_matrix
 
 __all__ = [
@@ -247,7 +247,7 @@ def assess_richness(
 
 
 def _spectrum_and_counts(
-    post: PosteriorCovariance, laplace: LaplacePosterior, gauge: np.ndarray
+    post: PosteriorCovariance, laplace: PosteriorSampler, gauge: np.ndarray
 ) -> tuple[np.ndarray, int]:
     n_params, n_gauge = gauge.shape
     if post.structure == "dense" and post.eigenvalues.size == n_params:
@@ -320,7 +320,7 @@ def compute_degeneracy(
     lam = posterior.prior_precision
     gauge = linalg.orth(gauge_directions(fit.M, fit.K, n_inputs))
     n_gauge = gauge.shape[1]
-    laplace = LaplacePosterior(posterior)
+    laplace = PosteriorSampler(posterior)
     spectrum, n_constrained = _spectrum_and_counts(posterior, laplace, gauge)
     richness = assess_richness(
         fit.latents,

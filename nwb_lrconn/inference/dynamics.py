@@ -198,7 +198,7 @@ def find_fixed_points(
             continue
         if all(np.linalg.norm(sol.x - f) > merge_distance for f in found):
             found.append(sol.x)
-    found.sort(key=lambda v: tuple(np.round(v, 6)))
+    found.sort(key=lambda v: [round(float(x), 6) for x in v])
     out = []
     for loc in found:
         eig = np.linalg.eigvals(jac(loc))

@@ -23,6 +23,8 @@ Two structures (:class:`~nwb_lrconn.data.PosteriorCovariance`), chosen by cost:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import linalg
 from scipy.sparse.linalg import LinearOperator, eigsh
@@ -49,9 +51,7 @@ __all__ = [
     "laplace_posterior",
     "dense_cost",
     "structured_cost",
-    "LaplacePosterior",
-    "sample",
-    "log_prob",
+    "PosteriorSampler",
     "unflatten",
 ]
 
@@ -198,7 +198,7 @@ def laplace_posterior(
             seconds, n_bytes = dense_cost(*size, readout=marginal)
             dense = seconds <= budget_s and n_bytes <= _DENSE_MAX_BYTES
         structure = "dense" if dense else "blocks"
-    common = dict(
+    common: dict[str, Any] = dict(
         mean=flatten_parameters(fit.M, fit.K, fit.B, fit.d),
         layout=parameter_layout(n_units, rank, n_inputs),
         prior_precision=prior_precision,
@@ -299,8 +299,18 @@ def _leading_precision(cov: BlockLowRank, k: int, rng) -> tuple[np.ndarray, np.n
     return evals[order], np.ascontiguousarray(evecs[:, order])
 
 
-class LaplacePosterior:
-    """A Gaussian posterior over θ with the torch.distributions vocabulary (numpy arrays).
+def _present(value: np.ndarray | None) -> np.ndarray:
+    """A field that PosteriorCovariance guarantees for its structure (see its checks)."""
+    if value is None:
+        raise ValueError("PosteriorCovariance lacks a field that its structure needs.")
+    return value
+
+
+class PosteriorSampler:
+    """Draws and densities of a Laplace posterior over θ (torch.distributions vocabulary, numpy).
+
+    The one way to sample the posterior: wrap the stored :class:`PosteriorCovariance` (the
+    NWB container of the same data is ``ndx-lrconn``'s ``LaplacePosterior``).
 
     Parameters
     ----------
@@ -309,9 +319,9 @@ class LaplacePosterior:
 
     Examples
     --------
-    >>> post = LaplacePosterior(laplace_posterior(fit, recording))  # doctest: +SKIP
-    >>> theta = post.sample((100,), random_state=0)  # doctest: +SKIP
-    >>> post.log_prob(theta).shape  # doctest: +SKIP
+    >>> sampler = PosteriorSampler(laplace_posterior(fit, recording))  # doctest: +SKIP
+    >>> theta = sampler.sample((100,), random_state=0)  # doctest: +SKIP
+    >>> sampler.log_prob(theta).shape  # doctest: +SKIP
     (100,)
     """
 
@@ -322,15 +332,16 @@ class LaplacePosterior:
             )
         self.posterior = posterior
         if posterior.structure == "dense":
-            self._chol = linalg.cholesky(posterior.covariance, lower=True)
+            self._chol = linalg.cholesky(_present(posterior.covariance), lower=True)
             return
-        index = posterior.unit_indices
+        index = _present(posterior.unit_indices)
         if posterior.coupling_vectors is None:
             vectors, values = np.zeros((posterior.n_params, 0)), np.zeros(0)
         else:
-            vectors, values = posterior.coupling_vectors, posterior.coupling_values
+            vectors = posterior.coupling_vectors
+            values = _present(posterior.coupling_values)
         u = vectors[index]
-        blocks = posterior.unit_blocks - np.einsum("ipa,a,iqa->ipq", u, values, u)
+        blocks = _present(posterior.unit_blocks) - np.einsum("ipa,a,iqa->ipq", u, values, u)
         self._cov = BlockLowRank(blocks, index, vectors, values)
 
     @property
@@ -342,7 +353,7 @@ class LaplacePosterior:
     def variance(self) -> np.ndarray:
         """Marginal posterior variances, shape (n_params,)."""
         if self.posterior.structure == "dense":
-            return np.diag(self.posterior.covariance).copy()
+            return np.diag(_present(self.posterior.covariance)).copy()
         return self._cov.diagonal()
 
     def unit_covariance(self) -> np.ndarray:
@@ -355,9 +366,10 @@ class LaplacePosterior:
         """
         post = self.posterior
         if post.structure == "dense":
-            index = unit_indices(*post.layout[0].shape, post.layout[2].shape[1])
-            return post.covariance[index[:, :, None], index[:, None, :]]
-        return post.unit_blocks.copy()
+            n_units, rank = post.layout[0].shape
+            index = unit_indices(n_units, rank, post.layout[2].shape[1])
+            return _present(post.covariance)[index[:, :, None], index[:, None, :]]
+        return _present(post.unit_blocks).copy()
 
     def n_constrained(self) -> int:
         """Number of eigenvalues of the data precision F above the prior precision λ.
@@ -370,7 +382,8 @@ class LaplacePosterior:
         if post.structure == "dense":
             if post.eigenvalues.size == post.n_params:
                 return int(np.count_nonzero(post.eigenvalues > lam))
-            return int(np.count_nonzero(np.linalg.eigvalsh(post.covariance) < 0.5 / lam))
+            eigenvalues = np.linalg.eigvalsh(_present(post.covariance))
+            return int(np.count_nonzero(eigenvalues < 0.5 / lam))
         return self._cov.count_below(0.5 / lam)
 
     def logdet_covariance(self) -> float:
@@ -452,27 +465,12 @@ class LaplacePosterior:
         return unflatten(self.posterior, theta)
 
 
-def _as_posterior(posterior) -> LaplacePosterior:
-    return posterior if isinstance(posterior, LaplacePosterior) else LaplacePosterior(posterior)
-
-
-def sample(posterior, sample_shape=(), random_state=None) -> np.ndarray:
-    """Draw θ from a posterior (a PosteriorCovariance or LaplacePosterior); see
-    :meth:`LaplacePosterior.sample`."""
-    return _as_posterior(posterior).sample(sample_shape, random_state)
-
-
-def log_prob(posterior, theta) -> np.ndarray:
-    """Log-density of a posterior at θ; see :meth:`LaplacePosterior.log_prob`."""
-    return _as_posterior(posterior).log_prob(theta)
-
-
 def unflatten(posterior, theta) -> dict[str, np.ndarray]:
     """Split θ into its named blocks following the posterior's layout.
 
     Parameters
     ----------
-    posterior : PosteriorCovariance or LaplacePosterior
+    posterior : PosteriorCovariance or PosteriorSampler
         Gives the layout.
     theta : array_like of shape (..., n_params)
         Flat parameters.
@@ -487,7 +485,7 @@ def unflatten(posterior, theta) -> dict[str, np.ndarray]:
     ValueError
         When the last axis is not n_params long.
     """
-    post = posterior.posterior if isinstance(posterior, LaplacePosterior) else posterior
+    post = posterior.posterior if isinstance(posterior, PosteriorSampler) else posterior
     theta = check_array(theta, "theta", dtype=np.float64)
     if theta.ndim < 1 or theta.shape[-1] != post.n_params:
         raise ValueError(f"theta must have shape (..., {post.n_params}); got {theta.shape}.")

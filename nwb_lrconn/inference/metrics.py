@@ -1,4 +1,4 @@
-"""Metrics and analyses of connectivity distributions (DESIGN.md §7).
+"""Metrics and analyses of connectivity distributions (the stage-3 output, ``tutorials/model.md``).
 
 - :func:`sinkhorn_divergence`: debiased entropic OT between two point clouds, in the convention of
   geomloss ``SamplesLoss("sinkhorn", p=2, blur=ε)``: cost ``|x − y|^p / p``, entropic
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ def sinkhorn_divergence(
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     both = torch.cat([xt, yt])
     diameter = max(float((both.max(0).values - both.min(0).values).norm()), blur)
-    kw = {"p": p, "blur": blur, "scaling": scaling, "diameter": diameter}
+    kw: dict[str, Any] = {"p": p, "blur": blur, "scaling": scaling, "diameter": diameter}
     with torch.no_grad():
         value = (
             _sinkhorn_ot(xt, yt, **kw)

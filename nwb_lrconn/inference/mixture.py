@@ -236,7 +236,9 @@ class MixtureConnectorEstimator:
 
         n_units, n_free = x.shape
         if self.n_components == "auto":
-            counts = range(1, max_mixture_components(n_units, n_free, self.max_components) + 1)
+            counts = list(
+                range(1, max_mixture_components(n_units, n_free, self.max_components) + 1)
+            )
         else:
             counts = [int(self.n_components)]
         seed = int(rng.integers(2**31))
@@ -309,7 +311,7 @@ class MixtureConnectorEstimator:
             torch.as_tensor(a, dtype=torch.float64)
             for a in (quad.features, quad.update_sums, quad.weights)
         )
-        kw = {"alpha": self.alpha_, "ridge_lambda": self.ridge_lambda}
+        kw: dict[str, Any] = {"alpha": self.alpha_, "ridge_lambda": self.ridge_lambda}
         kw["nonlinearity"] = self.nonlinearity_
         z_sets = [
             torch.as_tensor(self._from_standard(self._draw_z(self.n_virtual_units, rng)[0]))

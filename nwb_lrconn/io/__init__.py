@@ -1,5 +1,5 @@
-"""io room: read NWB / spikeinterface recordings into :class:`~nwb_lrconn.data.Recording`, and
-write small NWB files (simulations, conversions) that the same readers read back.
+"""io subpackage: read NWB / spikeinterface recordings into :class:`~nwb_lrconn.data.Recording`,
+and write small NWB files (simulations, conversions) that the same readers read back.
 
 pynwb, h5py and spikeinterface are imported inside the functions, so importing this package is
 light.

@@ -483,11 +483,11 @@ def resolve_dandi(
         )
     if reference is not None:
         text = str(reference)
-        ref = parse_dandi_reference(text)
-        if ref is None:
+        parsed = parse_dandi_reference(text)
+        if parsed is None:
             raise ValueError(f"{text!r} is not a DANDI reference; expected {_SPELLINGS}.")
-        ref = _merge(ref, asset, version, text)
-    else:
+        ref = _merge(parsed, asset, version, text)
+    elif dandiset is not None:  # exactly one of the two was given (checked above)
         text = f"dandiset {dandiset}"
         ref = _keyword_reference(dandiset, asset, version)
     spec = _choose_instance(ref.instance, instance)

@@ -225,6 +225,7 @@ def _units_info(path: str, units: Any) -> dict[str, Any]:
 
 
 def _rrs_info(path: str, rrs: Any) -> dict[str, Any]:
+    rate: float | None
     if rrs.rate is not None:
         rate = float(rrs.rate)
     else:

@@ -241,7 +241,8 @@ def read_units(
         counts, ids_kept, rows_kept, dropped = bin_spike_trains(
             times, labels, ids, rows, grid=grid, min_spikes=min_spikes, source=source
         )
-        u, names = (None, ())
+        u: np.ndarray | None = None
+        names: tuple[str, ...] = ()
         if inputs:
             u, names = build_inputs(nwbfile, inputs, grid, source)
         identifier = file_identifier(nwbfile)

@@ -380,7 +380,8 @@ def read_ophys(
             data = np.where(mask[..., None], data, 0.0)
         keep = mask.any(axis=1)
         record_trial_rows(selection, trial_rows, grid.source_index[keep])
-        u, names = (None, ())
+        u: np.ndarray | None = None
+        names: tuple[str, ...] = ()
         if inputs:
             u, names = build_inputs(nwbfile, inputs, grid, source)
             u = u[keep]

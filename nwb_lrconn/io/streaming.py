@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "open_nwb",
@@ -43,7 +43,7 @@ _STREAMED = ("http://", "https://", "s3://")
 _TIMEOUT = 30.0  # seconds to connect to / hear from a server before giving up
 
 
-def is_url(source: Any) -> bool:
+def is_url(source: Any) -> TypeGuard[str]:
     """Whether ``source`` is a URL (``scheme://...``, any scheme) rather than a local path.
 
     ``http(s)://`` and ``s3://`` URLs are streamed; ``dandi://`` URLs are DANDI references.

@@ -1,4 +1,4 @@
-"""Shared helpers of the plotting room: new axes without global state, and saving figures.
+"""Shared helpers of the plotting subpackage: new axes without global state, and saving figures.
 
 matplotlib is imported inside functions only, and figures are created with
 ``matplotlib.figure.Figure`` (not ``pyplot``), so plotting never changes the global backend and
@@ -52,8 +52,13 @@ def save_figure(
         The written files, one per format.
     """
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
 
     figure = fig.figure if isinstance(fig, Axes) else fig
+    while isinstance(figure, SubFigure):  # an Axes of a subfigure: save the whole figure
+        figure = figure.figure
+    if not isinstance(figure, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure or Axes; got {type(fig).__name__}.")
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     engine = figure.get_layout_engine()

@@ -176,17 +176,17 @@ def plot_fitted_activity(
         if smooth_bins is None:  # an odd number of bins spanning about 0.25 s
             smooth_bins = 2 * round(0.125 / recording.bin_width) + 1
         width = smooth_bins
-        time, observed, fitted = [], [], []
+        times, observed_parts, fitted_parts = [], [], []
         for trial in trials:
             valid = recording.mask[trial]
             start = recording.trial_start_times[trial]
-            time.append(start + recording.bin_width * np.arange(valid.sum()))
-            observed.append(recording.data[trial][valid] * scale)
+            times.append(start + recording.bin_width * np.arange(valid.sum()))
+            observed_parts.append(recording.data[trial][valid] * scale)
             inputs = None if recording.inputs is None else recording.inputs[trial]
-            fitted.append(expected_activity(fit, trial, inputs=inputs)[valid])
-        time = np.concatenate(time)
-        observed = _smooth(np.concatenate(observed), width)
-        fitted = _smooth(np.concatenate(fitted), width)
+            fitted_parts.append(expected_activity(fit, trial, inputs=inputs)[valid])
+        time = np.concatenate(times)
+        observed = _smooth(np.concatenate(observed_parts), width)
+        fitted = _smooth(np.concatenate(fitted_parts), width)
         for ax, unit in zip(axes, units):
             for trial in trials:
                 if int(trial) in held_out:

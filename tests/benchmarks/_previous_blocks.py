@@ -517,7 +517,7 @@ def previous_blocks(fit: LowRankFit, recording: Recording, prior_precision: floa
     w, v = np.linalg.eigh(0.5 * (residual + residual.transpose(0, 2, 1)))
     d_blocks = np.einsum("ipa,ia,iqa->ipq", v, np.clip(w, 0.0, None), v)
     unit_cov = np.linalg.inv(d_blocks + lam * np.eye(d_blocks.shape[1]))  # (D_i + λ)⁻¹
-    # The posterior of the previous LaplacePosterior: S = (A + λI)⁻¹ by Woodbury with
+    # The posterior of the previous PosteriorSampler: S = (A + λI)⁻¹ by Woodbury with
     # A + λI = blockdiag(D_i + λ) + W Wᵀ, then the gauge correction.
     W = evecs * np.sqrt(np.clip(evals, 0.0, None))
 

@@ -121,9 +121,9 @@ def build_case(
 
 
 def _summary(post, report) -> dict:
-    from nwb_lrconn.inference.laplace import LaplacePosterior
+    from nwb_lrconn.inference.laplace import PosteriorSampler
 
-    laplace = LaplacePosterior(post)
+    laplace = PosteriorSampler(post)
     return {
         "unit_scores": report.unit_scores,
         "n_constrained": report.n_constrained,

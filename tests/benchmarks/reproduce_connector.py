@@ -1,4 +1,4 @@
-"""Reproduce the Connector results (DESIGN.md §6–§8) in one command.
+"""Reproduce the published Connector results (Kim et al. 2026) in one command.
 
 Run: ``python tests/benchmarks/reproduce_connector.py [--device cpu|cuda] [--threads 2]``
 (``[--end-to-end] [--spikes] [--network NAME ...] [--cache DIR]`` for the end-to-end modes).

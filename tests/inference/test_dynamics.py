@@ -1,4 +1,4 @@
-"""Flow fields, fixed points and limit cycles of the published networks (DESIGN.md §8)."""
+"""Flow fields, fixed points and limit cycles of the published networks (model.networks)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def test_flow_field_rmse_zero_for_same_network(data_dir):
     pts, vel = flow_field(net.M, net.K)
     assert pts.shape == vel.shape == (30, 30, 2)
     assert flow_field_rmse(vel, vel) == 0.0
-    # Replacing K by g(m) keeps the flow field (the degeneracy, DESIGN.md §2).
+    # Replacing K by g(m) keeps the flow field (the degeneracy of
+    # tutorials/model.md, "What the data determine").
     _, vel_g = flow_field(net.M, 1.6 * net.M)
     assert flow_field_rmse(vel, vel_g) < 0.05

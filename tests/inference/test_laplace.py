@@ -14,11 +14,9 @@ from nwb_lrconn.data import PosteriorCovariance
 from nwb_lrconn.inference.curvature import flatten_parameters, gauge_directions
 from nwb_lrconn.inference.degeneracy import compute_degeneracy
 from nwb_lrconn.inference.laplace import (
-    LaplacePosterior,
+    PosteriorSampler,
     dense_cost,
     laplace_posterior,
-    log_prob,
-    sample,
     structured_cost,
     unflatten,
 )
@@ -30,7 +28,7 @@ CASES = [
 ]
 
 
-def _scores(laplace: LaplacePosterior, rank: int, lam: float) -> np.ndarray:
+def _scores(laplace: PosteriorSampler, rank: int, lam: float) -> np.ndarray:
     k_var = np.einsum("ipp->ip", laplace.unit_covariance())[:, rank : 2 * rank]
     return 1.0 - lam * k_var.mean(axis=1)
 
@@ -61,13 +59,13 @@ def test_marginalising_the_readout_only_adds_variance(make_case):
 def test_structured_with_full_coupling_is_exact(readout, make_case):
     """When the coupling subspace is all of θ the structured posterior equals the dense one."""
     fit, recording = make_case(n_units=6, observation="poisson", n_inputs=1)
-    dense = LaplacePosterior(laplace_posterior(fit, recording, readout=readout))
+    dense = PosteriorSampler(laplace_posterior(fit, recording, readout=readout))
     post = laplace_posterior(
         fit, recording, structure="blocks", readout=readout, coupling_tol=1e-12,
         max_coupling_rank=1000,
     )  # fmt: skip
     assert post.coupling_residual == 0.0
-    blocks = LaplacePosterior(post)
+    blocks = PosteriorSampler(post)
     np.testing.assert_allclose(blocks.unit_covariance(), dense.unit_covariance(), atol=1e-9)
     np.testing.assert_allclose(blocks.variance, dense.variance, rtol=1e-8)
     assert blocks.n_constrained() == dense.n_constrained()
@@ -89,7 +87,7 @@ def test_structured_matches_dense_where_the_previous_blocks_did_not(make_case):
         fit, recording, prior_precision=lam, structure="blocks", max_coupling_rank=64
     )
     assert post.coupling_residual > 0  # the coupling is truncated: 64 + 4 of 150 directions
-    d, b = LaplacePosterior(dense), LaplacePosterior(post)
+    d, b = PosteriorSampler(dense), PosteriorSampler(post)
     s_dense, s_blocks = _scores(d, fit.rank, lam), _scores(b, fit.rank, lam)
     rel = np.abs(s_blocks - s_dense) / s_dense
     assert np.quantile(rel, 0.95) < 0.1
@@ -107,7 +105,7 @@ def test_gauge_directions_have_prior_precision(make_case):
         post = laplace_posterior(
             fit, recording, prior_precision=lam, structure=structure, max_coupling_rank=32
         )
-        laplace = LaplacePosterior(post)
+        laplace = PosteriorSampler(post)
         np.testing.assert_allclose(laplace.precision_matvec(G), lam * G, atol=1e-9)
 
 
@@ -116,7 +114,7 @@ def test_structured_posterior_is_self_consistent(make_case):
     fit, recording = make_case(n_units=10, observation="poisson")
     post = laplace_posterior(fit, recording, structure="blocks", max_coupling_rank=16)
     assert post.structure == "blocks" and 0 < post.coupling_residual < 1
-    lp = LaplacePosterior(post)
+    lp = PosteriorSampler(post)
     P = post.n_params
     cov = lp.precision_matvec(np.eye(P))
     cov = np.linalg.inv(0.5 * (cov + cov.T))
@@ -161,13 +159,15 @@ def test_dense_sample_and_density(case, make_case):
     fit, recording = make_case(**case)
     post = laplace_posterior(fit, recording, prior_precision=0.5)
     cov = post.covariance
-    draws = sample(post, (20000,), random_state=0)
+    sampler = PosteriorSampler(post)
+    draws = sampler.sample((20000,), random_state=0)
     assert draws.shape == (20000, post.n_params)
     assert np.abs(draws.mean(0) - post.mean).max() < 5 * np.sqrt(cov.diagonal().max() / 20000)
     np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.05 * np.abs(cov).max())
     ref = multivariate_normal(post.mean, cov).logpdf(draws[:7])
-    np.testing.assert_allclose(log_prob(post, draws[:7]), ref, rtol=1e-8)
-    np.testing.assert_array_equal(sample(post, (3,), random_state=1), sample(post, (3,), 1))
+    np.testing.assert_allclose(sampler.log_prob(draws[:7]), ref, rtol=1e-8)
+    again = PosteriorSampler(post).sample((3,), 1)
+    np.testing.assert_array_equal(sampler.sample((3,), random_state=1), again)
 
 
 def test_blocks_without_coupling_is_block_diagonal(make_case):
@@ -180,7 +180,7 @@ def test_blocks_without_coupling_is_block_diagonal(make_case):
         eigenvectors=post.eigenvectors, unit_indices=post.unit_indices,
         unit_blocks=post.unit_blocks,
     )  # fmt: skip
-    lp = LaplacePosterior(bare)
+    lp = PosteriorSampler(bare)
     np.testing.assert_allclose(lp.unit_covariance(), post.unit_blocks)
     index = post.unit_indices
     expected = np.einsum("ipp->ip", post.unit_blocks)
@@ -194,7 +194,7 @@ def test_unflatten_round_trip(make_case):
     assert set(parts) == {"M", "K", "B", "d"}
     np.testing.assert_array_equal(parts["K"][1], fit.K)
     np.testing.assert_array_equal(parts["B"][0], fit.B)
-    np.testing.assert_array_equal(LaplacePosterior(post).unflatten(post.mean)["d"], fit.d)
+    np.testing.assert_array_equal(PosteriorSampler(post).unflatten(post.mean)["d"], fit.d)
 
 
 def test_validation_messages(make_case):
@@ -216,11 +216,11 @@ def test_validation_messages(make_case):
     with pytest.raises(ValueError, match="fit and recording disagree"):
         laplace_posterior(fit, other_rec)
     with pytest.raises(ValueError, match=r"theta must have shape \(\.\.\., 40\)"):
-        log_prob(post, np.zeros(3))
+        PosteriorSampler(post).log_prob(np.zeros(3))
     with pytest.raises(ValueError, match=r"theta must have shape \(\.\.\., 40\)"):
         unflatten(post, np.zeros((2, 3)))
     with pytest.raises(TypeError, match="posterior must be a PosteriorCovariance"):
-        LaplacePosterior(other_fit)
+        PosteriorSampler(other_fit)
     with pytest.raises(ValueError, match="both coupling_vectors and coupling_values"):
         PosteriorCovariance(**{**post.__dict__, "coupling_vectors": np.zeros((40, 1))})
     with pytest.raises(ValueError, match="coupling_vectors must have 40 rows"):
