@@ -633,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         named = getattr(args, "input", "") is not None or getattr(args, "dandiset", None)
         if args.command in ("fit", "inspect") and not named:
+            if getattr(args, "asset", None) is not None:
+                args.usage.error("--asset PATH needs --dandiset ID (or give an input file IN)")
             args.usage.error("the following arguments are required: IN (or --dandiset/--asset)")
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0)

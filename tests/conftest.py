@@ -13,10 +13,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One thread per test process (and its subprocesses): the suite's fits are small, and on a
+# shared or oversubscribed machine torch's spinning worker threads slow them by orders of
+# magnitude.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def _data_dir() -> Path:
     env = os.environ.get("NWB_LRCONN_DATA")
     return Path(env) if env else (REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -183,9 +183,12 @@ CASES = [
     ("in place and copy", ["fit", G, *CFG, "--in-place", "--copy-source"], "--copy-source"),
     ("in place remote", ["fit", "https://127.0.0.1:9/x.nwb", "--in-place"], "127.0.0.1:9"),
     ("sorting without out", ["fit", "{lab}/a_folder.nwb", "--sorting"], "--out"),
-    ("no input", ["fit", *CFG], "give an input file IN"),
-    ("asset without dandiset", ["fit", "--asset", "sub-1/x.nwb"], "--dandiset"),
+    ("no input", ["fit", *CFG], "required: IN (or --dandiset/--asset)"),
+    ("asset without dandiset", ["fit", "--asset", "sub-1/x.nwb"], "--asset PATH needs --dandiset"),
 ]
+
+
+USAGE_ERRORS = {"no input", "asset without dandiset"}
 
 
 def _tripwire(*args, **kwargs):
@@ -201,7 +204,8 @@ def test_bad_input(lab, capsys, monkeypatch, name, argv, needle):
     listing = sorted(os.listdir(lab))
     code = main(argv)
     stderr = capsys.readouterr().err.strip()
-    assert code == 1, (code, stderr)
+    # Usage errors (what argparse itself checks) exit 2, like every command-line tool's.
+    assert code == (2 if name in USAGE_ERRORS else 1), (code, stderr)
     assert "Traceback" not in stderr and "TRIPWIRE" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and stderr.splitlines()[-1] == errors[0], stderr  # progress aside

@@ -369,11 +369,15 @@ def _tiny_config(**overrides) -> RunConfig:
 
 
 def _write_session(path: Path, seed: int) -> Path:
-    """A small synthetic spike session (ring network, 12 units, 16 trials of 0.5 s)."""
+    """A small synthetic spike session (ring network, 12 units, 16 trials of 0.8 s)."""
     rng = np.random.default_rng(seed)
     network = sample_network("ring", 12, random_state=seed)
     session = simulate_spikes(
-        network, initial=rng.uniform(-2, 2, (16, 2)), n_time=25, random_state=seed
+        network,
+        initial=rng.uniform(-2, 2, (16, 2)),
+        n_time=40,
+        rate_range=(1.0, 60.0),
+        random_state=seed,
     )
     return write_units_nwb(path, session.spike_times, trials=session.trials)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -53,9 +54,9 @@ def workdir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cli")
     session = simulate_spikes(
         sample_network("ring", N_UNITS, random_state=0),
-        initial=grid_initial_conditions(3),
-        n_time=25,
-        rate_range=(2.0, 30.0),
+        initial=grid_initial_conditions(4),
+        n_time=40,
+        rate_range=(1.0, 60.0),
         random_state=0,
     )
     write_units_nwb(folder / "ring.nwb", session.spike_times, trials=session.trials)
@@ -165,8 +166,9 @@ def test_fit_progress_messages_go_to_stderr(workdir, capsys):
     )
     assert code == 0
     err = capsys.readouterr().err
-    assert "[nwb-lrconn] reading the recording" in err
-    assert "[nwb-lrconn] writing the results" in err
+    # Each line: the prefix, the seconds since the start, the message.
+    assert re.search(r"^\[nwb-lrconn\] +[0-9.]+ s  reading the recording$", err, re.M), err
+    assert re.search(r"^\[nwb-lrconn\] +[0-9.]+ s  writing the results", err, re.M), err
 
 
 def test_report_summarises_every_fit_and_draws_figures(fitted, tmp_path, capsys):
@@ -274,7 +276,7 @@ def test_fit_in_place_and_sorting_input(workdir, tmp_path, capsys):
     out = tmp_path / "from_sorting.nwb"
     args[1] = str(workdir / "tiny_sorting.toml")
     assert main(["fit", str(saved), "--sorting", *args]) == 1
-    assert "--sorting writes a new NWB file: give --out" in capsys.readouterr().err
+    assert "--sorting reads a sorting folder IN and writes a new file: give --out" in capsys.readouterr().err
     code = main(["fit", str(saved), "--sorting", "--window", "0.5", "--out", str(out), *args])
     assert code == 0, capsys.readouterr().err
     assert list_results(out) == ["tiny"]

@@ -35,9 +35,9 @@ def session():
     network = sample_network("ring", N_UNITS, random_state=0)
     return simulate_spikes(
         network,
-        initial=grid_initial_conditions(3),
-        n_time=25,
-        rate_range=(2.0, 30.0),
+        initial=grid_initial_conditions(4),
+        n_time=40,
+        rate_range=(1.0, 60.0),
         random_state=0,
     )
 
@@ -90,7 +90,7 @@ def test_run_on_a_file_returns_results_with_provenance(units_file, session):
     assert dist.model in ("gaussian", "gmm") and dist.reason.startswith("24 units < ")
     assert f"distribution model: {dist.model} ({dist.reason})" in messages
     assert messages[0] == "reading the recording"
-    assert any(m.startswith("read 24 units, 9 trials") for m in messages)
+    assert any(m.startswith("read 24 units, 16 trials") for m in messages)
 
 
 def test_posterior_and_degeneracy_stage(session):
@@ -147,11 +147,11 @@ def test_single_trial_error_suggests_windows(session):
 
 
 def test_read_recording_errors(tmp_path, units_file):
-    with pytest.raises(FileNotFoundError, match=r"input file not found: .*missing.nwb"):
+    with pytest.raises(FileNotFoundError, match=r"NWB file not found: .*missing.nwb"):
         read_recording(tiny_config(), tmp_path / "missing.nwb")
     with pytest.raises(PipelineError, match=r"takes a spikeinterface sorting object"):
         read_recording(tiny_config(source="sorting", trials=None), units_file)
-    with pytest.raises(PipelineError, match=r"source must be an NWB path or URL"):
+    with pytest.raises(PipelineError, match=r"source must be an NWB path, URL, DANDI reference or open NWBFile"):
         read_recording(tiny_config(), 42)
     with pytest.raises(TypeError, match=r"config must be a RunConfig"):
         run({"seed": 1}, units_file)
