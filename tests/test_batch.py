@@ -369,12 +369,12 @@ def _tiny_config(**overrides) -> RunConfig:
 
 
 def _write_session(path: Path, seed: int) -> Path:
-    """A small synthetic spike session (ring network, 12 units, 16 trials of 0.8 s)."""
+    """A small synthetic spike session (bistable network, 12 units, 32 trials of 0.8 s)."""
     rng = np.random.default_rng(seed)
-    network = sample_network("ring", 12, random_state=seed)
+    network = sample_network("bistable", 12, random_state=seed)
     session = simulate_spikes(
         network,
-        initial=rng.uniform(-2, 2, (16, 2)),
+        initial=rng.uniform(-2, 2, (32, 2)),
         n_time=40,
         rate_range=(1.0, 60.0),
         random_state=seed,
@@ -433,7 +433,7 @@ def test_batch_cli_runs_then_rerun_does_no_work(sessions, tmp_path, capsys, monk
     config_file = tmp_path / "run.json"
     config_file.write_text(config.to_json())
     out = tmp_path / "out"
-    argv = ["batch", *map(str, sessions[:2]), "-o", str(out), "--ranks", "1", "2"]
+    argv = ["batch", *map(str, sessions[:2]), "-o", str(out), "--ranks", "2", "3"]
     argv += ["--seeds", "3", "--config", str(config_file), "--quiet"]
     assert main(argv) == 0  # through the package's command line
     printed = capsys.readouterr().out
@@ -442,7 +442,7 @@ def test_batch_cli_runs_then_rerun_does_no_work(sessions, tmp_path, capsys, monk
     assert list(table.columns) == list(SUMMARY_COLUMNS)
     assert len(table) == 4 and set(table["status"]) == {"done"}
     assert set(zip(table["file"], table["rank"])) == {
-        (str(s), r) for s in sessions[:2] for r in (1, 2)
+        (str(s), r) for s in sessions[:2] for r in (2, 3)
     }
     assert (table["seed"] == 3).all() and (table["time_s"] > 0).all()
     _check_outputs(table, config.with_overrides(seed=3))
@@ -453,7 +453,7 @@ def test_batch_cli_runs_then_rerun_does_no_work(sessions, tmp_path, capsys, monk
 
     monkeypatch.setattr(distributed, "LocalCluster", _no_cluster)
     again = run_batch(
-        sessions[:2], ranks=[1, 2], seeds=[3], config=config, output_dir=out, progress=False
+        sessions[:2], ranks=[2, 3], seeds=[3], config=config, output_dir=out, progress=False
     )
     assert set(again["status"]) == {"skipped"} and (again["time_s"] == 0).all()
     pd.testing.assert_series_equal(again["log_likelihood"], table["log_likelihood"])
@@ -463,7 +463,7 @@ def test_batch_cli_runs_then_rerun_does_no_work(sessions, tmp_path, capsys, monk
     with pytest.raises(FileExistsError, match=r"4 output\(s\) in .* do not match their task"):
         run_batch(
             sessions[:2],
-            ranks=[1, 2],
+            ranks=[2, 3],
             seeds=[3],
             config=_tiny_config(**{"fit.max_epochs": 16}),
             output_dir=out,
@@ -488,7 +488,7 @@ def test_corrupt_input_is_reported_up_front_others_finish(sessions, tmp_path, cl
     config = _tiny_config()
     table = run_batch(
         [sessions[2], corrupt, sessions[3]],
-        ranks=[1],
+        ranks=[2],
         seeds=[0],
         config=config,
         output_dir=tmp_path / "out",
@@ -504,7 +504,7 @@ def test_corrupt_input_is_reported_up_front_others_finish(sessions, tmp_path, cl
     assert failed["output"] == "" and math.isnan(failed["time_s"])
     assert table.iloc[[0, 2]]["error"].tolist() == ["", ""]
     _check_outputs(table, config)
-    plan = plan_batch(corrupt, ranks=[1], seeds=[0], config=config, output_dir=tmp_path / "out")
+    plan = plan_batch(corrupt, ranks=[2], seeds=[0], config=config, output_dir=tmp_path / "out")
     assert not _attempts_file(plan[0]).exists()  # found by the input check: never run
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary["status"].tolist() == ["done", "failed", "done"]
@@ -535,7 +535,7 @@ def test_killed_worker_is_rescheduled_and_leaves_no_partial_output(sessions, tmp
     config = _tiny_config()
     table = run_batch(
         sessions[4:6],
-        ranks=[1],
+        ranks=[2],
         seeds=[0],
         config=config,
         output_dir=tmp_path / "out",
@@ -551,9 +551,9 @@ def test_killed_worker_is_rescheduled_and_leaves_no_partial_output(sessions, tmp
 @pytest.mark.timeout(400)
 def test_overwrite_replaces_a_mismatched_output(sessions, tmp_path, client):
     config = _tiny_config()
-    (task,) = plan_batch(sessions[6], ranks=[1], seeds=[0], config=config, output_dir=tmp_path)
+    (task,) = plan_batch(sessions[6], ranks=[2], seeds=[0], config=config, output_dir=tmp_path)
     _write_mock_output(task, random_seed=7)  # someone else's result under this name
-    kwargs = {"ranks": [1], "seeds": [0], "config": config, "output_dir": tmp_path}
+    kwargs = {"ranks": [2], "seeds": [0], "config": config, "output_dir": tmp_path}
     with pytest.raises(FileExistsError, match=r"seed 7 != 0"):
         run_batch(sessions[6], scheduler=client, **kwargs)
     table = run_batch(sessions[6], scheduler=client, overwrite=True, progress=False, **kwargs)
@@ -572,8 +572,8 @@ def test_task_that_writes_nothing_fails_cleanly(tmp_path):
     from nwb_lrconn.batch import run_task
 
     source = _nwb(tmp_path / "s.nwb")
-    (task,) = plan_batch(source, ranks=[1], seeds=[0], config=RunConfig(), output_dir=tmp_path)
-    with pytest.raises(RuntimeError, match=r"the task function wrote no file at .*rank1seed0"):
+    (task,) = plan_batch(source, ranks=[2], seeds=[0], config=RunConfig(), output_dir=tmp_path)
+    with pytest.raises(RuntimeError, match=r"the task function wrote no file at .*rank2seed0"):
         run_task(task, task_fn=lambda task, path: None)
     partial = Path(task.output).parent / ".partial"
     assert not Path(task.output).exists() and not list(partial.iterdir())
@@ -583,13 +583,13 @@ def test_task_that_writes_nothing_fails_cleanly(tmp_path):
 def test_full_batch_8_files_2_ranks_2_seeds(sessions, tmp_path, monkeypatch):
     config = _tiny_config()
     out = tmp_path / "out"
-    kwargs = {"ranks": [1, 2], "seeds": [0, 1], "config": config, "output_dir": out}
+    kwargs = {"ranks": [2, 3], "seeds": [0, 1], "config": config, "output_dir": out}
     table = run_batch(sessions, n_workers=2, progress=False, **kwargs)
     assert len(table) == 32 and set(table["status"]) == {"done"}
     _check_outputs(table, config)
     chosen = select_ranks(table)
     assert list(chosen["file"]) == [str(s) for s in sessions]
-    assert chosen["rank"].isin([1, 2]).all() and (chosen["n_seeds"] == 2).all()
+    assert chosen["rank"].isin([2, 3]).all() and (chosen["n_seeds"] == 2).all()
     import distributed
 
     monkeypatch.setattr(distributed, "LocalCluster", _no_cluster)

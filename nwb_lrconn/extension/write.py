@@ -393,6 +393,7 @@ def write_results(
     if _is_local(source):
         check_nwb_file(source)
         source = Path(source)
+    local_source = source if _is_local(source) else None
     if mode == "in-place":
         source = _local(source)
         if output is not None and not same_file(output, source):
@@ -404,9 +405,7 @@ def write_results(
         target = source.resolve()
     else:
         target = Path(output) if output is not None else default_output(results, source, mode)
-        check_output_path(
-            target, overwrite=overwrite, source=source if _is_local(source) else None
-        )
+        check_output_path(target, overwrite=overwrite, source=local_source)
     rows = _given_rows(results, unit_rows)
     final = target.absolute()
     if mode != "derived":
@@ -414,7 +413,7 @@ def write_results(
     with target_lock(final, timeout=lock_timeout):
         remove_stale_temps(final)
         if mode != "in-place":  # re-checked under the lock: another writer may have finished
-            check_output_path(target, overwrite=overwrite, source=source)
+            check_output_path(target, overwrite=overwrite, source=local_source)
         tmp = temp_path(final)
         try:
             before = fingerprint = None
