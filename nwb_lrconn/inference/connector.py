@@ -28,15 +28,14 @@ Which units count as "enough" for flows at all is decided in :mod:`.distribution
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import qmc
+from sklearn.base import BaseEstimator
 from torch import Tensor
 
 from .._validation import (
@@ -505,7 +504,7 @@ def auto_hidden_features(n_units: int) -> int:
     return int(min(128, max(32, 2 ** round(np.log2(max(n_units, 1) / 8)))))
 
 
-class ConnectorEstimator:
+class ConnectorEstimator(BaseEstimator):
     """Maximum-entropy connectivity distribution p(z) p(k | z) learned by two flows.
 
     Parameters
@@ -620,12 +619,6 @@ class ConnectorEstimator:
         self.device = device
         self.progress = progress
         self.random_state = random_state
-
-    # ------------------------------------------------------------------ sklearn plumbing
-    def get_params(self) -> dict[str, Any]:
-        """Return the hyperparameters as a dict (sklearn contract)."""
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        return {name: getattr(self, name) for name in names}
 
     def _check_params(self) -> None:
         for name in ("hidden_features", "n_steps_a", "validation_every"):

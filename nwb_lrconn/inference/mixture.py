@@ -21,14 +21,13 @@ g* plays the part of flow B's core; nothing about k is learned from the N units 
 
 from __future__ import annotations
 
-import inspect
 import json
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import logsumexp, ndtri
 from scipy.stats import qmc
+from sklearn.base import BaseEstimator
 
 from .._validation import (
     check_array,
@@ -88,7 +87,7 @@ def _gaussian_log_pdf(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.nd
     return -0.5 * ((sol**2).sum(0) + log_det + x.shape[1] * _LOG_2PI)
 
 
-class MixtureConnectorEstimator:
+class MixtureConnectorEstimator(BaseEstimator):
     """Gaussian-mixture p(z) with Gaussian p(k | z) around the ridge conditional mean.
 
     Parameters
@@ -142,11 +141,6 @@ class MixtureConnectorEstimator:
         self.state_resolution = state_resolution
         self.validation_fraction = validation_fraction
         self.random_state = random_state
-
-    def get_params(self) -> dict[str, Any]:
-        """Return the hyperparameters as a dict (sklearn contract)."""
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        return {name: getattr(self, name) for name in names}
 
     def _check_params(self) -> None:
         if self.n_components != "auto":

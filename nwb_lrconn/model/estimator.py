@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 from scipy.special import gammaln as _gammaln
+from sklearn.base import BaseEstimator
 
 from .._validation import (
     check_choice,
@@ -35,7 +36,7 @@ _AUTO_PROCESS_NOISE = 0.05
 _ALLOWED = {"spikes": ("poisson",), "rates": ("gaussian",), "calcium": ("calcium", "gaussian")}
 
 
-class LowRankRNNEstimator:
+class LowRankRNNEstimator(BaseEstimator):
     """Maximum-likelihood low-rank RNN with per-trial initial latents inferred from data.
 
     The model (DESIGN.md §1): ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i``,

@@ -7,6 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from nwb_lrconn._validation import NotFittedError
 from nwb_lrconn.data import ConnectivityDistribution, LowRankFit
@@ -187,6 +188,17 @@ def test_init_stores_hyperparameters_verbatim():
     assert params["ridge_lambda"] == 1e-3 and params["state_resolution"] is None
     assert params["random_state"] == 7 and params["device"] == "cpu"
     assert not any(name.endswith("_") for name in vars(est))
+
+
+def test_sklearn_clone_params_and_short_repr(small_fit):
+    est = ConnectorEstimator(ridge_lambda=1e-3, n_steps_b=3, random_state=7)
+    twin = clone(est)
+    assert twin is not est and twin.get_params(deep=True) == est.get_params(deep=True)
+    assert repr(est) == "ConnectorEstimator(n_steps_b=3, random_state=7, ridge_lambda=0.001)"
+    assert est.set_params(n_layers=2).n_layers == 2
+    assert ConnectorEstimator(**est.get_params()).get_params() == est.get_params()
+    assert len(repr(small_fit)) < 200 and "tensor" not in repr(small_fit)
+    assert not hasattr(clone(small_fit), "flow_a_")
 
 
 @pytest.mark.parametrize(

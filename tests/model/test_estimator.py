@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from nwb_lrconn._validation import NotFittedError
 from nwb_lrconn.data import LowRankFit, Recording
@@ -217,6 +218,21 @@ def test_hyperparameters_are_stored_verbatim():
     est = LowRankRNNEstimator(rank=3, lr=0.5, random_state=None, device="cuda")
     assert (est.rank, est.lr, est.random_state, est.device) == (3, 0.5, None, "cuda")
     assert not any(name.endswith("_") for name in vars(est))
+
+
+def test_sklearn_clone_params_and_short_repr(quadstable_rates):
+    est = LowRankRNNEstimator(rank=3, lr=0.5, max_epochs=7, random_state=1)
+    twin = clone(est)
+    assert twin is not est and twin.get_params(deep=True) == est.get_params(deep=True)
+    assert repr(est) == "LowRankRNNEstimator(lr=0.5, max_epochs=7, random_state=1, rank=3)"
+    assert est.set_params(tau=0.2, lr=1e-3) is est
+    assert (est.tau, est.lr) == (0.2, 1e-3)
+    assert LowRankRNNEstimator(**est.get_params()).get_params() == est.get_params()
+    with pytest.raises(ValueError, match="Invalid parameter 'learning_rate'"):
+        est.set_params(learning_rate=1.0)
+    _, _, fitted = quadstable_rates
+    assert len(repr(fitted)) < 120 and "array" not in repr(fitted)
+    assert not hasattr(clone(fitted), "model_")
 
 
 def test_unfitted_estimator_refuses_to_predict():
