@@ -37,6 +37,7 @@ from .._validation import (
     check_positive_int,
     make_rng,
 )
+from ..config import DistributionConfig
 from ..data import ConnectivityDistribution, LowRankFit
 from ..model.rollout import activation
 from .connector import (
@@ -121,14 +122,14 @@ class MixtureConnectorEstimator(BaseEstimator):
         self,
         *,
         n_components: int | str = "auto",
-        covariance_type: str = "auto",
-        max_components: int = 4,
-        n_folds: int = 5,
-        ridge_lambda: float = 1e-5,
-        n_virtual_units: int = 1000,
-        n_target_sets: int = 20,
-        state_resolution: float | None = 0.1,
-        validation_fraction: float = 0.1,
+        covariance_type: str = DistributionConfig.covariance_type,
+        max_components: int = DistributionConfig.max_components,
+        n_folds: int = DistributionConfig.n_folds,
+        ridge_lambda: float = DistributionConfig.ridge_lambda,
+        n_virtual_units: int = DistributionConfig.n_virtual_units,
+        n_target_sets: int = DistributionConfig.n_target_sets,
+        state_resolution: float | None = DistributionConfig.state_resolution,
+        validation_fraction: float = DistributionConfig.validation_fraction,
         random_state: int | None = None,
     ) -> None:
         self.n_components = n_components

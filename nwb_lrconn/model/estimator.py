@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import time
 
@@ -18,7 +20,8 @@ from .._validation import (
     check_positive_int,
     make_rng,
 )
-from ..data import NONLINEARITIES, LowRankFit, Recording
+from ..config import FitConfig
+from ..data import NONLINEARITIES, LowRankFit, Recording, Results
 from . import _init
 from ._initial_latents import infer_initial, initial_prior
 from ._train import Batch, TrainConfig, batch_loss, train
@@ -170,24 +173,24 @@ class LowRankRNNEstimator(BaseEstimator):
 
     def __init__(
         self,
-        rank: int = 2,
+        rank: int = FitConfig.rank,
         *,
-        observation: str = "auto",
-        nonlinearity: str = "tanh",
-        alpha: float | None = None,
-        tau: float | None = None,
-        max_epochs: int = 500,
-        lbfgs_rounds: int = 30,
-        refit_units: bool = True,
-        lr: float = 1e-2,
-        batch_size: int | None = 64,
-        test_fraction: float = 0.2,
-        patience: int = 20,
-        tol: float = 0.01,
-        weight_decay: float = 0.0,
-        process_noise: float | str = "auto",
-        calcium_decay: float = 0.0,
-        smoothing: float | None = None,
+        observation: str = FitConfig.observation,
+        nonlinearity: str = FitConfig.nonlinearity,
+        alpha: float | None = FitConfig.alpha,
+        tau: float | None = FitConfig.tau,
+        max_epochs: int = FitConfig.max_epochs,
+        lbfgs_rounds: int = FitConfig.lbfgs_rounds,
+        refit_units: bool = FitConfig.refit_units,
+        lr: float = FitConfig.lr,
+        batch_size: int | None = FitConfig.batch_size,
+        test_fraction: float = FitConfig.test_fraction,
+        patience: int = FitConfig.patience,
+        tol: float = FitConfig.tol,
+        weight_decay: float = FitConfig.weight_decay,
+        process_noise: float | str = FitConfig.process_noise,
+        calcium_decay: float = FitConfig.calcium_decay,
+        smoothing: float | None = FitConfig.smoothing,
         random_state: int | None = None,
         device: str = "cpu",
         progress: bool = False,
@@ -298,14 +301,13 @@ class LowRankRNNEstimator(BaseEstimator):
         observation = self._resolve_observation(recording.kind)
         check_choice(self.nonlinearity, "nonlinearity", NONLINEARITIES)
         alpha = self._resolve_alpha(recording.bin_width)
-        max_epochs = check_positive_int(self.max_epochs, "max_epochs", minimum=0)
-        lbfgs_rounds = check_positive_int(self.lbfgs_rounds, "lbfgs_rounds", minimum=0)
-        patience = check_positive_int(self.patience, "patience")
-        tol = check_positive(self.tol, "tol", allow_zero=True)
-        lr = check_positive(self.lr, "lr")
-        batch_size = (
-            None if self.batch_size is None else check_positive_int(self.batch_size, "batch_size")
-        )
+        check_positive_int(self.max_epochs, "max_epochs", minimum=0)
+        check_positive_int(self.lbfgs_rounds, "lbfgs_rounds", minimum=0)
+        check_positive_int(self.patience, "patience")
+        check_positive(self.tol, "tol", allow_zero=True)
+        check_positive(self.lr, "lr")
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
         check_positive(self.weight_decay, "weight_decay", allow_zero=True)
         process_noise = self._resolve_process_noise(observation)
         decay = check_positive(self.calcium_decay, "calcium_decay", allow_zero=True)
@@ -384,21 +386,7 @@ class LowRankRNNEstimator(BaseEstimator):
         model.log_noise_std.requires_grad_(False)
         model.to(device)
 
-        config = TrainConfig(
-            observation=observation,
-            bin_width=recording.bin_width,
-            calcium_decay=decay,
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            patience=patience,
-            weight_decay=self.weight_decay,
-            process_noise=process_noise,
-            progress=self.progress,
-            lbfgs_rounds=lbfgs_rounds,
-            refit_units=bool(self.refit_units),
-            tol=tol,
-        )
+        config = self._train_config(observation, recording.bin_width, decay, process_noise)
         train_batch = _to_batch(train_rec, device)
         test_batch = _to_batch(test_rec, device)
         if observation == "poisson":
@@ -446,14 +434,10 @@ class LowRankRNNEstimator(BaseEstimator):
             model.M.copy_(model.M @ torch.linalg.inv(A_t))
             model.K.copy_(model.K @ A_t.T)
         initial = initial @ A_t.T
-        self._set_fitted(model, linearizer, config, observation, alpha, smooth_bins)
-        # the κ(0) prior of new trials, in the canonical gauge (κ → A κ)
-        self._initial_prior = None
-        if prior is not None:
-            A_inv = torch.linalg.inv(A_t)
-            self._initial_prior = (prior[0] @ A_t.T, A_inv.T @ prior[1] @ A_inv)
+        self._set_fitted(model, config, observation, alpha, smooth_bins)
         self.initial_latents_ = initial.detach().cpu().double().numpy()
         self.latents_ = self._rollout_latents(model, initial, recording, device)
+        self._initial_prior = _new_trial_prior(self.latents_, recording.mask, train_trials, device)
         self.loss_history_ = history
         self.best_epoch_ = int(best_epoch)
         self.train_trials_, self.test_trials_ = train_trials, test_trials
@@ -497,9 +481,8 @@ class LowRankRNNEstimator(BaseEstimator):
         )
         return self
 
-    def _set_fitted(self, model, linearizer, config, observation, alpha, smooth_bins) -> None:
+    def _set_fitted(self, model, config, observation, alpha, smooth_bins) -> None:
         self.model_ = model
-        self.linearizer_ = linearizer
         self._config = config
         self.observation_ = observation
         self.alpha_ = alpha
@@ -514,6 +497,131 @@ class LowRankRNNEstimator(BaseEstimator):
         self.readout_offset_ = as_np["readout_offset"]
         noise = model.log_noise_std.detach().exp().cpu().double().numpy()
         self.noise_std_ = np.ones_like(noise) if observation == "poisson" else noise
+        # New trials are mapped back to potentials through the fitted readout (the training
+        # data's linearisation is not part of the stored fit, and this one is the model's own).
+        self.linearizer_ = _init.Linearizer(
+            observation,
+            self.nonlinearity,
+            config.bin_width,
+            smooth_bins if observation == "poisson" else 0.0,
+            self.readout_gain_,
+            self.readout_offset_,
+        )
+
+    def _train_config(
+        self, observation: str, bin_width: float, calcium_decay: float, process_noise: float
+    ) -> TrainConfig:
+        """Optimisation settings from the (validated) hyperparameters."""
+        return TrainConfig(
+            observation=observation,
+            bin_width=bin_width,
+            calcium_decay=calcium_decay,
+            max_epochs=int(self.max_epochs),
+            lr=float(self.lr),
+            batch_size=None if self.batch_size is None else int(self.batch_size),
+            patience=int(self.patience),
+            weight_decay=float(self.weight_decay),
+            process_noise=process_noise,
+            progress=self.progress,
+            lbfgs_rounds=int(self.lbfgs_rounds),
+            refit_units=bool(self.refit_units),
+            tol=float(self.tol),
+        )
+
+    # ------------------------------------------------------------------ a stored fit
+    @classmethod
+    def from_results(
+        cls, fit_or_results: LowRankFit | Results, *, device: str = "cpu"
+    ) -> LowRankRNNEstimator:
+        """Rebuild a fitted estimator from a stored fit, to use on new recordings.
+
+        :meth:`transform`, :meth:`predict` and :meth:`score` of the rebuilt estimator give the
+        numbers of the estimator that made the fit (up to float32 rounding of the noise scale).
+
+        Parameters
+        ----------
+        fit_or_results : LowRankFit or Results
+            A stage-1 fit, e.g. ``read_results(path).fit``, or the whole :class:`Results`, whose
+            stored run configuration (``provenance.config_json``, section ``fit``) supplies the
+            hyperparameters that the fit record does not hold (``smoothing`` and the training
+            settings) and whose seed becomes ``random_state``.
+        device : str, default: "cpu"
+            Torch device of the rebuilt network.
+
+        Returns
+        -------
+        LowRankRNNEstimator
+            Fitted: ``model_``, the loadings, ``latents_``, ``metrics_`` and ``fit_`` are those of
+            the stored fit.
+
+        Raises
+        ------
+        TypeError
+            When given something other than a LowRankFit or Results.
+        """
+        if isinstance(fit_or_results, Results):
+            fit = fit_or_results.fit
+            params = _stored_fit_params(fit_or_results.provenance.config_json)
+            params.setdefault("random_state", fit_or_results.provenance.random_seed)
+        elif isinstance(fit_or_results, LowRankFit):
+            fit, params = fit_or_results, {}
+        else:
+            raise TypeError(
+                "from_results needs a nwb_lrconn.data.LowRankFit or Results; got "
+                f"{type(fit_or_results).__name__}."
+            )
+        params.update(
+            rank=fit.rank,
+            observation=fit.observation,
+            nonlinearity=fit.nonlinearity,
+            alpha=fit.alpha,
+            tau=None,
+            calcium_decay=fit.calcium_decay,
+            device=device,
+        )
+        est = cls(**params)
+        est._restore(fit)
+        return est
+
+    def _restore(self, fit: LowRankFit) -> None:
+        device = self._resolve_device()
+        model = LowRankRNN(
+            fit.n_units,
+            fit.rank,
+            n_inputs=fit.B.shape[1],
+            alpha=fit.alpha,
+            nonlinearity=fit.nonlinearity,
+        )
+        noise = np.zeros(fit.n_units) if fit.observation == "poisson" else np.log(fit.noise_std)
+        with torch.no_grad():
+            for name, value in (
+                ("M", fit.M),
+                ("K", fit.K),
+                ("B", fit.B),
+                ("d", fit.d),
+                ("readout_gain", fit.readout_gain),
+                ("readout_offset", fit.readout_offset),
+                ("log_noise_std", noise),
+            ):
+                getattr(model, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+        model.log_noise_std.requires_grad_(False)
+        model.to(device)
+        config = self._train_config(fit.observation, fit.bin_width, fit.calcium_decay, 0.0)
+        smooth_s = self.smoothing
+        if smooth_s is None:
+            smooth_s = 0.5 * fit.bin_width / fit.alpha
+        self._set_fitted(model, config, fit.observation, fit.alpha, smooth_s / fit.bin_width)
+        self.latents_ = fit.latents.copy()
+        self.initial_latents_ = fit.latents[:, 0].copy()
+        self._initial_prior = _new_trial_prior(
+            fit.latents, fit.latent_mask, fit.train_trials, device
+        )
+        self.loss_history_ = fit.loss_history.copy()
+        self.best_epoch_ = int(fit.metrics.get("best_epoch", len(fit.loss_history) - 1))
+        self.train_trials_, self.test_trials_ = fit.train_trials.copy(), fit.test_trials.copy()
+        self.metrics_ = dict(fit.metrics)
+        self.unit_quality_ = fit.unit_quality.copy()
+        self.fit_ = fit
 
     @staticmethod
     def _expected(model, initial, batch: Batch, config: TrainConfig) -> torch.Tensor:
@@ -707,3 +815,21 @@ def _to_batch(recording: Recording, device) -> Batch:
         mask=torch.as_tensor(recording.mask, device=device),
         inputs=None if recording.inputs is None else _tensor(recording.inputs, device),
     )
+
+
+def _new_trial_prior(latents: np.ndarray, mask: np.ndarray, train_trials: np.ndarray, device):
+    """The κ(0) prior of new trials: the training trials' κ(0) (canonical gauge), widened."""
+    trials = np.asarray(train_trials)[np.asarray(mask)[train_trials, 0]]
+    return initial_prior(_tensor(latents[trials, 0], device))
+
+
+def _stored_fit_params(config_json: str) -> dict:
+    """Estimator keywords of the ``fit`` section of a stored run configuration ({} if none)."""
+    try:
+        section = json.loads(config_json).get("fit")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(section, dict):
+        return {}
+    names = set(inspect.signature(LowRankRNNEstimator).parameters) - {"rank"}
+    return {name: value for name, value in section.items() if name in names}

@@ -235,6 +235,36 @@ def test_sklearn_clone_params_and_short_repr(quadstable_rates):
     assert not hasattr(clone(fitted), "model_")
 
 
+@pytest.mark.parametrize("kind", ["spikes", "rates"])
+def test_a_fit_read_back_from_nwb_transforms_and_scores_like_the_original(kind, tmp_path):
+    from nwb_lrconn.config import RunConfig
+    from nwb_lrconn.data import Provenance, Results, SourceInfo
+    from nwb_lrconn.extension import read_results, write_results
+
+    est = LowRankRNNEstimator(**TINY, smoothing=0.03).fit(_tiny_recording(kind).to_recording())
+    config = RunConfig().with_overrides(smoothing=0.03, seed=3, max_epochs=3, lbfgs_rounds=1)
+    provenance = Provenance("0", config.to_json(), 3, SourceInfo(), "2026-01-01T00:00:00+00:00")
+    path = write_results(Results("tiny", est.fit_, provenance), None, tmp_path / "fit.nwb")
+    stored = read_results(path, "tiny")
+    rebuilt = LowRankRNNEstimator.from_results(stored)
+    resolved = {"alpha": est.alpha_, "observation": est.observation_}
+    assert rebuilt.get_params() == {**est.get_params(), **resolved}
+    new = _tiny_recording(kind, seed=1).to_recording()  # same network, other trials
+    np.testing.assert_allclose(rebuilt.transform(new), est.transform(new), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rebuilt.predict(new), est.predict(new), rtol=1e-6, atol=1e-6)
+    assert rebuilt.score(new) == pytest.approx(est.score(new), rel=1e-6)
+    np.testing.assert_array_equal(rebuilt.latents_, est.latents_)
+    np.testing.assert_array_equal(rebuilt.M_, est.M_)
+    assert rebuilt.metrics_ == est.metrics_ and rebuilt.best_epoch_ == est.best_epoch_
+    # From the fit record alone the stored smoothing is not known: the default is used.
+    assert LowRankRNNEstimator.from_results(stored.fit).smoothing is None
+
+
+def test_from_results_refuses_other_objects():
+    with pytest.raises(TypeError, match="needs a nwb_lrconn.data.LowRankFit or Results; got dict"):
+        LowRankRNNEstimator.from_results({})
+
+
 def test_unfitted_estimator_refuses_to_predict():
     rec = _tiny_recording().to_recording()
     for method in ("transform", "predict", "score"):
