@@ -1,4 +1,4 @@
-"""Fit a low-rank RNN to a :class:`~nwb_lrconn.data.Recording` (stage 1, DESIGN.md §4)."""
+"""Fit a low-rank RNN to a :class:`~nwb_lrconn.data.Recording` (stage 1)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from .._validation import (
 )
 from ..config import FitConfig
 from ..data import NONLINEARITIES, LowRankFit, Recording, Results
-from . import _init
-from ._initial_latents import infer_initial, initial_prior
-from ._train import Batch, TrainConfig, batch_loss, train
+from ._engine import initialise as _init
+from ._engine.initial_latents import infer_initial, initial_prior
+from ._engine.loop import train
+from ._engine.objective import Batch, TrainConfig, batch_loss
 from .gauge import canonical_gauge
 from .lowrank import LowRankRNN
 from .observation import expected_observation
@@ -42,7 +43,7 @@ _ALLOWED = {"spikes": ("poisson",), "rates": ("gaussian",), "calcium": ("calcium
 class LowRankRNNEstimator(BaseEstimator):
     """Maximum-likelihood low-rank RNN with per-trial initial latents inferred from data.
 
-    The model (DESIGN.md §1): ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i``,
+    The model (described in ``tutorials/model.md``): ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i``,
     ``κ(t+1) = (1−α) κ(t) + (α/N) Σ_i k_i φ(x_i(t))``, observed through an affine readout
     ``g_i φ(x_i) + c_i`` (see :mod:`nwb_lrconn.model.observation`).
 
@@ -51,7 +52,7 @@ class LowRankRNNEstimator(BaseEstimator):
     1. trials are split at random into training and held-out sets (``test_fraction``);
     2. initialisation from the training data: observations are mapped back to potentials
        (spikes are smoothed over ``smoothing`` seconds first), PCA gives M and the latents, a
-       ridge regression of the latent updates gives K (``nwb_lrconn.model._init``);
+       ridge regression of the latent updates gives K (``nwb_lrconn.model._engine.initialise``);
     3. Adam on minibatches of training trials over (M, K, B, d, readout, κ(0) per training
        trial); each epoch the held-out trials' κ(0) take a Gauss–Newton step on their own
        likelihood (the model never sees held-out data) and the best held-out state is kept;
@@ -140,7 +141,7 @@ class LowRankRNNEstimator(BaseEstimator):
     progress : bool, default: False
         Show a tqdm progress bar over epochs when stderr is a terminal. Each phase (init, Adam,
         L-BFGS, unit refit, end) is also logged at INFO level with its elapsed time, on the
-        logger ``nwb_lrconn.model`` (children ``estimator`` and ``_train``).
+        logger ``nwb_lrconn.model`` (children ``estimator`` and ``_engine.loop``).
 
     Attributes
     ----------

@@ -15,7 +15,7 @@ from nwb_lrconn.model.networks import (
     simulate_latents,
 )
 
-# Residual variance of k around g(m), sum over the two ranks, from the laws in DESIGN.md §8.
+# Residual variance of k around g(m), sum over the two ranks, from the published laws.
 K_VAR = {"quadstable": 5.65}
 RESIDUAL = {"quadstable": 2.0, "bistable": 3.36, "limit_cycle": 1.6, "ring": 2.88}
 
