@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -293,6 +294,80 @@ class LowRankRNNEstimator(BaseEstimator):
             When ``device`` asks for CUDA and none is available.
         """
         started = time.perf_counter()
+        plan = self._plan(recording)
+        rng = make_rng(self.random_state)
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(int(rng.integers(2**62)))
+        perm = rng.permutation(recording.n_trials)
+        test_trials, train_trials = np.sort(perm[: plan.n_test]), np.sort(perm[plan.n_test :])
+        train_rec = recording.select_trials(train_trials)
+        test_rec = recording.select_trials(test_trials)
+        model, k0_train, k0_test, scale = self._initialise(train_rec, test_rec, plan, rng)
+        config = self._train_config(
+            plan.observation, recording.bin_width, plan.calcium_decay, plan.process_noise
+        )
+        train_batch = _to_batch(train_rec, plan.device)
+        test_batch = _to_batch(test_rec, plan.device)
+        if plan.observation == "poisson":
+            train_batch, test_batch = (b.with_log_factorial() for b in (train_batch, test_batch))
+        logger.info(
+            "init: %d units, rank %d, %s observation, %d training / %d held-out trials of %d "
+            "bins, in %.1f s",
+            recording.n_units,
+            plan.rank,
+            plan.observation,
+            len(train_trials),
+            len(test_trials),
+            recording.n_time,
+            time.perf_counter() - started,
+        )
+        history, k0_train_t, k0_test_t, best_epoch = train(
+            model,
+            _tensor(k0_train, plan.device),
+            _tensor(k0_test, plan.device),
+            train_batch,
+            test_batch,
+            config,
+            generator,
+        )
+        prior = initial_prior(k0_train_t)
+        k0_test_t = infer_initial(model, k0_test_t, test_batch, config, prior=prior)
+        if plan.observation != "poisson":
+            self._set_noise_scale(model, k0_train_t, train_batch, config, scale)
+        if self.nonlinearity == "tanh":
+            _positive_gains(model)
+        initial = torch.zeros(recording.n_trials, plan.rank, device=plan.device)
+        initial[torch.as_tensor(train_trials, device=plan.device)] = k0_train_t
+        initial[torch.as_tensor(test_trials, device=plan.device)] = k0_test_t
+        A_t = self._canonical_gauge(model, initial, recording)
+        initial = initial @ A_t.T
+        self._set_fitted(model, config, plan.observation, plan.alpha, plan.smooth_bins)
+        self.initial_latents_ = initial.detach().cpu().double().numpy()
+        self.latents_ = self._rollout_latents(model, initial, recording, plan.device)
+        self._initial_prior = _new_trial_prior(
+            self.latents_, recording.mask, train_trials, plan.device
+        )
+        self.loss_history_ = history
+        self.best_epoch_ = int(best_epoch)
+        self.train_trials_, self.test_trials_ = train_trials, test_trials
+        metrics, quality = self._evaluate(test_rec, k0_test_t @ A_t.T)
+        metrics["best_epoch"] = float(best_epoch)
+        metrics["n_epochs"] = float(len(history) - 1)
+        self.metrics_, self.unit_quality_ = metrics, quality
+        key = "bits_per_spike" if plan.observation == "poisson" else "r2"
+        logger.info(
+            "fit done in %.1f s: held-out %s %.4f (%d rows of loss history, best %d)",
+            time.perf_counter() - started,
+            "bits/spike" if key == "bits_per_spike" else "R²",
+            metrics[key],
+            len(history),
+            best_epoch,
+        )
+        self.fit_ = self._fit_record(recording, plan)
+        return self
+
+    def _plan(self, recording: Recording) -> _Plan:
+        """Validate the recording and the hyperparameters; resolve the "auto" ones."""
         self._check_recording(recording)
         rank = check_positive_int(self.rank, "rank")
         if rank > recording.n_units:
@@ -328,32 +403,32 @@ class LowRankRNNEstimator(BaseEstimator):
             )
         n_test = min(max(1, int(round(fraction * n_trials))), n_trials - 1)
         device = self._resolve_device()
-        rng = make_rng(self.random_state)
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(int(rng.integers(2**62)))
-        perm = rng.permutation(n_trials)
-        test_trials, train_trials = np.sort(perm[:n_test]), np.sort(perm[n_test:])
         smooth_s = self.smoothing
         if smooth_s is None:
             smooth_s = 0.5 * recording.bin_width / alpha
         smooth_bins = check_positive(smooth_s, "smoothing", allow_zero=True) / recording.bin_width
+        return _Plan(rank, observation, alpha, decay, process_noise, n_test, smooth_bins, device)
 
-        train_rec = recording.select_trials(train_trials)
-        test_rec = recording.select_trials(test_trials)
+    def _initialise(self, train_rec: Recording, test_rec: Recording, plan: _Plan, rng):
+        """The network from the training data (``_engine.initialise``), on ``plan.device``.
+
+        Returns the network, the training and held-out κ(0) (numpy) and the per-unit spread of
+        the training data (the fixed noise scale of the Gaussian training loss).
+        """
         linearizer = _init.fit_linearizer(
             train_rec.data,
             train_rec.mask,
-            observation=observation,
+            observation=plan.observation,
             nonlinearity=self.nonlinearity,
-            bin_width=recording.bin_width,
-            smooth_bins=smooth_bins if observation == "poisson" else 0.0,
+            bin_width=train_rec.bin_width,
+            smooth_bins=plan.smooth_bins if plan.observation == "poisson" else 0.0,
         )
         M, K, B, d, k0_train = _init.initial_loadings(
             linearizer.potentials(train_rec.data, train_rec.mask),
             train_rec.mask,
             train_rec.inputs,
-            rank=rank,
-            alpha=alpha,
+            rank=plan.rank,
+            alpha=plan.alpha,
             nonlinearity=self.nonlinearity,
             rng=rng,
         )
@@ -365,97 +440,42 @@ class LowRankRNNEstimator(BaseEstimator):
             None if test_rec.inputs is None else test_rec.inputs[:, 0],
         )
         model = LowRankRNN(
-            recording.n_units,
-            rank,
-            n_inputs=recording.n_inputs,
-            alpha=alpha,
+            train_rec.n_units,
+            plan.rank,
+            n_inputs=train_rec.n_inputs,
+            alpha=plan.alpha,
             nonlinearity=self.nonlinearity,
         )
         observed = train_rec.data[train_rec.mask]
         scale = np.maximum(observed.std(axis=0), 1e-6 * max(observed.std(), 1e-12))
+        log_noise = np.log(scale) if plan.observation != "poisson" else 0 * scale
+        _load_parameters(
+            model, M, K, B, d, linearizer.gain, linearizer.offset, log_noise, plan.device
+        )
+        return model, k0_train, k0_test, scale
+
+    def _set_noise_scale(self, model, k0_train, train_batch, config, scale) -> None:
+        """σ_i := residual RMS of unit i on the training trials (Gaussian and calcium)."""
         with torch.no_grad():
-            for name, value in (
-                ("M", M),
-                ("K", K),
-                ("B", B),
-                ("d", d),
-                ("readout_gain", linearizer.gain),
-                ("readout_offset", linearizer.offset),
-                ("log_noise_std", np.log(scale) if observation != "poisson" else 0 * scale),
-            ):
-                getattr(model, name).copy_(torch.as_tensor(value, dtype=torch.float32))
-        model.log_noise_std.requires_grad_(False)
-        model.to(device)
+            expected = self._expected(model, k0_train, train_batch, config)
+            resid = (train_batch.data - expected) ** 2 * train_batch.mask[..., None]
+            rms = (resid.sum((0, 1)) / train_batch.mask.sum()).sqrt()
+            floor = 1e-6 * torch.as_tensor(scale, dtype=rms.dtype, device=rms.device)
+            model.log_noise_std.copy_(torch.maximum(rms, floor).log())
 
-        config = self._train_config(observation, recording.bin_width, decay, process_noise)
-        train_batch = _to_batch(train_rec, device)
-        test_batch = _to_batch(test_rec, device)
-        if observation == "poisson":
-            train_batch, test_batch = (b.with_log_factorial() for b in (train_batch, test_batch))
-        logger.info(
-            "init: %d units, rank %d, %s observation, %d training / %d held-out trials of %d "
-            "bins, in %.1f s",
-            recording.n_units,
-            rank,
-            observation,
-            len(train_trials),
-            len(test_trials),
-            recording.n_time,
-            time.perf_counter() - started,
-        )
-        history, k0_train_t, k0_test_t, best_epoch = train(
-            model,
-            _tensor(k0_train, device),
-            _tensor(k0_test, device),
-            train_batch,
-            test_batch,
-            config,
-            generator,
-        )
-        prior = initial_prior(k0_train_t)
-        k0_test_t = infer_initial(model, k0_test_t, test_batch, config, prior=prior)
-        if observation != "poisson":
-            with torch.no_grad():
-                expected = self._expected(model, k0_train_t, train_batch, config)
-                resid = (train_batch.data - expected) ** 2 * train_batch.mask[..., None]
-                rms = (resid.sum((0, 1)) / train_batch.mask.sum()).sqrt()
-                floor = 1e-6 * torch.as_tensor(scale, dtype=rms.dtype, device=rms.device)
-                model.log_noise_std.copy_(torch.maximum(rms, floor).log())
-
-        if self.nonlinearity == "tanh":
-            _positive_gains(model)
-        # Canonical gauge over every trial's visited states.
-        initial = torch.zeros(n_trials, rank, device=device)
-        initial[torch.as_tensor(train_trials, device=device)] = k0_train_t
-        initial[torch.as_tensor(test_trials, device=device)] = k0_test_t
+    def _canonical_gauge(self, model, initial, recording: Recording) -> torch.Tensor:
+        """Move ``model`` to the canonical gauge over every trial's visited states; return A."""
+        device = initial.device
         latents = self._rollout_latents(model, initial, recording, device)
         A = canonical_gauge(latents, model.M.detach().cpu().double().numpy(), recording.mask)
         A_t = torch.as_tensor(A, dtype=torch.float32, device=device)
         with torch.no_grad():
             model.M.copy_(model.M @ torch.linalg.inv(A_t))
             model.K.copy_(model.K @ A_t.T)
-        initial = initial @ A_t.T
-        self._set_fitted(model, config, observation, alpha, smooth_bins)
-        self.initial_latents_ = initial.detach().cpu().double().numpy()
-        self.latents_ = self._rollout_latents(model, initial, recording, device)
-        self._initial_prior = _new_trial_prior(self.latents_, recording.mask, train_trials, device)
-        self.loss_history_ = history
-        self.best_epoch_ = int(best_epoch)
-        self.train_trials_, self.test_trials_ = train_trials, test_trials
-        metrics, quality = self._evaluate(test_rec, k0_test_t @ A_t.T)
-        metrics["best_epoch"] = float(best_epoch)
-        metrics["n_epochs"] = float(len(history) - 1)
-        self.metrics_, self.unit_quality_ = metrics, quality
-        key = "bits_per_spike" if observation == "poisson" else "r2"
-        logger.info(
-            "fit done in %.1f s: held-out %s %.4f (%d rows of loss history, best %d)",
-            time.perf_counter() - started,
-            "bits/spike" if key == "bits_per_spike" else "R²",
-            metrics[key],
-            len(history),
-            best_epoch,
-        )
-        self.fit_ = LowRankFit(
+        return A_t
+
+    def _fit_record(self, recording: Recording, plan: _Plan) -> LowRankFit:
+        return LowRankFit(
             M=self.M_,
             K=self.K_,
             B=self.B_,
@@ -463,24 +483,23 @@ class LowRankRNNEstimator(BaseEstimator):
             readout_gain=self.readout_gain_,
             readout_offset=self.readout_offset_,
             noise_std=self.noise_std_,
-            rank=rank,
+            rank=plan.rank,
             nonlinearity=self.nonlinearity,
-            alpha=alpha,
+            alpha=plan.alpha,
             bin_width=recording.bin_width,
-            observation=observation,
+            observation=plan.observation,
             latents=self.latents_,
             latent_mask=recording.mask.copy(),
             trial_start_times=recording.trial_start_times.copy(),
-            loss_history=history,
-            metrics=metrics,
-            unit_quality=quality,
-            train_trials=train_trials,
-            test_trials=test_trials,
+            loss_history=self.loss_history_,
+            metrics=self.metrics_,
+            unit_quality=self.unit_quality_,
+            train_trials=self.train_trials_,
+            test_trials=self.test_trials_,
             unit_ids=recording.unit_ids.copy(),
             unit_rows=recording.unit_rows.copy(),
-            calcium_decay=decay,
+            calcium_decay=plan.calcium_decay,
         )
-        return self
 
     def _set_fitted(self, model, config, observation, alpha, smooth_bins) -> None:
         self.model_ = model
@@ -594,19 +613,9 @@ class LowRankRNNEstimator(BaseEstimator):
             nonlinearity=fit.nonlinearity,
         )
         noise = np.zeros(fit.n_units) if fit.observation == "poisson" else np.log(fit.noise_std)
-        with torch.no_grad():
-            for name, value in (
-                ("M", fit.M),
-                ("K", fit.K),
-                ("B", fit.B),
-                ("d", fit.d),
-                ("readout_gain", fit.readout_gain),
-                ("readout_offset", fit.readout_offset),
-                ("log_noise_std", noise),
-            ):
-                getattr(model, name).copy_(torch.as_tensor(value, dtype=torch.float32))
-        model.log_noise_std.requires_grad_(False)
-        model.to(device)
+        _load_parameters(
+            model, fit.M, fit.K, fit.B, fit.d, fit.readout_gain, fit.readout_offset, noise, device
+        )
         config = self._train_config(fit.observation, fit.bin_width, fit.calcium_decay, 0.0)
         smooth_s = self.smoothing
         if smooth_s is None:
@@ -794,6 +803,37 @@ def metrics_from_expected(
         quality = np.where(sst > 0, 1.0 - sse / sst, np.nan)
     r2 = float(1.0 - sse.sum() / sst.sum()) if sst.sum() > 0 else np.nan
     return {"log_likelihood": float(ll / y.size), "r2": r2}, quality
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Validated and resolved settings of one fit."""
+
+    rank: int
+    observation: str
+    alpha: float
+    calcium_decay: float
+    process_noise: float
+    n_test: int
+    smooth_bins: float
+    device: torch.device
+
+
+def _load_parameters(model, M, K, B, d, gain, offset, log_noise_std, device) -> None:
+    """Set the network's parameters (float32) and move it to ``device``."""
+    with torch.no_grad():
+        for name, value in (
+            ("M", M),
+            ("K", K),
+            ("B", B),
+            ("d", d),
+            ("readout_gain", gain),
+            ("readout_offset", offset),
+            ("log_noise_std", log_noise_std),
+        ):
+            getattr(model, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+    model.log_noise_std.requires_grad_(False)
+    model.to(device)
 
 
 def _positive_gains(model: LowRankRNN) -> None:
