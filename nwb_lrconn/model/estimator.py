@@ -76,6 +76,10 @@ class LowRankRNNEstimator(BaseEstimator):
     unit's standard deviation in the training data); after training ``noise_std_`` is set to each
     unit's residual root-mean-square error on the training trials, and reported likelihoods use it.
 
+    A stored fit (``read_results(path)``) becomes a fitted estimator again with
+    :meth:`from_results`, for :meth:`transform`, :meth:`predict` and :meth:`score` on new
+    recordings of the same units.
+
     Parameters
     ----------
     rank : int, default: 2
@@ -686,9 +690,9 @@ class LowRankRNNEstimator(BaseEstimator):
     def transform(self, recording: Recording) -> np.ndarray:
         """Infer the latents of each trial of ``recording`` (canonical gauge).
 
-        κ(0) comes from the encoder (the first bin mapped back to potentials and projected on
-        M), refined by maximising each trial's likelihood with the network fixed; the rest of the
-        trajectory follows from the dynamics.
+        κ(0) comes from the encoder (the first bin mapped back to potentials through the fitted
+        readout and projected on M), refined by maximising each trial's likelihood with the
+        network fixed; the rest of the trajectory follows from the dynamics.
 
         Parameters
         ----------
