@@ -19,6 +19,12 @@ table per section::
     rank = "auto"
     ranks = [1, 2, 3]
 
+Each hyperparameter is defined once: its default lives in the section here, and the signature of
+what it configures reads it (``LowRankRNNEstimator(max_epochs=FitConfig.max_epochs, ...)``,
+``laplace_posterior``, ``ConnectorEstimator``, ``MixtureConnectorEstimator``), so an empty section
+means the library's defaults. The one exception is ``distribution.sigma`` (see
+:class:`DistributionConfig`).
+
 Times are in seconds throughout.
 """
 
@@ -59,6 +65,7 @@ MAX_SEED = 2**32 - 1
 """Largest random seed (numpy and torch both accept it on every platform)."""
 _NORMALIZE = ("auto", None, "zscore", "dff")
 _WHERE_OPS = ("==", "!=", "<", "<=", ">", ">=", "in")
+_COVARIANCE_TYPES = ("auto", "full", "diag")
 
 
 def _check_optional_positive(value: Any, name: str) -> float | None:
@@ -326,6 +333,11 @@ class FitConfig:
         Time constant in seconds; ``alpha = bin_width / tau``.
     max_epochs : int, default: 500
         Maximum number of training epochs.
+    lbfgs_rounds : int, default: 30
+        Upper bound on rounds of 10 full-batch L-BFGS steps after Adam (0 = none).
+    refit_units : bool, default: True
+        Refit every unit's (m, b, d, g, c) on the fitted latents after the gradient phases,
+        kept only if the held-out loss drops (see ``LowRankRNNEstimator``).
     lr : float, default: 1e-2
         Adam learning rate.
     batch_size : int or None, default: 64
@@ -356,6 +368,8 @@ class FitConfig:
     alpha: float | None = None
     tau: float | None = None
     max_epochs: int = 500
+    lbfgs_rounds: int = 30
+    refit_units: bool = True
     lr: float = 1e-2
     batch_size: int | None = 64
     test_fraction: float = 0.2
@@ -396,6 +410,8 @@ class FitConfig:
             object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "tau", _check_optional_positive(self.tau, "fit.tau"))
         check_positive_int(self.max_epochs, "fit.max_epochs")
+        check_positive_int(self.lbfgs_rounds, "fit.lbfgs_rounds", minimum=0)
+        _check_bool(self.refit_units, "fit.refit_units")
         object.__setattr__(self, "lr", check_positive(self.lr, "fit.lr"))
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "fit.batch_size")
@@ -442,17 +458,34 @@ class PosteriorConfig:
     structure : {"auto", "dense", "blocks"}, default: "auto"
         Storage of the covariance: dense for small problems, per-unit blocks plus leading
         eigenpairs otherwise.
+    readout : {"marginal", "held"}, default: "marginal"
+        Integrate the readout gain and offset out, or hold them at their fitted values.
     n_eigenpairs : int, optional
         Leading eigenpairs of the data precision kept (default: the posterior's choice).
-    max_dense_params : int, default: 200
-        Largest parameter count stored densely under ``structure="auto"``.
+    max_dense_params : int, optional
+        When given, ``structure="auto"`` stores the covariance densely exactly when there are at
+        most this many parameters; by default the choice follows the estimated cost
+        (``budget_s``).
+    budget_s : float, default: 40.0
+        Time budget in nominal seconds on 2 CPU cores: the dense form is used when it fits, and
+        otherwise it caps the rank of the structured form's latent coupling.
+    coupling_tol : float, default: 3e-4
+        Structured form: stop enlarging the coupling subspace once at most this fraction of the
+        latent-mediated Fisher information lies outside it.
+    max_coupling_rank : int, optional
+        Structured form: largest dimension of the coupling subspace (default: the largest that
+        fits ``budget_s``).
     """
 
     enabled: bool = True
     prior_precision: float = 1.0
     structure: str = "auto"
+    readout: str = "marginal"
     n_eigenpairs: int | None = None
-    max_dense_params: int = 200
+    max_dense_params: int | None = None
+    budget_s: float = 40.0
+    coupling_tol: float = 3e-4
+    max_coupling_rank: int | None = None
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "posterior.enabled")
@@ -462,9 +495,13 @@ class PosteriorConfig:
             check_positive(self.prior_precision, "posterior.prior_precision"),
         )
         check_choice(self.structure, "posterior.structure", ("auto", "dense", "blocks"))
-        if self.n_eigenpairs is not None:
-            check_positive_int(self.n_eigenpairs, "posterior.n_eigenpairs")
-        check_positive_int(self.max_dense_params, "posterior.max_dense_params")
+        check_choice(self.readout, "posterior.readout", ("marginal", "held"))
+        for name in ("n_eigenpairs", "max_dense_params", "max_coupling_rank"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), f"posterior.{name}")
+        for name in ("budget_s", "coupling_tol"):
+            value = check_positive(getattr(self, name), f"posterior.{name}")
+            object.__setattr__(self, name, value)
 
     def posterior_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``laplace_posterior`` (``enabled`` excluded)."""
@@ -486,17 +523,25 @@ class DistributionConfig:
         ``nwb_lrconn.inference.distribution``); "gaussian" is that with one component. With
         too few units for any of them the stage is skipped; the result says which and why.
     sigma : float, default: 1.0
-        Spread added to k when drawing the stored samples (0 = the identifiable core).
+        Spread added to k when drawing the stored samples (0 = the identifiable core). The
+        one default that differs from the library's (``fit_distribution`` draws at 0): a run
+        stores samples with the unidentifiable spread.
     n_samples : int, default: 1000
         Number of units drawn and stored.
     max_components : int, default: 4
         Most mixture components tried (``model`` "auto" below the flow threshold, or "gmm").
+    covariance_type : {"auto", "full", "diag"}, default: "auto"
+        Covariances of the mixture components; "auto" lets the cross-validation choose.
+    n_folds : int, default: 5
+        Folds of the mixture's cross-validation over units.
     hidden_features : int or "auto", default: "auto"
         Width of the velocity MLPs ("auto" follows the number of units).
     n_layers : int, default: 4
         Hidden layers of the velocity MLPs.
     learning_rate : float, default: 3e-3
         AdamW learning rate.
+    weight_decay : float, default: 1e-5
+        AdamW weight decay.
     batch_size : int, default: 256
         Units per flow-A step.
     n_steps_a : int or "auto", default: "auto"
@@ -512,6 +557,9 @@ class DistributionConfig:
         Sets of S virtual units whose ridge targets are solved (flows and mixture alike).
     ode_step : float, default: 0.05
         Step of the midpoint ODE solver.
+    state_resolution : float or None, default: 0.1
+        Merge visited states closer than this many standard deviations into one weighted row of
+        the ridge targets (flows and mixture alike); None uses every state.
     pool_size : int, default: 20000
         Flow-A samples drawn once and reused as flow-B virtual units.
     validation_every : int or "auto", default: "auto"
@@ -520,6 +568,9 @@ class DistributionConfig:
         Validations worse than the best before flow A stops early (flow B with keep_best).
     keep_best : bool, default: False
         Keep flow B's best-validation state instead of the last state of its schedule.
+    validation_fraction : float, default: 0.1
+        Fraction of the units held out to stop flow A, and of the trials held out for the
+        one-step checks when the fit carries no test trials.
     """
 
     enabled: bool = True
@@ -527,9 +578,12 @@ class DistributionConfig:
     sigma: float = 1.0
     n_samples: int = 1000
     max_components: int = 4
+    covariance_type: str = "auto"
+    n_folds: int = 5
     hidden_features: int | str = "auto"
     n_layers: int = 4
     learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
     batch_size: int = 256
     n_steps_a: int | str = "auto"
     n_steps_b: int = 1000
@@ -537,21 +591,25 @@ class DistributionConfig:
     n_virtual_units: int = 1000
     n_target_sets: int = 20
     ode_step: float = 0.05
+    state_resolution: float | None = 0.1
     pool_size: int = 20000
     validation_every: int | str = "auto"
     patience: int = 5
     keep_best: bool = False
+    validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "distribution.enabled")
         _check_bool(self.keep_best, "distribution.keep_best")
         check_choice(self.model, "distribution.model", DISTRIBUTION_CHOICES)
+        check_choice(self.covariance_type, "distribution.covariance_type", _COVARIANCE_TYPES)
         object.__setattr__(
             self, "sigma", check_positive(self.sigma, "distribution.sigma", allow_zero=True)
         )
         for name in (
             "n_samples",
             "max_components",
+            "n_folds",
             "n_layers",
             "batch_size",
             "n_steps_b",
@@ -568,6 +626,19 @@ class DistributionConfig:
             )
         if not self.ode_step <= 1:
             raise ValueError(f"distribution.ode_step must be in (0, 1]; got {self.ode_step}.")
+        value = check_positive(self.weight_decay, "distribution.weight_decay", allow_zero=True)
+        object.__setattr__(self, "weight_decay", value)
+        object.__setattr__(
+            self,
+            "state_resolution",
+            _check_optional_positive(self.state_resolution, "distribution.state_resolution"),
+        )
+        fraction = check_positive(self.validation_fraction, "distribution.validation_fraction")
+        if not fraction < 1:
+            raise ValueError(
+                f"distribution.validation_fraction must be in (0, 1); got {fraction}."
+            )
+        object.__setattr__(self, "validation_fraction", fraction)
         check_positive_int(self.n_virtual_units, "distribution.n_virtual_units", minimum=2)
         if self.pool_size < self.n_virtual_units:
             raise ValueError(
@@ -577,15 +648,25 @@ class DistributionConfig:
 
     def estimator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``ConnectorEstimator`` (seed, device and progress excluded)."""
-        skip = ("enabled", "model", "sigma", "n_samples", "max_components")
+        skip = {"enabled", "model", "sigma", "n_samples", *_MIXTURE_ONLY}
         return {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
         }
 
     def mixture_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``MixtureConnectorEstimator`` (seed and components excluded)."""
-        names = ("max_components", "ridge_lambda", "n_virtual_units", "n_target_sets")
+        names = (
+            *_MIXTURE_ONLY,
+            "ridge_lambda",
+            "n_virtual_units",
+            "n_target_sets",
+            "state_resolution",
+            "validation_fraction",
+        )
         return {name: getattr(self, name) for name in names}
+
+
+_MIXTURE_ONLY = ("max_components", "covariance_type", "n_folds")
 
 
 def _check_int_or_auto(value: Any, name: str) -> None:

@@ -127,32 +127,7 @@ def test_estimator_kwargs_match_the_estimator_signature():
     params = inspect.signature(LowRankRNNEstimator).parameters
     assert set(kwargs) <= set(params)
     assert kwargs["rank"] == 3 and kwargs["tau"] == 0.1
-    # Defaults agree with the estimator's, so an empty [fit] section means the estimator defaults.
-    for name, value in FitConfig().estimator_kwargs(2).items():
-        assert params[name].default == value, name
-
-
-def test_distribution_kwargs_match_the_connector_signature():
-    import inspect
-
-    from nwb_lrconn.inference.connector import ConnectorEstimator
-
-    params = inspect.signature(ConnectorEstimator).parameters
-    for name, value in DistributionConfig().estimator_kwargs().items():
-        assert params[name].default == value, name
-
-
-def test_mixture_kwargs_match_the_mixture_signature():
-    import inspect
-
-    from nwb_lrconn.inference.mixture import MixtureConnectorEstimator
-
-    params = inspect.signature(MixtureConnectorEstimator).parameters
-    kwargs = DistributionConfig().mixture_kwargs()
-    assert set(kwargs) == {"max_components", "ridge_lambda", "n_virtual_units", "n_target_sets"}
-    for name, value in kwargs.items():
-        assert params[name].default == value, name
-    assert DistributionConfig(n_target_sets=3).mixture_kwargs()["n_target_sets"] == 3
+    # Defaults and keywords agree with the estimator's: see test_config_parity.py.
 
 
 def test_distribution_keywords_round_trip(tmp_path):
@@ -178,16 +153,6 @@ def test_distribution_keywords_round_trip(tmp_path):
     kwargs = config.distribution.estimator_kwargs()
     assert "model" not in kwargs and "max_components" not in kwargs
     assert kwargs["hidden_features"] == 64 and kwargs["n_target_sets"] == 5
-
-
-def test_posterior_kwargs_match_the_laplace_signature():
-    import inspect
-
-    from nwb_lrconn.inference.laplace import laplace_posterior
-
-    params = inspect.signature(laplace_posterior).parameters
-    for name, value in PosteriorConfig().posterior_kwargs().items():
-        assert params[name].default == value, name
 
 
 def test_candidate_ranks_are_sorted_and_follow_rank():

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice
+from ..config import DistributionConfig
 from ..data import DISTRIBUTION_CHOICES, ConnectivityDistribution, LowRankFit
 from .connector import (
     ConnectorData,
@@ -81,8 +82,8 @@ def choose_distribution_model(n_units: int, n_free: int, model: str = "auto") ->
 def fit_distribution(
     data: ConnectorData | LowRankFit,
     *,
-    model: str = "auto",
-    n_samples: int = 1000,
+    model: str = DistributionConfig.model,
+    n_samples: int = DistributionConfig.n_samples,
     sigma: float = 0.0,
     flow_params: dict[str, Any] | None = None,
     mixture_params: dict[str, Any] | None = None,

@@ -36,6 +36,7 @@ from .._validation import (
     check_positive_int,
     make_rng,
 )
+from ..config import PosteriorConfig
 from ..data import LowRankFit, PosteriorCovariance, Recording
 from .coupling import BlockLowRank, coupling_subspace, structured_covariance
 from .curvature import (
@@ -111,14 +112,14 @@ def laplace_posterior(
     fit: LowRankFit,
     recording: Recording,
     *,
-    prior_precision: float = 1.0,
-    structure: str = "auto",
-    readout: str = "marginal",
-    n_eigenpairs: int | None = None,
-    max_dense_params: int | None = None,
-    budget_s: float = 40.0,
-    coupling_tol: float = 3e-4,
-    max_coupling_rank: int | None = None,
+    prior_precision: float = PosteriorConfig.prior_precision,
+    structure: str = PosteriorConfig.structure,
+    readout: str = PosteriorConfig.readout,
+    n_eigenpairs: int | None = PosteriorConfig.n_eigenpairs,
+    max_dense_params: int | None = PosteriorConfig.max_dense_params,
+    budget_s: float = PosteriorConfig.budget_s,
+    coupling_tol: float = PosteriorConfig.coupling_tol,
+    max_coupling_rank: int | None = PosteriorConfig.max_coupling_rank,
     random_state=0,
 ) -> PosteriorCovariance:
     """Compute the Laplace posterior covariance ``(F + λI)⁻¹`` at a fit.

@@ -21,14 +21,13 @@ g* plays the part of flow B's core; nothing about k is learned from the N units 
 
 from __future__ import annotations
 
-import inspect
 import json
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import logsumexp, ndtri
 from scipy.stats import qmc
+from sklearn.base import BaseEstimator
 
 from .._validation import (
     check_array,
@@ -38,6 +37,7 @@ from .._validation import (
     check_positive_int,
     make_rng,
 )
+from ..config import DistributionConfig
 from ..data import ConnectivityDistribution, LowRankFit
 from ..model.rollout import activation
 from .connector import (
@@ -88,7 +88,7 @@ def _gaussian_log_pdf(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.nd
     return -0.5 * ((sol**2).sum(0) + log_det + x.shape[1] * _LOG_2PI)
 
 
-class MixtureConnectorEstimator:
+class MixtureConnectorEstimator(BaseEstimator):
     """Gaussian-mixture p(z) with Gaussian p(k | z) around the ridge conditional mean.
 
     Parameters
@@ -122,14 +122,14 @@ class MixtureConnectorEstimator:
         self,
         *,
         n_components: int | str = "auto",
-        covariance_type: str = "auto",
-        max_components: int = 4,
-        n_folds: int = 5,
-        ridge_lambda: float = 1e-5,
-        n_virtual_units: int = 1000,
-        n_target_sets: int = 20,
-        state_resolution: float | None = 0.1,
-        validation_fraction: float = 0.1,
+        covariance_type: str = DistributionConfig.covariance_type,
+        max_components: int = DistributionConfig.max_components,
+        n_folds: int = DistributionConfig.n_folds,
+        ridge_lambda: float = DistributionConfig.ridge_lambda,
+        n_virtual_units: int = DistributionConfig.n_virtual_units,
+        n_target_sets: int = DistributionConfig.n_target_sets,
+        state_resolution: float | None = DistributionConfig.state_resolution,
+        validation_fraction: float = DistributionConfig.validation_fraction,
         random_state: int | None = None,
     ) -> None:
         self.n_components = n_components
@@ -142,11 +142,6 @@ class MixtureConnectorEstimator:
         self.state_resolution = state_resolution
         self.validation_fraction = validation_fraction
         self.random_state = random_state
-
-    def get_params(self) -> dict[str, Any]:
-        """Return the hyperparameters as a dict (sklearn contract)."""
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        return {name: getattr(self, name) for name in names}
 
     def _check_params(self) -> None:
         if self.n_components != "auto":

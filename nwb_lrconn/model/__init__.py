@@ -1,4 +1,4 @@
-"""model room of nwb_lrconn: the torch lrRNN, observation models, fitting and simulators.
+"""The low-rank RNN of nwb_lrconn: the torch module, observation models, fitting and simulators.
 
 Public names are imported lazily (on first access), so ``nwb_lrconn.model.networks`` stays a
 numpy-only import:

@@ -1,13 +1,17 @@
-"""Fit a low-rank RNN to a :class:`~nwb_lrconn.data.Recording` (stage 1, DESIGN.md §4)."""
+"""Fit a low-rank RNN to a :class:`~nwb_lrconn.data.Recording` (stage 1)."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.special import gammaln as _gammaln
+from sklearn.base import BaseEstimator
 
 from .._validation import (
     check_choice,
@@ -17,10 +21,12 @@ from .._validation import (
     check_positive_int,
     make_rng,
 )
-from ..data import NONLINEARITIES, LowRankFit, Recording
-from . import _init
-from ._initial_latents import infer_initial, initial_prior
-from ._train import Batch, TrainConfig, batch_loss, train
+from ..config import FitConfig
+from ..data import NONLINEARITIES, LowRankFit, Recording, Results
+from ._engine import initialise as _init
+from ._engine.initial_latents import infer_initial, initial_prior
+from ._engine.loop import train
+from ._engine.objective import Batch, TrainConfig, batch_loss
 from .gauge import canonical_gauge
 from .lowrank import LowRankRNN
 from .observation import expected_observation
@@ -35,10 +41,10 @@ _AUTO_PROCESS_NOISE = 0.05
 _ALLOWED = {"spikes": ("poisson",), "rates": ("gaussian",), "calcium": ("calcium", "gaussian")}
 
 
-class LowRankRNNEstimator:
+class LowRankRNNEstimator(BaseEstimator):
     """Maximum-likelihood low-rank RNN with per-trial initial latents inferred from data.
 
-    The model (DESIGN.md §1): ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i``,
+    The model (described in ``tutorials/model.md``): ``x_i(t) = m_i·κ(t) + b_i·u(t) + d_i``,
     ``κ(t+1) = (1−α) κ(t) + (α/N) Σ_i k_i φ(x_i(t))``, observed through an affine readout
     ``g_i φ(x_i) + c_i`` (see :mod:`nwb_lrconn.model.observation`).
 
@@ -47,7 +53,7 @@ class LowRankRNNEstimator:
     1. trials are split at random into training and held-out sets (``test_fraction``);
     2. initialisation from the training data: observations are mapped back to potentials
        (spikes are smoothed over ``smoothing`` seconds first), PCA gives M and the latents, a
-       ridge regression of the latent updates gives K (``nwb_lrconn.model._init``);
+       ridge regression of the latent updates gives K (``nwb_lrconn.model._engine.initialise``);
     3. Adam on minibatches of training trials over (M, K, B, d, readout, κ(0) per training
        trial); each epoch the held-out trials' κ(0) take a Gauss–Newton step on their own
        likelihood (the model never sees held-out data) and the best held-out state is kept;
@@ -69,6 +75,10 @@ class LowRankRNNEstimator:
     For Gaussian and calcium observations the training loss uses a fixed per-unit noise scale (the
     unit's standard deviation in the training data); after training ``noise_std_`` is set to each
     unit's residual root-mean-square error on the training trials, and reported likelihoods use it.
+
+    A stored fit (``read_results(path)``) becomes a fitted estimator again with
+    :meth:`from_results`, for :meth:`transform`, :meth:`predict` and :meth:`score` on new
+    recordings of the same units.
 
     Parameters
     ----------
@@ -136,7 +146,7 @@ class LowRankRNNEstimator:
     progress : bool, default: False
         Show a tqdm progress bar over epochs when stderr is a terminal. Each phase (init, Adam,
         L-BFGS, unit refit, end) is also logged at INFO level with its elapsed time, on the
-        logger ``nwb_lrconn.model`` (children ``estimator`` and ``_train``).
+        logger ``nwb_lrconn.model`` (children ``estimator`` and ``_engine.loop``).
 
     Attributes
     ----------
@@ -169,24 +179,24 @@ class LowRankRNNEstimator:
 
     def __init__(
         self,
-        rank: int = 2,
+        rank: int = FitConfig.rank,
         *,
-        observation: str = "auto",
-        nonlinearity: str = "tanh",
-        alpha: float | None = None,
-        tau: float | None = None,
-        max_epochs: int = 500,
-        lbfgs_rounds: int = 30,
-        refit_units: bool = True,
-        lr: float = 1e-2,
-        batch_size: int | None = 64,
-        test_fraction: float = 0.2,
-        patience: int = 20,
-        tol: float = 0.01,
-        weight_decay: float = 0.0,
-        process_noise: float | str = "auto",
-        calcium_decay: float = 0.0,
-        smoothing: float | None = None,
+        observation: str = FitConfig.observation,
+        nonlinearity: str = FitConfig.nonlinearity,
+        alpha: float | None = FitConfig.alpha,
+        tau: float | None = FitConfig.tau,
+        max_epochs: int = FitConfig.max_epochs,
+        lbfgs_rounds: int = FitConfig.lbfgs_rounds,
+        refit_units: bool = FitConfig.refit_units,
+        lr: float = FitConfig.lr,
+        batch_size: int | None = FitConfig.batch_size,
+        test_fraction: float = FitConfig.test_fraction,
+        patience: int = FitConfig.patience,
+        tol: float = FitConfig.tol,
+        weight_decay: float = FitConfig.weight_decay,
+        process_noise: float | str = FitConfig.process_noise,
+        calcium_decay: float = FitConfig.calcium_decay,
+        smoothing: float | None = FitConfig.smoothing,
         random_state: int | None = None,
         device: str = "cpu",
         progress: bool = False,
@@ -288,6 +298,80 @@ class LowRankRNNEstimator:
             When ``device`` asks for CUDA and none is available.
         """
         started = time.perf_counter()
+        plan = self._plan(recording)
+        rng = make_rng(self.random_state)
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(int(rng.integers(2**62)))
+        perm = rng.permutation(recording.n_trials)
+        test_trials, train_trials = np.sort(perm[: plan.n_test]), np.sort(perm[plan.n_test :])
+        train_rec = recording.select_trials(train_trials)
+        test_rec = recording.select_trials(test_trials)
+        model, k0_train, k0_test, scale = self._initialise(train_rec, test_rec, plan, rng)
+        config = self._train_config(
+            plan.observation, recording.bin_width, plan.calcium_decay, plan.process_noise
+        )
+        train_batch = _to_batch(train_rec, plan.device)
+        test_batch = _to_batch(test_rec, plan.device)
+        if plan.observation == "poisson":
+            train_batch, test_batch = (b.with_log_factorial() for b in (train_batch, test_batch))
+        logger.info(
+            "init: %d units, rank %d, %s observation, %d training / %d held-out trials of %d "
+            "bins, in %.1f s",
+            recording.n_units,
+            plan.rank,
+            plan.observation,
+            len(train_trials),
+            len(test_trials),
+            recording.n_time,
+            time.perf_counter() - started,
+        )
+        history, k0_train_t, k0_test_t, best_epoch = train(
+            model,
+            _tensor(k0_train, plan.device),
+            _tensor(k0_test, plan.device),
+            train_batch,
+            test_batch,
+            config,
+            generator,
+        )
+        prior = initial_prior(k0_train_t)
+        k0_test_t = infer_initial(model, k0_test_t, test_batch, config, prior=prior)
+        if plan.observation != "poisson":
+            self._set_noise_scale(model, k0_train_t, train_batch, config, scale)
+        if self.nonlinearity == "tanh":
+            _positive_gains(model)
+        initial = torch.zeros(recording.n_trials, plan.rank, device=plan.device)
+        initial[torch.as_tensor(train_trials, device=plan.device)] = k0_train_t
+        initial[torch.as_tensor(test_trials, device=plan.device)] = k0_test_t
+        A_t = self._canonical_gauge(model, initial, recording)
+        initial = initial @ A_t.T
+        self._set_fitted(model, config, plan.observation, plan.alpha, plan.smooth_bins)
+        self.initial_latents_ = initial.detach().cpu().double().numpy()
+        self.latents_ = self._rollout_latents(model, initial, recording, plan.device)
+        self._initial_prior = _new_trial_prior(
+            self.latents_, recording.mask, train_trials, plan.device
+        )
+        self.loss_history_ = history
+        self.best_epoch_ = int(best_epoch)
+        self.train_trials_, self.test_trials_ = train_trials, test_trials
+        metrics, quality = self._evaluate(test_rec, k0_test_t @ A_t.T)
+        metrics["best_epoch"] = float(best_epoch)
+        metrics["n_epochs"] = float(len(history) - 1)
+        self.metrics_, self.unit_quality_ = metrics, quality
+        key = "bits_per_spike" if plan.observation == "poisson" else "r2"
+        logger.info(
+            "fit done in %.1f s: held-out %s %.4f (%d rows of loss history, best %d)",
+            time.perf_counter() - started,
+            "bits/spike" if key == "bits_per_spike" else "R²",
+            metrics[key],
+            len(history),
+            best_epoch,
+        )
+        self.fit_ = self._fit_record(recording, plan)
+        return self
+
+    def _plan(self, recording: Recording) -> _Plan:
+        """Validate the recording and the hyperparameters; resolve the "auto" ones."""
         self._check_recording(recording)
         rank = check_positive_int(self.rank, "rank")
         if rank > recording.n_units:
@@ -297,14 +381,13 @@ class LowRankRNNEstimator:
         observation = self._resolve_observation(recording.kind)
         check_choice(self.nonlinearity, "nonlinearity", NONLINEARITIES)
         alpha = self._resolve_alpha(recording.bin_width)
-        max_epochs = check_positive_int(self.max_epochs, "max_epochs", minimum=0)
-        lbfgs_rounds = check_positive_int(self.lbfgs_rounds, "lbfgs_rounds", minimum=0)
-        patience = check_positive_int(self.patience, "patience")
-        tol = check_positive(self.tol, "tol", allow_zero=True)
-        lr = check_positive(self.lr, "lr")
-        batch_size = (
-            None if self.batch_size is None else check_positive_int(self.batch_size, "batch_size")
-        )
+        check_positive_int(self.max_epochs, "max_epochs", minimum=0)
+        check_positive_int(self.lbfgs_rounds, "lbfgs_rounds", minimum=0)
+        check_positive_int(self.patience, "patience")
+        check_positive(self.tol, "tol", allow_zero=True)
+        check_positive(self.lr, "lr")
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
         check_positive(self.weight_decay, "weight_decay", allow_zero=True)
         process_noise = self._resolve_process_noise(observation)
         decay = check_positive(self.calcium_decay, "calcium_decay", allow_zero=True)
@@ -324,32 +407,32 @@ class LowRankRNNEstimator:
             )
         n_test = min(max(1, int(round(fraction * n_trials))), n_trials - 1)
         device = self._resolve_device()
-        rng = make_rng(self.random_state)
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(int(rng.integers(2**62)))
-        perm = rng.permutation(n_trials)
-        test_trials, train_trials = np.sort(perm[:n_test]), np.sort(perm[n_test:])
         smooth_s = self.smoothing
         if smooth_s is None:
             smooth_s = 0.5 * recording.bin_width / alpha
         smooth_bins = check_positive(smooth_s, "smoothing", allow_zero=True) / recording.bin_width
+        return _Plan(rank, observation, alpha, decay, process_noise, n_test, smooth_bins, device)
 
-        train_rec = recording.select_trials(train_trials)
-        test_rec = recording.select_trials(test_trials)
+    def _initialise(self, train_rec: Recording, test_rec: Recording, plan: _Plan, rng):
+        """The network from the training data (``_engine.initialise``), on ``plan.device``.
+
+        Returns the network, the training and held-out κ(0) (numpy) and the per-unit spread of
+        the training data (the fixed noise scale of the Gaussian training loss).
+        """
         linearizer = _init.fit_linearizer(
             train_rec.data,
             train_rec.mask,
-            observation=observation,
+            observation=plan.observation,
             nonlinearity=self.nonlinearity,
-            bin_width=recording.bin_width,
-            smooth_bins=smooth_bins if observation == "poisson" else 0.0,
+            bin_width=train_rec.bin_width,
+            smooth_bins=plan.smooth_bins if plan.observation == "poisson" else 0.0,
         )
         M, K, B, d, k0_train = _init.initial_loadings(
             linearizer.potentials(train_rec.data, train_rec.mask),
             train_rec.mask,
             train_rec.inputs,
-            rank=rank,
-            alpha=alpha,
+            rank=plan.rank,
+            alpha=plan.alpha,
             nonlinearity=self.nonlinearity,
             rng=rng,
         )
@@ -361,115 +444,42 @@ class LowRankRNNEstimator:
             None if test_rec.inputs is None else test_rec.inputs[:, 0],
         )
         model = LowRankRNN(
-            recording.n_units,
-            rank,
-            n_inputs=recording.n_inputs,
-            alpha=alpha,
+            train_rec.n_units,
+            plan.rank,
+            n_inputs=train_rec.n_inputs,
+            alpha=plan.alpha,
             nonlinearity=self.nonlinearity,
         )
         observed = train_rec.data[train_rec.mask]
         scale = np.maximum(observed.std(axis=0), 1e-6 * max(observed.std(), 1e-12))
+        log_noise = np.log(scale) if plan.observation != "poisson" else 0 * scale
+        _load_parameters(
+            model, M, K, B, d, linearizer.gain, linearizer.offset, log_noise, plan.device
+        )
+        return model, k0_train, k0_test, scale
+
+    def _set_noise_scale(self, model, k0_train, train_batch, config, scale) -> None:
+        """σ_i := residual RMS of unit i on the training trials (Gaussian and calcium)."""
         with torch.no_grad():
-            for name, value in (
-                ("M", M),
-                ("K", K),
-                ("B", B),
-                ("d", d),
-                ("readout_gain", linearizer.gain),
-                ("readout_offset", linearizer.offset),
-                ("log_noise_std", np.log(scale) if observation != "poisson" else 0 * scale),
-            ):
-                getattr(model, name).copy_(torch.as_tensor(value, dtype=torch.float32))
-        model.log_noise_std.requires_grad_(False)
-        model.to(device)
+            expected = self._expected(model, k0_train, train_batch, config)
+            resid = (train_batch.data - expected) ** 2 * train_batch.mask[..., None]
+            rms = (resid.sum((0, 1)) / train_batch.mask.sum()).sqrt()
+            floor = 1e-6 * torch.as_tensor(scale, dtype=rms.dtype, device=rms.device)
+            model.log_noise_std.copy_(torch.maximum(rms, floor).log())
 
-        config = TrainConfig(
-            observation=observation,
-            bin_width=recording.bin_width,
-            calcium_decay=decay,
-            max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            patience=patience,
-            weight_decay=self.weight_decay,
-            process_noise=process_noise,
-            progress=self.progress,
-            lbfgs_rounds=lbfgs_rounds,
-            refit_units=bool(self.refit_units),
-            tol=tol,
-        )
-        train_batch = _to_batch(train_rec, device)
-        test_batch = _to_batch(test_rec, device)
-        if observation == "poisson":
-            train_batch, test_batch = (b.with_log_factorial() for b in (train_batch, test_batch))
-        logger.info(
-            "init: %d units, rank %d, %s observation, %d training / %d held-out trials of %d "
-            "bins, in %.1f s",
-            recording.n_units,
-            rank,
-            observation,
-            len(train_trials),
-            len(test_trials),
-            recording.n_time,
-            time.perf_counter() - started,
-        )
-        history, k0_train_t, k0_test_t, best_epoch = train(
-            model,
-            _tensor(k0_train, device),
-            _tensor(k0_test, device),
-            train_batch,
-            test_batch,
-            config,
-            generator,
-        )
-        prior = initial_prior(k0_train_t)
-        k0_test_t = infer_initial(model, k0_test_t, test_batch, config, prior=prior)
-        if observation != "poisson":
-            with torch.no_grad():
-                expected = self._expected(model, k0_train_t, train_batch, config)
-                resid = (train_batch.data - expected) ** 2 * train_batch.mask[..., None]
-                rms = (resid.sum((0, 1)) / train_batch.mask.sum()).sqrt()
-                floor = 1e-6 * torch.as_tensor(scale, dtype=rms.dtype, device=rms.device)
-                model.log_noise_std.copy_(torch.maximum(rms, floor).log())
-
-        if self.nonlinearity == "tanh":
-            _positive_gains(model)
-        # Canonical gauge over every trial's visited states.
-        initial = torch.zeros(n_trials, rank, device=device)
-        initial[torch.as_tensor(train_trials, device=device)] = k0_train_t
-        initial[torch.as_tensor(test_trials, device=device)] = k0_test_t
+    def _canonical_gauge(self, model, initial, recording: Recording) -> torch.Tensor:
+        """Move ``model`` to the canonical gauge over every trial's visited states; return A."""
+        device = initial.device
         latents = self._rollout_latents(model, initial, recording, device)
         A = canonical_gauge(latents, model.M.detach().cpu().double().numpy(), recording.mask)
         A_t = torch.as_tensor(A, dtype=torch.float32, device=device)
         with torch.no_grad():
             model.M.copy_(model.M @ torch.linalg.inv(A_t))
             model.K.copy_(model.K @ A_t.T)
-        initial = initial @ A_t.T
-        self._set_fitted(model, linearizer, config, observation, alpha, smooth_bins)
-        # the κ(0) prior of new trials, in the canonical gauge (κ → A κ)
-        self._initial_prior = None
-        if prior is not None:
-            A_inv = torch.linalg.inv(A_t)
-            self._initial_prior = (prior[0] @ A_t.T, A_inv.T @ prior[1] @ A_inv)
-        self.initial_latents_ = initial.detach().cpu().double().numpy()
-        self.latents_ = self._rollout_latents(model, initial, recording, device)
-        self.loss_history_ = history
-        self.best_epoch_ = int(best_epoch)
-        self.train_trials_, self.test_trials_ = train_trials, test_trials
-        metrics, quality = self._evaluate(test_rec, k0_test_t @ A_t.T)
-        metrics["best_epoch"] = float(best_epoch)
-        metrics["n_epochs"] = float(len(history) - 1)
-        self.metrics_, self.unit_quality_ = metrics, quality
-        key = "bits_per_spike" if observation == "poisson" else "r2"
-        logger.info(
-            "fit done in %.1f s: held-out %s %.4f (%d rows of loss history, best %d)",
-            time.perf_counter() - started,
-            "bits/spike" if key == "bits_per_spike" else "R²",
-            metrics[key],
-            len(history),
-            best_epoch,
-        )
-        self.fit_ = LowRankFit(
+        return A_t
+
+    def _fit_record(self, recording: Recording, plan: _Plan) -> LowRankFit:
+        return LowRankFit(
             M=self.M_,
             K=self.K_,
             B=self.B_,
@@ -477,28 +487,26 @@ class LowRankRNNEstimator:
             readout_gain=self.readout_gain_,
             readout_offset=self.readout_offset_,
             noise_std=self.noise_std_,
-            rank=rank,
+            rank=plan.rank,
             nonlinearity=self.nonlinearity,
-            alpha=alpha,
+            alpha=plan.alpha,
             bin_width=recording.bin_width,
-            observation=observation,
+            observation=plan.observation,
             latents=self.latents_,
             latent_mask=recording.mask.copy(),
             trial_start_times=recording.trial_start_times.copy(),
-            loss_history=history,
-            metrics=metrics,
-            unit_quality=quality,
-            train_trials=train_trials,
-            test_trials=test_trials,
+            loss_history=self.loss_history_,
+            metrics=self.metrics_,
+            unit_quality=self.unit_quality_,
+            train_trials=self.train_trials_,
+            test_trials=self.test_trials_,
             unit_ids=recording.unit_ids.copy(),
             unit_rows=recording.unit_rows.copy(),
-            calcium_decay=decay,
+            calcium_decay=plan.calcium_decay,
         )
-        return self
 
-    def _set_fitted(self, model, linearizer, config, observation, alpha, smooth_bins) -> None:
+    def _set_fitted(self, model, config, observation, alpha, smooth_bins) -> None:
         self.model_ = model
-        self.linearizer_ = linearizer
         self._config = config
         self.observation_ = observation
         self.alpha_ = alpha
@@ -513,6 +521,121 @@ class LowRankRNNEstimator:
         self.readout_offset_ = as_np["readout_offset"]
         noise = model.log_noise_std.detach().exp().cpu().double().numpy()
         self.noise_std_ = np.ones_like(noise) if observation == "poisson" else noise
+        # New trials are mapped back to potentials through the fitted readout (the training
+        # data's linearisation is not part of the stored fit, and this one is the model's own).
+        self.linearizer_ = _init.Linearizer(
+            observation,
+            self.nonlinearity,
+            config.bin_width,
+            smooth_bins if observation == "poisson" else 0.0,
+            self.readout_gain_,
+            self.readout_offset_,
+        )
+
+    def _train_config(
+        self, observation: str, bin_width: float, calcium_decay: float, process_noise: float
+    ) -> TrainConfig:
+        """Optimisation settings from the (validated) hyperparameters."""
+        return TrainConfig(
+            observation=observation,
+            bin_width=bin_width,
+            calcium_decay=calcium_decay,
+            max_epochs=int(self.max_epochs),
+            lr=float(self.lr),
+            batch_size=None if self.batch_size is None else int(self.batch_size),
+            patience=int(self.patience),
+            weight_decay=float(self.weight_decay),
+            process_noise=process_noise,
+            progress=self.progress,
+            lbfgs_rounds=int(self.lbfgs_rounds),
+            refit_units=bool(self.refit_units),
+            tol=float(self.tol),
+        )
+
+    # ------------------------------------------------------------------ a stored fit
+    @classmethod
+    def from_results(
+        cls, fit_or_results: LowRankFit | Results, *, device: str = "cpu"
+    ) -> LowRankRNNEstimator:
+        """Rebuild a fitted estimator from a stored fit, to use on new recordings.
+
+        :meth:`transform`, :meth:`predict` and :meth:`score` of the rebuilt estimator give the
+        numbers of the estimator that made the fit (up to float32 rounding of the noise scale).
+
+        Parameters
+        ----------
+        fit_or_results : LowRankFit or Results
+            A stage-1 fit, e.g. ``read_results(path).fit``, or the whole :class:`Results`, whose
+            stored run configuration (``provenance.config_json``, section ``fit``) supplies the
+            hyperparameters that the fit record does not hold (``smoothing`` and the training
+            settings) and whose seed becomes ``random_state``.
+        device : str, default: "cpu"
+            Torch device of the rebuilt network.
+
+        Returns
+        -------
+        LowRankRNNEstimator
+            Fitted: ``model_``, the loadings, ``latents_``, ``metrics_`` and ``fit_`` are those of
+            the stored fit.
+
+        Raises
+        ------
+        TypeError
+            When given something other than a LowRankFit or Results.
+        """
+        if isinstance(fit_or_results, Results):
+            fit = fit_or_results.fit
+            params = _stored_fit_params(fit_or_results.provenance.config_json)
+            params.setdefault("random_state", fit_or_results.provenance.random_seed)
+        elif isinstance(fit_or_results, LowRankFit):
+            fit, params = fit_or_results, {}
+        else:
+            raise TypeError(
+                "from_results needs a nwb_lrconn.data.LowRankFit or Results; got "
+                f"{type(fit_or_results).__name__}."
+            )
+        params.update(
+            rank=fit.rank,
+            observation=fit.observation,
+            nonlinearity=fit.nonlinearity,
+            alpha=fit.alpha,
+            tau=None,
+            calcium_decay=fit.calcium_decay,
+            device=device,
+        )
+        est = cls(**params)
+        est._restore(fit)
+        return est
+
+    def _restore(self, fit: LowRankFit) -> None:
+        device = self._resolve_device()
+        model = LowRankRNN(
+            fit.n_units,
+            fit.rank,
+            n_inputs=fit.B.shape[1],
+            alpha=fit.alpha,
+            nonlinearity=fit.nonlinearity,
+        )
+        noise = np.zeros(fit.n_units) if fit.observation == "poisson" else np.log(fit.noise_std)
+        _load_parameters(
+            model, fit.M, fit.K, fit.B, fit.d, fit.readout_gain, fit.readout_offset, noise, device
+        )
+        config = self._train_config(fit.observation, fit.bin_width, fit.calcium_decay, 0.0)
+        smooth_s = self.smoothing
+        if smooth_s is None:
+            smooth_s = 0.5 * fit.bin_width / fit.alpha
+        self._set_fitted(model, config, fit.observation, fit.alpha, smooth_s / fit.bin_width)
+        self.latents_ = fit.latents.copy()
+        self.initial_latents_ = fit.latents[:, 0].copy()
+        self._initial_prior = _new_trial_prior(
+            fit.latents, fit.latent_mask, fit.train_trials, device
+        )
+        self.loss_history_ = fit.loss_history.copy()
+        self.best_epoch_ = int(fit.metrics.get("best_epoch", len(fit.loss_history) - 1))
+        self.train_trials_, self.test_trials_ = fit.train_trials.copy(), fit.test_trials.copy()
+        self.metrics_ = dict(fit.metrics)
+        self.unit_quality_ = fit.unit_quality.copy()
+        self.fit_ = fit
 
     @staticmethod
     def _expected(model, initial, batch: Batch, config: TrainConfig) -> torch.Tensor:
@@ -567,9 +690,9 @@ class LowRankRNNEstimator:
     def transform(self, recording: Recording) -> np.ndarray:
         """Infer the latents of each trial of ``recording`` (canonical gauge).
 
-        κ(0) comes from the encoder (the first bin mapped back to potentials and projected on
-        M), refined by maximising each trial's likelihood with the network fixed; the rest of the
-        trajectory follows from the dynamics.
+        κ(0) comes from the encoder (the first bin mapped back to potentials through the fitted
+        readout and projected on M), refined by maximising each trial's likelihood with the
+        network fixed; the rest of the trajectory follows from the dynamics.
 
         Parameters
         ----------
@@ -686,6 +809,37 @@ def metrics_from_expected(
     return {"log_likelihood": float(ll / y.size), "r2": r2}, quality
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Validated and resolved settings of one fit."""
+
+    rank: int
+    observation: str
+    alpha: float
+    calcium_decay: float
+    process_noise: float
+    n_test: int
+    smooth_bins: float
+    device: torch.device
+
+
+def _load_parameters(model, M, K, B, d, gain, offset, log_noise_std, device) -> None:
+    """Set the network's parameters (float32) and move it to ``device``."""
+    with torch.no_grad():
+        for name, value in (
+            ("M", M),
+            ("K", K),
+            ("B", B),
+            ("d", d),
+            ("readout_gain", gain),
+            ("readout_offset", offset),
+            ("log_noise_std", log_noise_std),
+        ):
+            getattr(model, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+    model.log_noise_std.requires_grad_(False)
+    model.to(device)
+
+
 def _positive_gains(model: LowRankRNN) -> None:
     """Flip units with a negative readout gain (φ odd: (m, k, b, d, g) → −(m, k, b, d, g))."""
     with torch.no_grad():
@@ -706,3 +860,21 @@ def _to_batch(recording: Recording, device) -> Batch:
         mask=torch.as_tensor(recording.mask, device=device),
         inputs=None if recording.inputs is None else _tensor(recording.inputs, device),
     )
+
+
+def _new_trial_prior(latents: np.ndarray, mask: np.ndarray, train_trials: np.ndarray, device):
+    """The κ(0) prior of new trials: the training trials' κ(0) (canonical gauge), widened."""
+    trials = np.asarray(train_trials)[np.asarray(mask)[train_trials, 0]]
+    return initial_prior(_tensor(latents[trials, 0], device))
+
+
+def _stored_fit_params(config_json: str) -> dict:
+    """Estimator keywords of the ``fit`` section of a stored run configuration ({} if none)."""
+    try:
+        section = json.loads(config_json).get("fit")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(section, dict):
+        return {}
+    names = set(inspect.signature(LowRankRNNEstimator).parameters) - {"rank"}
+    return {name: value for name, value in section.items() if name in names}

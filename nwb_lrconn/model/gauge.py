@@ -4,7 +4,8 @@ For any invertible A (R×R), the map
 
     κ → A κ,   M → M A⁻¹,   K → K Aᵀ,   B, d unchanged
 
-leaves every potential x = M κ + B u + d and every trajectory unchanged (DESIGN.md §2).
+leaves every potential x = M κ + B u + d and every trajectory unchanged (``tutorials/model.md``,
+"The gauge").
 
 **Canonical gauge** (what the estimator reports), deterministic given a fit:
 

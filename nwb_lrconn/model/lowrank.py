@@ -1,4 +1,4 @@
-"""The low-rank RNN as a torch module (pure math; training lives in ``_train.py``).
+"""The low-rank RNN as a torch module (pure math; training lives in :mod:`._engine`).
 
     x_i(t)   = m_i·κ(t) + b_i·u(t) + d_i                       (potential of unit i)
     κ(t+1)   = (1 − α) κ(t) + (α/N) Σ_i k_i φ(x_i(t)) + ξ(t)   (Euler step, α = Δt/τ)
@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .chunked import LossFn, rollout_loss
 from .rollout import activation, rollout_activity
 
 __all__ = ["LowRankRNN"]
@@ -122,7 +121,7 @@ class LowRankRNN(nn.Module):
         activity : Tensor of shape (n_trials, n_time, n_units)
             φ(x(t)), the unit activations.
         """
-        B, inputs = self._inputs(inputs, n_time)
+        B, inputs = self.input_weights(inputs, n_time)
         return rollout_activity(
             self.M,
             self.K,
@@ -136,46 +135,9 @@ class LowRankRNN(nn.Module):
             noise=noise,
         )
 
-    def rollout_loss(
-        self,
-        initial: Tensor,
-        n_time: int,
-        loss_fn: LossFn,
-        loss_params: tuple[Tensor, ...] = (),
-        *,
-        inputs: Tensor | None = None,
-        noise: Tensor | None = None,
-        loss_grad=None,
-    ) -> Tensor:
-        """Roll the dynamics forward and return Σ over time chunks of ``loss_fn``.
-
-        The activity is never held in full; see :func:`~nwb_lrconn.model.chunked.rollout_loss`
-        for the contract of ``loss_fn(activity, start, stop, *loss_params)`` and of its optional
-        closed-form gradient ``loss_grad``. Same arguments as :meth:`forward` otherwise.
-
-        Returns
-        -------
-        Tensor, scalar
-            The loss.
-        """
-        B, inputs = self._inputs(inputs, n_time)
-        return rollout_loss(
-            self.M,
-            self.K,
-            B,
-            self.d,
-            initial,
-            n_time,
-            loss_fn,
-            loss_params,
-            alpha=self.alpha,
-            nonlinearity=self.nonlinearity,
-            inputs=inputs,
-            noise=noise,
-            loss_grad=loss_grad,
-        )
-
-    def _inputs(self, inputs: Tensor | None, n_time: int) -> tuple[Tensor | None, Tensor | None]:
+    def input_weights(
+        self, inputs: Tensor | None, n_time: int
+    ) -> tuple[Tensor | None, Tensor | None]:
         """(B, u) for the rollout: both None for a network without inputs; u required otherwise."""
         if self.n_inputs == 0:
             return None, None

@@ -1,4 +1,4 @@
-"""The published rank-2 ground-truth networks (DESIGN.md §8), generators and latent simulator.
+"""The published rank-2 ground-truth networks, generators and latent simulator.
 
 Four networks of Kim et al. (2026), N = 1000 tanh units, α = 0.1, no inputs or bias:
 
@@ -177,7 +177,7 @@ def sample_network(name: str, n_units: int = 1000, *, random_state=None) -> Grou
     Parameters
     ----------
     name : {"quadstable", "bistable", "limit_cycle", "ring"}
-        Which law (DESIGN.md §8).
+        Which network (the four laws described above).
     n_units : int, default: 1000
         N.
     random_state : int, numpy Generator or None

@@ -11,8 +11,9 @@ Both functions are batched over trials and run on the device and dtype of ``M``.
 training under the calcium indicator kernel) is a custom autograd function with a hand-written
 adjoint: the forward loop records nothing, and the backward loop runs on the rank-R adjoint alone,
 with every O(N) product batched over all time steps at once. It supports first-order gradients
-only. Training otherwise goes through :func:`~nwb_lrconn.model.chunked.rollout_loss`, the same
-adjoint evaluated in cache-sized time chunks.
+only. Training otherwise goes through
+:func:`~nwb_lrconn.model._engine.chunk_loss.rollout_loss`, the same adjoint evaluated in
+cache-sized time chunks.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def _naive_batch(objective, model, initial, batch):
 
 
 def _latent_batch(objective, model, initial, batch, config):
-    from nwb_lrconn.model._train import batch_loss
+    from nwb_lrconn.model._engine.chunk_loss import network_rollout_loss
+    from nwb_lrconn.model._engine.objective import batch_loss
 
     if objective == "training":
         batch_loss(model, initial, batch, config).backward()
@@ -93,7 +94,7 @@ def _latent_batch(objective, model, initial, batch, config):
     def mse(activity, start, stop):
         return F.mse_loss(activity, batch.data[:, start:stop], reduction="sum") / count
 
-    model.rollout_loss(initial, batch.data.shape[1], mse).backward()
+    network_rollout_loss(model, initial, batch.data.shape[1], mse).backward()
 
 
 def _epoch(step, initial, batch, batch_size):
@@ -112,7 +113,7 @@ def _best_of(fn, repeats):
 
 
 def bench_epoch(n_units=1000, rank=2, n_per_side=20, n_time=100, batch_size=64, repeats=5):
-    from nwb_lrconn.model._train import Batch, TrainConfig
+    from nwb_lrconn.model._engine.objective import Batch, TrainConfig
     from nwb_lrconn.model.lowrank import LowRankRNN
     from nwb_lrconn.model.networks import grid_initial_conditions, sample_network
 
@@ -196,7 +197,12 @@ def _worker(spec_path: str) -> None:
     """Fit one case with whatever ``nwb_lrconn`` is importable; pickle what the parent needs."""
     import functools
 
-    from nwb_lrconn.model import _train, estimator
+    from nwb_lrconn.model import estimator
+
+    try:  # the training loop's home since the engine moved into its own subpackage
+        from nwb_lrconn.model._engine import loop as _train
+    except ImportError:  # an older checkout
+        from nwb_lrconn.model import _train
 
     with open(spec_path, "rb") as fh:
         spec = pickle.load(fh)

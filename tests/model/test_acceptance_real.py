@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nwb_lrconn.data import Recording
-from nwb_lrconn.model._init import smooth_counts
+from nwb_lrconn.model._engine.initialise import smooth_counts
 from nwb_lrconn.model.estimator import LowRankRNNEstimator
 
 pytestmark = pytest.mark.slow

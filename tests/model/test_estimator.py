@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from nwb_lrconn._validation import NotFittedError
 from nwb_lrconn.data import LowRankFit, Recording
@@ -217,6 +218,51 @@ def test_hyperparameters_are_stored_verbatim():
     est = LowRankRNNEstimator(rank=3, lr=0.5, random_state=None, device="cuda")
     assert (est.rank, est.lr, est.random_state, est.device) == (3, 0.5, None, "cuda")
     assert not any(name.endswith("_") for name in vars(est))
+
+
+def test_sklearn_clone_params_and_short_repr(quadstable_rates):
+    est = LowRankRNNEstimator(rank=3, lr=0.5, max_epochs=7, random_state=1)
+    twin = clone(est)
+    assert twin is not est and twin.get_params(deep=True) == est.get_params(deep=True)
+    assert repr(est) == "LowRankRNNEstimator(lr=0.5, max_epochs=7, random_state=1, rank=3)"
+    assert est.set_params(tau=0.2, lr=1e-3) is est
+    assert (est.tau, est.lr) == (0.2, 1e-3)
+    assert LowRankRNNEstimator(**est.get_params()).get_params() == est.get_params()
+    with pytest.raises(ValueError, match="Invalid parameter 'learning_rate'"):
+        est.set_params(learning_rate=1.0)
+    _, _, fitted = quadstable_rates
+    assert len(repr(fitted)) < 120 and "array" not in repr(fitted)
+    assert not hasattr(clone(fitted), "model_")
+
+
+@pytest.mark.parametrize("kind", ["spikes", "rates"])
+def test_a_fit_read_back_from_nwb_transforms_and_scores_like_the_original(kind, tmp_path):
+    from nwb_lrconn.config import RunConfig
+    from nwb_lrconn.data import Provenance, Results, SourceInfo
+    from nwb_lrconn.extension import read_results, write_results
+
+    est = LowRankRNNEstimator(**TINY, smoothing=0.03).fit(_tiny_recording(kind).to_recording())
+    config = RunConfig().with_overrides(smoothing=0.03, seed=3, max_epochs=3, lbfgs_rounds=1)
+    provenance = Provenance("0", config.to_json(), 3, SourceInfo(), "2026-01-01T00:00:00+00:00")
+    path = write_results(Results("tiny", est.fit_, provenance), None, tmp_path / "fit.nwb")
+    stored = read_results(path, "tiny")
+    rebuilt = LowRankRNNEstimator.from_results(stored)
+    resolved = {"alpha": est.alpha_, "observation": est.observation_}
+    assert rebuilt.get_params() == {**est.get_params(), **resolved}
+    new = _tiny_recording(kind, seed=1).to_recording()  # same network, other trials
+    np.testing.assert_allclose(rebuilt.transform(new), est.transform(new), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rebuilt.predict(new), est.predict(new), rtol=1e-6, atol=1e-6)
+    assert rebuilt.score(new) == pytest.approx(est.score(new), rel=1e-6)
+    np.testing.assert_array_equal(rebuilt.latents_, est.latents_)
+    np.testing.assert_array_equal(rebuilt.M_, est.M_)
+    assert rebuilt.metrics_ == est.metrics_ and rebuilt.best_epoch_ == est.best_epoch_
+    # From the fit record alone the stored smoothing is not known: the default is used.
+    assert LowRankRNNEstimator.from_results(stored.fit).smoothing is None
+
+
+def test_from_results_refuses_other_objects():
+    with pytest.raises(TypeError, match="needs a nwb_lrconn.data.LowRankFit or Results; got dict"):
+        LowRankRNNEstimator.from_results({})
 
 
 def test_unfitted_estimator_refuses_to_predict():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nwb_lrconn.model.chunked import rollout_loss
+from nwb_lrconn.model._engine.chunk_loss import rollout_loss
 from nwb_lrconn.model.rollout import activation, latent_rollout, rollout_activity
 
 N_TRIALS, N_TIME, N_UNITS, RANK, N_INPUTS = 3, 7, 11, 2, 2

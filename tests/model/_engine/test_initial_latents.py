@@ -1,15 +1,15 @@
-"""Per-trial κ(0) by damped Gauss–Newton (nwb_lrconn.model._initial_latents)."""
+"""Per-trial κ(0) by damped Gauss–Newton (nwb_lrconn.model._engine.initial_latents)."""
 
 import pytest
 import torch
 
-from nwb_lrconn.model._initial_latents import (
+from nwb_lrconn.model._engine.initial_latents import (
     _infer_initial_adam,
     _trial_terms,
     infer_initial,
     initial_prior,
 )
-from nwb_lrconn.model._train import Batch, TrainConfig, batch_loss
+from nwb_lrconn.model._engine.objective import Batch, TrainConfig, batch_loss
 from nwb_lrconn.model.lowrank import LowRankRNN
 from nwb_lrconn.model.observation import expected_observation, observation_nll
 

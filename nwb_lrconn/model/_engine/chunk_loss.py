@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .rollout import activation, activation_, activation_slope, unit_offset
+from ..rollout import activation, activation_, activation_slope, unit_offset
 
-__all__ = ["rollout_loss"]
+__all__ = ["network_rollout_loss", "rollout_loss"]
 
 _CHUNK_ELEMENTS = 1 << 19  # values per (n_trials, chunk, n_units) block: 2 MiB in float32
 
@@ -67,7 +67,7 @@ def rollout_loss(
         closed-form gradient of ``loss_fn`` (``grad_params`` one tensor or None per parameter;
         ``grad_activity`` a fresh tensor the backward may overwrite). Without it the backward
         differentiates ``loss_fn`` with autograd. See
-        :class:`~nwb_lrconn.model.objective.ChunkObjective`.
+        :class:`~nwb_lrconn.model._engine.objective.ChunkObjective`.
 
     Returns
     -------
@@ -241,3 +241,46 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             None,
             *[g if need and u else None for g, need, u in zip(grad_params, needs[10:], used)],
         )
+
+
+def network_rollout_loss(
+    model,
+    initial: Tensor,
+    n_time: int,
+    loss_fn: LossFn,
+    loss_params: tuple[Tensor, ...] = (),
+    *,
+    inputs: Tensor | None = None,
+    noise: Tensor | None = None,
+    loss_grad=None,
+) -> Tensor:
+    """:func:`rollout_loss` of a :class:`~nwb_lrconn.model.lowrank.LowRankRNN`'s dynamics.
+
+    Parameters
+    ----------
+    model : LowRankRNN
+        The network (its M, K, B, d, α and φ).
+    initial, n_time, loss_fn, loss_params, inputs, noise, loss_grad
+        As for :func:`rollout_loss` and :meth:`LowRankRNN.forward`.
+
+    Returns
+    -------
+    Tensor, scalar
+        The loss.
+    """
+    B, inputs = model.input_weights(inputs, n_time)
+    return rollout_loss(
+        model.M,
+        model.K,
+        B,
+        model.d,
+        initial,
+        n_time,
+        loss_fn,
+        loss_params,
+        alpha=model.alpha,
+        nonlinearity=model.nonlinearity,
+        inputs=inputs,
+        noise=noise,
+        loss_grad=loss_grad,
+    )

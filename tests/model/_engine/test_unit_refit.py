@@ -1,11 +1,12 @@
-"""Per-unit refit on fixed latents and the ridge output loadings (nwb_lrconn.model._refit)."""
+"""Per-unit refit on fixed latents and the ridge output loadings (model._engine.unit_refit)."""
 
 import numpy as np
 import pytest
 import torch
 
-from nwb_lrconn.model._refit import _unit_terms, refit_units, ridge_output_loadings
-from nwb_lrconn.model._train import Batch, TrainConfig, _refit_phase, batch_loss
+from nwb_lrconn.model._engine.loop import _refit_phase
+from nwb_lrconn.model._engine.objective import Batch, TrainConfig, batch_loss
+from nwb_lrconn.model._engine.unit_refit import _unit_terms, refit_units, ridge_output_loadings
 from nwb_lrconn.model.lowrank import LowRankRNN
 
 

@@ -1,8 +1,8 @@
-"""Data-driven initialisation (nwb_lrconn.model._init)."""
+"""Data-driven initialisation (nwb_lrconn.model._engine.initialise)."""
 
 import numpy as np
 
-from nwb_lrconn.model import _init
+from nwb_lrconn.model._engine import initialise as _init
 from nwb_lrconn.model.networks import grid_initial_conditions, sample_network
 from nwb_lrconn.model.simulate import simulate_spikes
 

@@ -18,7 +18,7 @@ product per step. A pass costs about one training forward-and-backward over the 
 handful of passes converge where first-order steps on κ(0) need a hundred.
 
 Under the calcium indicator kernel the readout is filtered along the trial; there κ(0) is
-refined by Adam on :func:`~nwb_lrconn.model._train.batch_loss` instead.
+refined by Adam on :func:`~nwb_lrconn.model._engine.objective.batch_loss` instead.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .observation import _RATE_FLOOR
-from .rollout import activation, activation_slope, unit_offset
+from ..observation import _RATE_FLOOR
+from ..rollout import activation, activation_slope, unit_offset
 
 __all__ = ["infer_initial", "initial_prior"]
 
@@ -194,7 +194,7 @@ def _trial_terms(model, kappa: Tensor, batch, config) -> tuple[Tensor, Tensor, T
 
 def _infer_initial_adam(model, initial, batch, config, *, n_steps: int, lr: float = 0.05):
     """κ(0) by Adam on the batch loss (learning rate decayed tenfold); the lowest loss seen."""
-    from ._train import batch_loss
+    from .objective import batch_loss
 
     kappa = torch.nn.Parameter(initial.detach().clone())
     optimizer = torch.optim.Adam([kappa], lr=lr)

@@ -1,4 +1,4 @@
-"""Training helpers (nwb_lrconn.model._train)."""
+"""Training helpers (nwb_lrconn.model._engine.loop)."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_lrconn.model._train import Batch, TrainConfig, _Monitor, loss_spread, weight_penalty
+from nwb_lrconn.model._engine.loop import _Monitor, loss_spread, weight_penalty
+from nwb_lrconn.model._engine.objective import Batch, TrainConfig
 from nwb_lrconn.model.lowrank import LowRankRNN
 from nwb_lrconn.model.observation import expected_observation, observation_nll
 

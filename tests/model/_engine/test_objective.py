@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nwb_lrconn.model._train import Batch, TrainConfig, batch_loss
+from nwb_lrconn.model._engine.objective import Batch, ChunkObjective, TrainConfig, batch_loss
 from nwb_lrconn.model.lowrank import LowRankRNN
-from nwb_lrconn.model.objective import ChunkObjective
 from nwb_lrconn.model.observation import expected_observation, masked_mean, observation_nll
 
 N_TRIALS, N_TIME, N_UNITS = 4, 9, 13

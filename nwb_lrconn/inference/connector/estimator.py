@@ -1,469 +1,32 @@
-"""The maximum-entropy connectivity distribution ("Connector", Kim et al. 2026).
-
-Two continuous normalizing flows trained by conditional flow matching (:mod:`.flows`):
-
-- **flow A** over the per-unit input-side vector z = (m, b, d) of the stage-1 fit;
-- **flow B** over the output-side loading k given z. Its targets: sets of S virtual units z_s
-  are drawn from flow A, their activations Φ_{t,s} = φ(m_s·κ_t + b_s·u_t + d_s)
-  are formed over the training latents, and the latent updates Y_t = κ_{t+1} − (1−α)κ_t are
-  regressed onto (α/S)Φ with the ridge (maximum-entropy Gaussian prior) strength λ:
-
-      k̂ = argmin_k ‖Y − (α/S) Φ k‖² + λ‖k‖².
-
-Cost (what makes this fast, and scale with the data): the latent features X_t = (κ_t, u_t, 1) are
-computed once and, by default, the visited states are merged into a weighted quadrature (states
-closer than ``state_resolution`` standard deviations share one row, its weight the number of
-merged rows), so Φ has a few thousand rows instead of n_trials·n_time; each ridge system is solved
-by Cholesky in the smaller of its S×S and rows×rows forms, for ``n_target_sets`` sets of virtual
-units drawn once from a pool of flow-A samples, which flow B's steps then cycle through; the
-velocity networks' width and flow A's schedule follow the number of units
-(:func:`auto_hidden_features`, :func:`auto_flow_steps`), and flow A stops on the log-likelihood of
-held-out units. Flow B's held-out one-step prediction error is recorded every
-``validation_every`` steps (and stops it only with ``keep_best``).
-
-Which units count as "enough" for flows at all is decided in :mod:`.distribution`; below that,
-:mod:`.mixture` holds the simpler model.
-"""
+"""The two flows: :class:`ConnectorEstimator` trains them, samples networks and gives densities."""
 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import qmc
+from sklearn.base import BaseEstimator
 from torch import Tensor
 
-from .._validation import (
+from ..._validation import (
     check_array,
-    check_choice,
     check_is_fitted,
     check_positive,
     check_positive_int,
     make_rng,
 )
-from ..data import NONLINEARITIES, ConnectivityDistribution, LowRankFit
-from ..model.rollout import activation
-from .flows import VelocityMLP, flow_log_prob, flow_matching_loss, integrate_flow
+from ...config import DistributionConfig
+from ...data import ConnectivityDistribution, LowRankFit
+from ...model.rollout import activation
+from ..flows import VelocityMLP, flow_log_prob, flow_matching_loss, integrate_flow
+from .data import ConnectorData, z_scaling
+from .ridge import build_state_quadrature, quadrature_ridge_targets
 
-__all__ = [
-    "ConnectorData",
-    "StateQuadrature",
-    "build_state_quadrature",
-    "quadrature_ridge_targets",
-    "ridge_state_coefficients",
-    "ConnectorEstimator",
-    "varying_z_columns",
-    "z_scaling",
-    "auto_flow_steps",
-    "auto_hidden_features",
-    "connector_from_distribution",
-]
-
-
-@dataclass(frozen=True)
-class ConnectorData:
-    """What Connector learns from: per-unit z = (m, b, d) and the latent trajectories.
-
-    Attributes
-    ----------
-    z : ndarray of shape (n_units, rank + n_inputs + 1)
-        Rows ``(m_i, b_i, d_i)`` in the canonical gauge.
-    latents : ndarray of shape (n_trials, n_time, rank)
-        κ(t) per trial.
-    latent_mask : ndarray of shape (n_trials, n_time), bool
-        True where κ(t) is valid; a transition t → t+1 is used when both bins are valid.
-    alpha : float
-        Euler step Δt/τ.
-    nonlinearity : {"tanh", "relu", "softplus"}
-        φ.
-    inputs : ndarray of shape (n_trials, n_time, n_inputs), optional
-        u(t); required when z has input columns.
-    test_trials : ndarray of int, optional
-        Held-out trials (validation of flow B); None lets the estimator draw its own split.
-    """
-
-    z: np.ndarray
-    latents: np.ndarray
-    latent_mask: np.ndarray
-    alpha: float
-    nonlinearity: str = "tanh"
-    inputs: np.ndarray | None = None
-    test_trials: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        latents = check_array(
-            self.latents, "ConnectorData.latents", ndim=3, dtype=np.float64, finite=True
-        )
-        n_trials, n_time, rank = latents.shape
-        n_inputs = 0 if self.inputs is None else np.shape(self.inputs)[-1]
-        z = check_array(
-            self.z,
-            "ConnectorData.z",
-            shape=(None, rank + n_inputs + 1),
-            dtype=np.float64,
-            finite=True,
-        )
-        mask = check_array(
-            self.latent_mask, "ConnectorData.latent_mask", shape=(n_trials, n_time), dtype=bool
-        )
-        if self.inputs is not None:
-            inputs = check_array(
-                self.inputs,
-                "ConnectorData.inputs",
-                shape=(n_trials, n_time, None),
-                dtype=np.float64,
-                finite=True,
-            )
-            object.__setattr__(self, "inputs", inputs)
-        check_positive(self.alpha, "ConnectorData.alpha")
-        check_choice(self.nonlinearity, "ConnectorData.nonlinearity", NONLINEARITIES)
-        if self.test_trials is not None:
-            test = np.asarray(self.test_trials, dtype=np.int64)
-            if test.ndim != 1 or np.any(test < 0) or np.any(test >= n_trials):
-                raise ValueError(
-                    f"ConnectorData.test_trials must be trial indices in [0, {n_trials}); "
-                    f"got {self.test_trials!r}."
-                )
-            object.__setattr__(self, "test_trials", test)
-        if z.shape[0] < 2:
-            raise ValueError(f"ConnectorData.z needs at least 2 units; got {z.shape[0]}.")
-        if not np.any(mask[:, :-1] & mask[:, 1:]):
-            raise ValueError("ConnectorData.latent_mask leaves no transition t → t+1.")
-        object.__setattr__(self, "z", z)
-        object.__setattr__(self, "latents", latents)
-        object.__setattr__(self, "latent_mask", mask)
-        object.__setattr__(self, "alpha", float(self.alpha))
-
-    @property
-    def rank(self) -> int:
-        """Rank R."""
-        return self.latents.shape[2]
-
-    @property
-    def n_inputs(self) -> int:
-        """Number of input channels D_u."""
-        return self.z.shape[1] - self.rank - 1
-
-    @classmethod
-    def from_fit(cls, fit: LowRankFit, *, inputs: np.ndarray | None = None) -> ConnectorData:
-        """Build from a stage-1 fit: z = (M, B, d), its latents, mask, α, φ and held-out trials.
-
-        Parameters
-        ----------
-        fit : LowRankFit
-            The stage-1 fit.
-        inputs : ndarray of shape (n_trials, n_time, n_inputs), optional
-            u(t) of the fitted recording; required when ``fit.B`` has columns.
-
-        Returns
-        -------
-        ConnectorData
-        """
-        if not isinstance(fit, LowRankFit):
-            raise TypeError(f"fit must be a LowRankFit; got {type(fit).__name__}.")
-        if fit.B.shape[1] > 0 and inputs is None:
-            raise ValueError(
-                f"fit has {fit.B.shape[1]} input channel(s) (B has {fit.B.shape[1]} columns): "
-                "pass the recording's inputs."
-            )
-        z = np.concatenate([fit.M, fit.B, fit.d[:, None]], axis=1)
-        test = fit.test_trials if fit.test_trials.size else None
-        return cls(
-            z=z,
-            latents=fit.latents,
-            latent_mask=fit.latent_mask,
-            alpha=fit.alpha,
-            nonlinearity=fit.nonlinearity,
-            inputs=inputs if fit.B.shape[1] > 0 else None,
-            test_trials=test,
-        )
-
-    @classmethod
-    def from_loadings(
-        cls,
-        M: np.ndarray,
-        latents: np.ndarray,
-        *,
-        alpha: float,
-        nonlinearity: str = "tanh",
-        B: np.ndarray | None = None,
-        d: np.ndarray | None = None,
-        inputs: np.ndarray | None = None,
-        latent_mask: np.ndarray | None = None,
-        test_trials: np.ndarray | None = None,
-    ) -> ConnectorData:
-        """Build from known loadings and latents (the ground-truth path).
-
-        Parameters
-        ----------
-        M : ndarray of shape (n_units, rank)
-            Input-side loadings.
-        latents : ndarray of shape (n_trials, n_time, rank)
-            κ(t) per trial.
-        alpha : float
-            Δt/τ.
-        nonlinearity : str, default: "tanh"
-            φ.
-        B : ndarray of shape (n_units, n_inputs), optional
-            Input weights (with ``inputs``).
-        d : ndarray of shape (n_units,), optional
-            Biases; zeros by default.
-        inputs : ndarray of shape (n_trials, n_time, n_inputs), optional
-            u(t).
-        latent_mask : ndarray of shape (n_trials, n_time), optional
-            All True by default.
-        test_trials : ndarray of int, optional
-            Held-out trials.
-
-        Returns
-        -------
-        ConnectorData
-        """
-        M = check_array(M, "M", ndim=2, dtype=np.float64)
-        n_units = M.shape[0]
-        B = np.zeros((n_units, 0)) if B is None else check_array(B, "B", shape=(n_units, None))
-        d = np.zeros(n_units) if d is None else check_array(d, "d", shape=(n_units,))
-        latents = np.asarray(latents, dtype=np.float64)
-        mask = np.ones(latents.shape[:2], bool) if latent_mask is None else latent_mask
-        return cls(
-            z=np.concatenate([M, B, d[:, None]], axis=1),
-            latents=latents,
-            latent_mask=mask,
-            alpha=alpha,
-            nonlinearity=nonlinearity,
-            inputs=inputs,
-            test_trials=test_trials,
-        )
-
-    def transitions(self, trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Latent features and updates of every valid transition of ``trials``.
-
-        Returns
-        -------
-        features : ndarray of shape (n_rows, rank + n_inputs + 1)
-            X_t = (κ_t, u_t, 1), so that the potential of a unit is ``X_t · z``.
-        updates : ndarray of shape (n_rows, rank)
-            Y_t = κ_{t+1} − (1 − α) κ_t.
-        """
-        trials = np.asarray(trials, dtype=np.int64)
-        lat = self.latents[trials]
-        valid = self.latent_mask[trials, :-1] & self.latent_mask[trials, 1:]
-        kappa = lat[:, :-1][valid]
-        updates = lat[:, 1:][valid] - (1 - self.alpha) * kappa
-        parts = [kappa]
-        if self.inputs is not None:
-            parts.append(self.inputs[trials, :-1][valid])
-        parts.append(np.ones((kappa.shape[0], 1)))
-        return np.concatenate(parts, axis=1), updates
-
-
-@dataclass(frozen=True)
-class StateQuadrature:
-    """Visited states merged into weighted rows: Σ_t f(X_t) ≈ Σ_b w_b f(X̄_b).
-
-    Attributes
-    ----------
-    features : ndarray of shape (n_rows, n_z)
-        Mean features X̄_b of each group of merged states.
-    update_sums : ndarray of shape (n_rows, rank)
-        Sum of the updates Y_t of each group.
-    weights : ndarray of shape (n_rows,)
-        Number of merged states per group.
-    """
-
-    features: np.ndarray
-    update_sums: np.ndarray
-    weights: np.ndarray
-
-
-def build_state_quadrature(
-    features: np.ndarray, updates: np.ndarray, *, resolution: float | None
-) -> StateQuadrature:
-    """Merge visited states that fall in the same cell of a grid (exact when ``resolution=None``).
-
-    Cells have width ``resolution`` × (standard deviation of each varying feature column). The
-    ridge normal equations only need Σ_t φ_tφ_tᵀ and Σ_t φ_t Y_tᵀ, so merging states that differ
-    by δ changes them by O(δ²) (features are averaged within a cell, updates summed).
-
-    Parameters
-    ----------
-    features : ndarray of shape (n_states, n_z)
-        X_t.
-    updates : ndarray of shape (n_states, rank)
-        Y_t.
-    resolution : float or None
-        Cell width in standard deviations; None keeps every state.
-
-    Returns
-    -------
-    StateQuadrature
-    """
-    if resolution is None:
-        return StateQuadrature(features, updates, np.ones(features.shape[0]))
-    check_positive(resolution, "state_resolution")
-    std = features.std(axis=0)
-    free = std > 0
-    key = np.floor(features[:, free] / (resolution * std[free])).astype(np.int64)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    feat = np.zeros((counts.size, features.shape[1]))
-    sums = np.zeros((counts.size, updates.shape[1]))
-    np.add.at(feat, inverse, features)
-    np.add.at(sums, inverse, updates)
-    return StateQuadrature(feat / counts[:, None], sums, counts.astype(np.float64))
-
-
-def quadrature_ridge_targets(
-    features: Tensor,
-    update_sums: Tensor,
-    weights: Tensor,
-    z: Tensor,
-    *,
-    alpha: float,
-    ridge_lambda: float,
-    nonlinearity: str = "tanh",
-) -> Tensor:
-    """Ridge output loadings k̂ = argmin ‖Y − (α/S) Φ k‖² + λ‖k‖² of S virtual units.
-
-    With A = diag(√w) Φ and c = λ S²/α², the solution is
-    ``k̂ = (S/α) (AᵀA + cI)⁻¹ Φᵀ Y_sum = (S/α) Aᵀ (AAᵀ + cI)⁻¹ (Y_sum / √w)``; the smaller of the
-    two systems is solved by Cholesky.
-
-    Parameters
-    ----------
-    features : Tensor of shape (n_rows, n_z)
-        State features X_t = (κ_t, u_t, 1) (quadrature rows).
-    update_sums : Tensor of shape (n_rows, rank)
-        Sum of Y_t per row.
-    weights : Tensor of shape (n_rows,)
-        Number of states per row (ones when exact).
-    z : Tensor of shape (S, n_z)
-        Virtual units (m, b, d).
-    alpha : float
-        Δt/τ.
-    ridge_lambda : float
-        λ.
-    nonlinearity : str, default: "tanh"
-        φ.
-
-    Returns
-    -------
-    Tensor of shape (S, rank)
-        k̂, in the dtype of ``features``.
-    """
-    n_virtual = z.shape[0]
-    root_w = weights.sqrt()[:, None]
-    phi = activation(features @ z.to(features.dtype).T, nonlinearity)  # (n_rows, S)
-    a = phi * root_w
-    c = ridge_lambda * n_virtual**2 / alpha**2
-    if a.shape[0] >= n_virtual:
-        gram = a.T @ a
-        gram.diagonal().add_(c)
-        chol = torch.linalg.cholesky(gram)
-        k = torch.cholesky_solve(phi.T @ update_sums, chol)
-    else:
-        gram = a @ a.T
-        gram.diagonal().add_(c)
-        chol = torch.linalg.cholesky(gram)
-        k = a.T @ torch.cholesky_solve(update_sums / root_w, chol)
-    return (n_virtual / alpha) * k
-
-
-def ridge_state_coefficients(
-    features: Tensor,
-    update_sums: Tensor,
-    weights: Tensor,
-    z_sets: list[Tensor],
-    *,
-    alpha: float,
-    ridge_lambda: float,
-    nonlinearity: str = "tanh",
-) -> Tensor:
-    """The ridge conditional mean as a function of z: g*(z) = Σ_b φ(X̄_b · z) β_b.
-
-    By the push-through form of :func:`quadrature_ridge_targets`, the ridge loadings of a set of
-    S virtual units are ``k̂_s = (S/α) Σ_b √w_b φ(X̄_b · z_s) u_b`` with
-    ``u = (AAᵀ + cI)⁻¹ (Y_sum / √w)``: a fixed combination of the visited states' activations,
-    defined for every z. Averaging the rows × rows Gram matrix AAᵀ over several sets removes the
-    set-to-set jitter of finite S while keeping the ridge strength of S units (c = λS²/α²).
-
-    Parameters
-    ----------
-    features, update_sums, weights : Tensor
-        Quadrature rows, as for :func:`quadrature_ridge_targets`.
-    z_sets : list of Tensor of shape (S, n_z)
-        Sets of S virtual units drawn from p(z).
-    alpha, ridge_lambda : float
-        Δt/τ and λ.
-    nonlinearity : str, default: "tanh"
-        φ.
-
-    Returns
-    -------
-    Tensor of shape (n_rows, rank)
-        β, in the dtype of ``features``.
-    """
-    n_virtual = z_sets[0].shape[0]
-    root_w = weights.sqrt()[:, None]
-    gram = torch.zeros(features.shape[0], features.shape[0], dtype=features.dtype)
-    for z in z_sets:
-        a = activation(features @ z.to(features.dtype).T, nonlinearity) * root_w
-        gram += a @ a.T
-    gram /= len(z_sets)
-    gram.diagonal().add_(ridge_lambda * n_virtual**2 / alpha**2)
-    u = torch.cholesky_solve(update_sums / root_w, torch.linalg.cholesky(gram))
-    return (n_virtual / alpha) * root_w * u
-
-
-def varying_z_columns(z: np.ndarray) -> np.ndarray:
-    """Columns of z that vary across units (constant ones, e.g. d ≡ 0, are not modelled).
-
-    Parameters
-    ----------
-    z : ndarray of shape (n_units, n_z)
-        Rows (m, b, d).
-
-    Returns
-    -------
-    ndarray of bool, shape (n_z,)
-    """
-    mean, std = z.mean(axis=0), z.std(axis=0)
-    return std > 1e-12 * (1 + np.abs(mean))
-
-
-def z_scaling(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Standardisation of z used by the distribution models: x = ((z − mean) / std)[free].
-
-    Parameters
-    ----------
-    z : ndarray of shape (n_units, n_z)
-        Rows (m, b, d).
-
-    Returns
-    -------
-    free : ndarray of bool, shape (n_z,)
-        Varying columns (:func:`varying_z_columns`).
-    mean, std : ndarray of shape (n_z,)
-        Column means and standard deviations (0 and 1 on constant columns).
-    fill : ndarray of shape (n_z,)
-        Value of each constant column (0 on varying ones).
-
-    Raises
-    ------
-    ValueError
-        When every column is constant.
-    """
-    free = varying_z_columns(z)
-    if not free.any():
-        raise ValueError("Every column of z is constant: there is no distribution to learn.")
-    mean, std = z.mean(axis=0), z.std(axis=0)
-    return free, np.where(free, mean, 0.0), np.where(free, std, 1.0), np.where(free, 0.0, mean)
+__all__ = ["ConnectorEstimator", "auto_flow_steps", "auto_hidden_features"]
 
 
 def auto_flow_steps(n_units: int) -> int:
@@ -505,7 +68,7 @@ def auto_hidden_features(n_units: int) -> int:
     return int(min(128, max(32, 2 ** round(np.log2(max(n_units, 1) / 8)))))
 
 
-class ConnectorEstimator:
+class ConnectorEstimator(BaseEstimator):
     """Maximum-entropy connectivity distribution p(z) p(k | z) learned by two flows.
 
     Parameters
@@ -548,7 +111,7 @@ class ConnectorEstimator:
         Step of the midpoint ODE solver (sampling and log-densities).
     state_resolution : float or None, default: 0.1
         Merge visited states closer than this many standard deviations (see
-        :func:`build_state_quadrature`); None uses every state.
+        :func:`.ridge.build_state_quadrature`); None uses every state.
     pool_size : int, default: 20000
         Flow-A samples drawn once and reused as flow-B virtual units.
     validation_every : int or "auto", default: "auto"
@@ -579,23 +142,23 @@ class ConnectorEstimator:
     def __init__(
         self,
         *,
-        hidden_features: int | str = "auto",
-        n_layers: int = 4,
-        learning_rate: float = 3e-3,
-        weight_decay: float = 1e-5,
-        batch_size: int = 256,
-        n_steps_a: int | str = "auto",
-        n_steps_b: int = 1000,
-        ridge_lambda: float = 1e-5,
-        n_virtual_units: int = 1000,
-        n_target_sets: int | None = 20,
-        ode_step: float = 0.05,
-        state_resolution: float | None = 0.1,
-        pool_size: int = 20000,
-        validation_every: int | str = "auto",
-        patience: int = 5,
-        keep_best: bool = False,
-        validation_fraction: float = 0.1,
+        hidden_features: int | str = DistributionConfig.hidden_features,
+        n_layers: int = DistributionConfig.n_layers,
+        learning_rate: float = DistributionConfig.learning_rate,
+        weight_decay: float = DistributionConfig.weight_decay,
+        batch_size: int = DistributionConfig.batch_size,
+        n_steps_a: int | str = DistributionConfig.n_steps_a,
+        n_steps_b: int = DistributionConfig.n_steps_b,
+        ridge_lambda: float = DistributionConfig.ridge_lambda,
+        n_virtual_units: int = DistributionConfig.n_virtual_units,
+        n_target_sets: int | None = DistributionConfig.n_target_sets,
+        ode_step: float = DistributionConfig.ode_step,
+        state_resolution: float | None = DistributionConfig.state_resolution,
+        pool_size: int = DistributionConfig.pool_size,
+        validation_every: int | str = DistributionConfig.validation_every,
+        patience: int = DistributionConfig.patience,
+        keep_best: bool = DistributionConfig.keep_best,
+        validation_fraction: float = DistributionConfig.validation_fraction,
         device: str = "cpu",
         progress: bool = False,
         random_state: int | None = None,
@@ -620,12 +183,6 @@ class ConnectorEstimator:
         self.device = device
         self.progress = progress
         self.random_state = random_state
-
-    # ------------------------------------------------------------------ sklearn plumbing
-    def get_params(self) -> dict[str, Any]:
-        """Return the hyperparameters as a dict (sklearn contract)."""
-        names = list(inspect.signature(type(self).__init__).parameters)[1:]
-        return {name: getattr(self, name) for name in names}
 
     def _check_params(self) -> None:
         for name in ("hidden_features", "n_steps_a", "validation_every"):
@@ -666,7 +223,7 @@ class ConnectorEstimator:
         ----------
         data : ConnectorData or LowRankFit
             A stage-1 fit (uses M, B, d, latents, latent_mask, alpha, nonlinearity and its
-            held-out trials) or :class:`ConnectorData` (e.g. true loadings and latents).
+            held-out trials) or :class:`.ConnectorData` (e.g. true loadings and latents).
         inputs : ndarray of shape (n_trials, n_time, n_inputs), optional
             u(t), when ``data`` is a LowRankFit with inputs.
 
@@ -1130,48 +687,3 @@ def _progress_bar(enabled: bool, total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="Connector", unit="step")
-
-
-def connector_from_distribution(
-    dist: ConnectivityDistribution, *, device: str = "cpu"
-) -> ConnectorEstimator:
-    """Rebuild a fitted :class:`ConnectorEstimator` from the stored arrays alone.
-
-    Parameters
-    ----------
-    dist : ConnectivityDistribution
-        E.g. read back from an NWB file.
-    device : str, default: "cpu"
-        Where to put the flows.
-
-    Returns
-    -------
-    ConnectorEstimator
-        Ready for ``sample`` and ``log_prob`` (samples and log-densities match the original's).
-    """
-    if not isinstance(dist, ConnectivityDistribution):
-        raise TypeError(f"dist must be a ConnectivityDistribution; got {type(dist).__name__}.")
-    arch = dist.architecture
-    if arch.get("kind") != "connector-cfm":
-        raise ValueError(f"architecture kind must be 'connector-cfm'; got {arch.get('kind')!r}.")
-    params = dict(arch["estimator_params"])
-    params["device"] = device
-    est = ConnectorEstimator(**params)
-    est.rank_ = int(arch["rank"])
-    est.n_inputs_ = int(arch["n_inputs"])
-    est.alpha_ = float(arch["alpha"])
-    est.nonlinearity_ = arch["nonlinearity"]
-    est.z_free_ = np.asarray(arch["z_free"], dtype=bool)
-    est.z_mean_ = np.asarray(arch["z_mean"], dtype=np.float64)
-    est.z_std_ = np.asarray(arch["z_std"], dtype=np.float64)
-    est.z_fill_ = np.asarray(arch["z_fill"], dtype=np.float64)
-    est.k_mean_ = np.asarray(arch["k_mean"], dtype=np.float64)
-    est.k_std_ = np.asarray(arch["k_std"], dtype=np.float64)
-    est.hidden_features_ = int(arch["hidden_features"])
-    est._new_nets(torch.device(device))
-    pairs = ((est.flow_a_, dist.flow_a_parameters), (est.flow_b_, dist.flow_b_parameters))
-    for net, stored in pairs:
-        net.load_state_dict({name: torch.as_tensor(value) for name, value in stored.items()})
-    est.training_curves_ = {k: np.asarray(v) for k, v in dist.training_curves.items()}
-    est.validation_metrics_ = dict(dist.validation_metrics)
-    return est

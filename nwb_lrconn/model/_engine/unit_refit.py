@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .observation import _RATE_FLOOR, expected_observation
-from .rollout import activation, activation_slope
+from ..observation import _RATE_FLOOR, expected_observation
+from ..rollout import activation, activation_slope
 
 __all__ = ["refit_units", "ridge_output_loadings"]
 

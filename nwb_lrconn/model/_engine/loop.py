@@ -5,7 +5,7 @@ phases (:func:`train`): Adam on minibatches of trials, full-batch L-BFGS rounds,
 refit. The held-out trials only ever move their own initial latents (the model parameters see
 training trials alone); their loss decides the state that is kept and when each phase stops,
 measured against the held-out loss's own standard error (:class:`_Monitor`). Each phase logs one
-line with its elapsed time.
+line with its elapsed time. What is minimised lives in :mod:`.objective`.
 """
 
 from __future__ import annotations
@@ -16,27 +16,19 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._initial_latents import infer_initial, initial_prior
-from ._refit import refit_units, ridge_output_loadings
-from .lowrank import LowRankRNN
-from .objective import ChunkObjective
-from .observation import expected_observation, masked_mean, observation_nll
-from .rollout import activation
+from ..lowrank import LowRankRNN
+from ..observation import expected_observation, observation_nll
+from ..rollout import activation
+from .initial_latents import infer_initial, initial_prior
+from .objective import Batch, TrainConfig, batch_loss
+from .unit_refit import refit_units, ridge_output_loadings
 
-__all__ = [
-    "Batch",
-    "TrainConfig",
-    "batch_loss",
-    "loss_spread",
-    "train",
-    "weight_penalty",
-]
+__all__ = ["loss_spread", "train", "weight_penalty"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,124 +41,6 @@ _FLOOR = 1e-5
 # Without L-BFGS rounds, Adam halves its learning rate on each plateau up to this many times.
 _MAX_HALVINGS = 3
 _SPREAD_ELEMENTS = 1 << 22  # activity values per trial chunk of loss_spread: 16 MiB in float32
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Trials on the training device.
-
-    Attributes
-    ----------
-    data : Tensor of shape (n_trials, n_time, n_units)
-    mask : Tensor of shape (n_trials, n_time), bool
-    inputs : Tensor of shape (n_trials, n_time, n_inputs) or None
-    log_factorial : Tensor of shape (n_trials,) or None
-        Σ log y! over each trial's observed values (float64), the Poisson likelihood's constant;
-        computed on the fly when None (see :meth:`with_log_factorial`).
-    """
-
-    data: Tensor
-    mask: Tensor
-    inputs: Tensor | None
-    log_factorial: Tensor | None = None
-
-    def take(self, index: Tensor) -> Batch:
-        """Return the trials ``index``."""
-        return Batch(
-            self.data[index],
-            self.mask[index],
-            None if self.inputs is None else self.inputs[index],
-            None if self.log_factorial is None else self.log_factorial[index],
-        )
-
-    def with_log_factorial(self) -> Batch:
-        """The same trials with ``log_factorial`` computed once (lgamma is slow on CPU)."""
-        weights = self.mask.to(self.data.dtype)[..., None]
-        value = (torch.lgamma(self.data + 1.0) * weights).sum((1, 2), dtype=torch.float64)
-        return Batch(self.data, self.mask, self.inputs, value)
-
-    @property
-    def n_trials(self) -> int:
-        """Number of trials."""
-        return self.data.shape[0]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (copied from the estimator's hyperparameters)."""
-
-    observation: str
-    bin_width: float
-    calcium_decay: float
-    max_epochs: int
-    lr: float
-    batch_size: int | None
-    patience: int
-    weight_decay: float
-    process_noise: float
-    progress: bool
-    lbfgs_rounds: int = 0
-    refit_units: bool = False
-    tol: float = 0.0
-
-
-def batch_loss(
-    model: LowRankRNN,
-    initial: Tensor,
-    batch: Batch,
-    config: TrainConfig,
-    *,
-    noise: Tensor | None = None,
-) -> Tensor:
-    """Mean negative log-likelihood per observed value of ``batch`` (a float64 scalar tensor).
-
-    The likelihood is evaluated chunk by chunk inside the rollout
-    (:meth:`LowRankRNN.rollout_loss`), except under the calcium indicator kernel, whose filter
-    runs along the whole trial.
-    """
-    n_time = batch.data.shape[1]
-    if config.observation == "calcium" and config.calcium_decay > 0:
-        _, activity = model(initial, n_time, inputs=batch.inputs, noise=noise)
-        expected = expected_observation(
-            model.readout(activity),
-            config.observation,
-            bin_width=config.bin_width,
-            calcium_decay=config.calcium_decay,
-        )
-        nll = observation_nll(
-            batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
-        )
-        return masked_mean(nll, batch.mask).double()
-    weights = batch.mask.to(batch.data.dtype)
-    n_bins = float(weights.sum())
-    if n_bins == 0:
-        raise ValueError("mask selects no bin: there is nothing to average.")
-    count = n_bins * batch.data.shape[-1]
-    objective = ChunkObjective(
-        config.observation,
-        batch.data,
-        weights if n_bins < weights.numel() else None,
-        count,
-        config.bin_width,
-    )
-    loss = model.rollout_loss(
-        initial,
-        n_time,
-        objective,
-        (model.readout_gain, model.readout_offset, model.log_noise_std),
-        inputs=batch.inputs,
-        noise=noise,
-        loss_grad=objective.gradient,
-    )
-    # The constants are added in float64: next to them the parameter-dependent part of a
-    # nearly noiseless fit is a few ulps of float32, too coarse for L-BFGS's line search.
-    loss = loss.double()
-    if config.observation == "poisson":  # + log y!, a constant
-        log_factorial = batch.log_factorial
-        if log_factorial is None:
-            log_factorial = batch.with_log_factorial().log_factorial
-        return loss + float(log_factorial.sum()) / count
-    return loss + model.log_noise_std.double().mean() + 0.5 * math.log(2 * math.pi)
 
 
 def _noise(model: LowRankRNN, batch: Batch, config: TrainConfig, generator) -> Tensor | None:
@@ -277,7 +151,7 @@ def train(
 ) -> tuple[np.ndarray, Tensor, Tensor, int]:
     """Fit ``model`` in place and leave it in its best held-out state.
 
-    Three phases, each logged with its elapsed time (logger ``nwb_lrconn.model._train``):
+    Three phases, each logged with its elapsed time (logger ``nwb_lrconn.model._engine.loop``):
     Adam on minibatches (:func:`_adam_phase`), full-batch L-BFGS rounds (:func:`_lbfgs_phase`)
     and the per-unit refit (:func:`_refit_phase`).
 
@@ -587,7 +461,7 @@ def _preconditioner(moments: list[Tensor] | None) -> list[Tensor] | None:
 
 
 def _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_test):
-    """Refit every unit's (m, b, d, g, c) on the training latents, then K (``_refit``).
+    """Refit every unit's (m, b, d, g, c) on the training latents, then K (:mod:`.unit_refit`).
 
     The refit is kept, and ((train loss, held-out loss), training κ(0), held-out κ(0)) returned,
     only if the held-out loss (κ(0) re-inferred) drops below ``best_test``; otherwise the model

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from ._refit import ridge_output_loadings
+from .unit_refit import ridge_output_loadings
 
 __all__ = ["Linearizer", "fit_linearizer", "initial_loadings", "encode_initial"]
 

@@ -1,0 +1,228 @@
+"""What training minimises: the trials (:class:`Batch`), the settings (:class:`TrainConfig`) and
+the mean negative log-likelihood per observed value (:func:`batch_loss`).
+
+:func:`~nwb_lrconn.model._engine.chunk_loss.rollout_loss` evaluates the loss one chunk of time
+steps at a time. For the two likelihoods the estimator trains with, :class:`ChunkObjective` gives
+both the chunk's value and its exact gradient in closed form, which takes a third of the passes
+over the chunk that autograd would (the per-unit parameter gradients are plain reductions).
+
+With the readout r = g φ(x) + c, weights w (1 where a bin is observed) and C observed values,
+the chunk value is Σ w ℓ / C with
+
+- Gaussian (rates, calcium without kernel): ℓ = ½ ((r − y) e^(−s))², s = log σ. The parameter-
+  only terms, mean(s) + ½ log 2π, are added once per batch by :func:`batch_loss`.
+- Poisson: ℓ = λ − y log λ with λ = Δt softplus(r) + ε. The data-only term log y! is added once
+  per batch by :func:`batch_loss`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..lowrank import LowRankRNN
+from ..observation import _RATE_FLOOR, expected_observation, masked_mean, observation_nll
+from .chunk_loss import network_rollout_loss
+
+__all__ = ["Batch", "TrainConfig", "batch_loss", "ChunkObjective"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Trials on the training device.
+
+    Attributes
+    ----------
+    data : Tensor of shape (n_trials, n_time, n_units)
+    mask : Tensor of shape (n_trials, n_time), bool
+    inputs : Tensor of shape (n_trials, n_time, n_inputs) or None
+    log_factorial : Tensor of shape (n_trials,) or None
+        Σ log y! over each trial's observed values (float64), the Poisson likelihood's constant;
+        computed on the fly when None (see :meth:`with_log_factorial`).
+    """
+
+    data: Tensor
+    mask: Tensor
+    inputs: Tensor | None
+    log_factorial: Tensor | None = None
+
+    def take(self, index: Tensor) -> Batch:
+        """Return the trials ``index``."""
+        return Batch(
+            self.data[index],
+            self.mask[index],
+            None if self.inputs is None else self.inputs[index],
+            None if self.log_factorial is None else self.log_factorial[index],
+        )
+
+    def with_log_factorial(self) -> Batch:
+        """The same trials with ``log_factorial`` computed once (lgamma is slow on CPU)."""
+        weights = self.mask.to(self.data.dtype)[..., None]
+        value = (torch.lgamma(self.data + 1.0) * weights).sum((1, 2), dtype=torch.float64)
+        return Batch(self.data, self.mask, self.inputs, value)
+
+    @property
+    def n_trials(self) -> int:
+        """Number of trials."""
+        return self.data.shape[0]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (copied from the estimator's hyperparameters)."""
+
+    observation: str
+    bin_width: float
+    calcium_decay: float
+    max_epochs: int
+    lr: float
+    batch_size: int | None
+    patience: int
+    weight_decay: float
+    process_noise: float
+    progress: bool
+    lbfgs_rounds: int = 0
+    refit_units: bool = False
+    tol: float = 0.0
+
+
+def batch_loss(
+    model: LowRankRNN,
+    initial: Tensor,
+    batch: Batch,
+    config: TrainConfig,
+    *,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """Mean negative log-likelihood per observed value of ``batch`` (a float64 scalar tensor).
+
+    The likelihood is evaluated chunk by chunk inside the rollout
+    (:meth:`LowRankRNN.rollout_loss`), except under the calcium indicator kernel, whose filter
+    runs along the whole trial.
+    """
+    n_time = batch.data.shape[1]
+    if config.observation == "calcium" and config.calcium_decay > 0:
+        _, activity = model(initial, n_time, inputs=batch.inputs, noise=noise)
+        expected = expected_observation(
+            model.readout(activity),
+            config.observation,
+            bin_width=config.bin_width,
+            calcium_decay=config.calcium_decay,
+        )
+        nll = observation_nll(
+            batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
+        )
+        return masked_mean(nll, batch.mask).double()
+    weights = batch.mask.to(batch.data.dtype)
+    n_bins = float(weights.sum())
+    if n_bins == 0:
+        raise ValueError("mask selects no bin: there is nothing to average.")
+    count = n_bins * batch.data.shape[-1]
+    objective = ChunkObjective(
+        config.observation,
+        batch.data,
+        weights if n_bins < weights.numel() else None,
+        count,
+        config.bin_width,
+    )
+    loss = network_rollout_loss(
+        model,
+        initial,
+        n_time,
+        objective,
+        (model.readout_gain, model.readout_offset, model.log_noise_std),
+        inputs=batch.inputs,
+        noise=noise,
+        loss_grad=objective.gradient,
+    )
+    # The constants are added in float64: next to them the parameter-dependent part of a
+    # nearly noiseless fit is a few ulps of float32, too coarse for L-BFGS's line search.
+    loss = loss.double()
+    if config.observation == "poisson":  # + log y!, a constant
+        log_factorial = batch.log_factorial
+        if log_factorial is None:
+            log_factorial = batch.with_log_factorial().log_factorial
+        return loss + float(log_factorial.sum()) / count
+    return loss + model.log_noise_std.double().mean() + 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class ChunkObjective:
+    """Per-chunk negative log-likelihood of a batch, for ``rollout_loss``.
+
+    Attributes
+    ----------
+    observation : {"gaussian", "calcium", "poisson"}
+        Observation model ("calcium" without indicator kernel is the Gaussian).
+    data : Tensor of shape (n_trials, n_time, n_units)
+        Observations (rates, ΔF/F or spike counts per bin).
+    weights : Tensor of shape (n_trials, n_time) or None
+        1.0 on observed bins, 0.0 on padding; None when every bin is observed.
+    count : float
+        Number of observed values C (observed bins × units).
+    bin_width : float
+        Δt in seconds (Poisson only).
+    """
+
+    observation: str
+    data: Tensor
+    weights: Tensor | None
+    count: float
+    bin_width: float
+
+    def __call__(self, activity, start, stop, gain, offset, log_noise_std) -> Tensor:
+        """Chunk value (scalar tensor) for ``activity`` (n_trials, stop − start, n_units)."""
+        if self.observation == "poisson":
+            rate, _ = self._poisson_rate(activity, gain, offset)
+            values = rate - self.data[:, start:stop] * torch.log(rate)
+            if self.weights is not None:
+                values = values * self.weights[:, start:stop, None]
+            return values.sum() / self.count
+        residual = self._gaussian_residual(activity, start, stop, gain, offset, log_noise_std)
+        flat = residual.reshape(-1)
+        return 0.5 * torch.dot(flat, flat) / self.count
+
+    def gradient(self, activity, start, stop, gain, offset, log_noise_std):
+        """Gradients of the chunk value.
+
+        Returns
+        -------
+        grad_activity : Tensor, same shape as ``activity``
+        grad_params : tuple of (Tensor or None)
+            For gain, offset and log σ (None for log σ under Poisson, which has no noise scale).
+        """
+        if self.observation == "poisson":
+            rate, readout = self._poisson_rate(activity, gain, offset)
+            sigmoid = readout.sigmoid_()
+            # dℓ/dr = (1 − y/λ) Δt σ(r)
+            h = torch.div(self.data[:, start:stop], rate).neg_().add_(1.0)
+            h.mul_(sigmoid).mul_(self.bin_width / self.count)
+            if self.weights is not None:
+                h.mul_(self.weights[:, start:stop, None])
+            grad_gain = (h * activity).sum((0, 1))
+            grad_offset = h.sum((0, 1))
+            return h.mul_(gain), (grad_gain, grad_offset, None)
+        inv_std = torch.exp(-log_noise_std)
+        residual = self._gaussian_residual(activity, start, stop, gain, offset, log_noise_std)
+        scaled = inv_std / self.count
+        grad_gain = (residual * activity).sum((0, 1)) * scaled
+        grad_offset = residual.sum((0, 1)) * scaled
+        grad_log_std = -(residual * residual).sum((0, 1)) / self.count
+        return residual.mul_(gain * scaled), (grad_gain, grad_offset, grad_log_std)
+
+    def _gaussian_residual(self, activity, start, stop, gain, offset, log_noise_std) -> Tensor:
+        """w (r − y) e^(−s), a fresh tensor."""
+        residual = torch.addcmul(offset, gain, activity).sub_(self.data[:, start:stop])
+        residual.mul_(torch.exp(-log_noise_std))
+        if self.weights is not None:
+            residual.mul_(self.weights[:, start:stop, None])
+        return residual
+
+    def _poisson_rate(self, activity, gain, offset) -> tuple[Tensor, Tensor]:
+        """λ = Δt softplus(r) + ε, and the readout r."""
+        readout = torch.addcmul(offset, gain, activity)
+        rate = torch.nn.functional.softplus(readout).mul_(self.bin_width).add_(_RATE_FLOOR)
+        return rate, readout
