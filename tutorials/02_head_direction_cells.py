@@ -143,9 +143,12 @@ if results.degeneracy is not None:
     save_figure(plot_degeneracy_spectrum(deg), "hd_degeneracy")
 
 if results.distribution is not None:
-    from nwb_lrconn.inference.connector import connector_from_distribution
+    from nwb_lrconn.inference.distribution import distribution_estimator
 
-    connector = connector_from_distribution(results.distribution)
+    # 15 units get a Gaussian mixture rather than flows (see `results.distribution.reason`);
+    # the rebuilt estimator samples networks the same way for either model.
+    print(f"distribution model: {results.distribution.model} ({results.distribution.reason})")
+    connector = distribution_estimator(results.distribution)
     _, fitted_field = flow_field(fit.M, fit.K, d=fit.d, n_grid=20)
     fields = {}
     for sigma in (0.0, 1.0):

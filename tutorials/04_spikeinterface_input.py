@@ -42,7 +42,7 @@ N_UNITS = 30 if FAST else 150
 # %%
 session = simulate_spikes(
     sample_network("bistable", N_UNITS, random_state=1),
-    initial=grid_initial_conditions(3 if FAST else 8),
+    initial=grid_initial_conditions(5 if FAST else 8),
     n_time=40 if FAST else 100,
     inter_trial_interval=0.0,
     random_state=1,

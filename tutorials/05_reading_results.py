@@ -41,8 +41,8 @@ FAST = os.environ.get("NWB_LRCONN_TUTORIAL_FAST") == "1"
 # %%
 session = simulate_spikes(
     sample_network("limit_cycle", 30 if FAST else 100, random_state=2),
-    initial=grid_initial_conditions(3 if FAST else 6),
-    n_time=30 if FAST else 100,
+    initial=grid_initial_conditions(5 if FAST else 6),
+    n_time=40 if FAST else 100,
     random_state=2,
 )
 write_units_nwb("cycle.nwb", session.spike_times, trials=session.trials, overwrite=True)
