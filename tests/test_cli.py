@@ -276,7 +276,10 @@ def test_fit_in_place_and_sorting_input(workdir, tmp_path, capsys):
     out = tmp_path / "from_sorting.nwb"
     args[1] = str(workdir / "tiny_sorting.toml")
     assert main(["fit", str(saved), "--sorting", *args]) == 1
-    assert "--sorting reads a sorting folder IN and writes a new file: give --out" in capsys.readouterr().err
+    assert (
+        "--sorting reads a sorting folder IN and writes a new file: give --out"
+        in capsys.readouterr().err
+    )
     code = main(["fit", str(saved), "--sorting", "--window", "0.5", "--out", str(out), *args])
     assert code == 0, capsys.readouterr().err
     assert list_results(out) == ["tiny"]

@@ -151,7 +151,9 @@ def test_read_recording_errors(tmp_path, units_file):
         read_recording(tiny_config(), tmp_path / "missing.nwb")
     with pytest.raises(PipelineError, match=r"takes a spikeinterface sorting object"):
         read_recording(tiny_config(source="sorting", trials=None), units_file)
-    with pytest.raises(PipelineError, match=r"source must be an NWB path, URL, DANDI reference or open NWBFile"):
+    with pytest.raises(
+        PipelineError, match=r"source must be an NWB path, URL, DANDI reference or open NWBFile"
+    ):
         read_recording(tiny_config(), 42)
     with pytest.raises(TypeError, match=r"config must be a RunConfig"):
         run({"seed": 1}, units_file)

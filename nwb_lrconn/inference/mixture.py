@@ -22,6 +22,7 @@ g* plays the part of flow B's core; nothing about k is learned from the N units 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import torch

@@ -179,7 +179,7 @@ class LowRankRNNEstimator(BaseEstimator):
 
     def __init__(
         self,
-        rank: int = FitConfig.rank,
+        rank: int = 2,
         *,
         observation: str = FitConfig.observation,
         nonlinearity: str = FitConfig.nonlinearity,
@@ -247,7 +247,7 @@ class LowRankRNNEstimator(BaseEstimator):
         noise = check_nonnegative_or_auto(self.process_noise, "process_noise")
         if noise == "auto":
             return _AUTO_PROCESS_NOISE if observation == "poisson" else 0.0
-        return noise
+        return float(noise)
 
     def _resolve_alpha(self, bin_width: float) -> float:
         if self.alpha is not None and self.tau is not None:

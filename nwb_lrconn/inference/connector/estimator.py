@@ -365,7 +365,7 @@ class ConnectorEstimator(BaseEstimator):
                 else:
                     waited = 0
         kept = last
-        if last > best + best_se:
+        if last > best + best_se and best_state is not None:
             self.flow_a_.load_state_dict(best_state)
             kept = best
         if bar is not None:

@@ -181,7 +181,7 @@ def initial_loadings(
     pick = np.sort(rng.choice(obs.shape[0], min(obs.shape[0], max_rows), replace=False))
     X = potentials[obs[pick, 0], obs[pick, 1]]
     design = np.ones((X.shape[0], 1 + n_inputs))
-    if n_inputs:
+    if inputs is not None:
         design[:, 1:] = inputs[obs[pick, 0], obs[pick, 1]]
     coef, *_ = np.linalg.lstsq(design, X, rcond=None)  # (1 + n_inputs, n_units)
     d, B = coef[0], coef[1:].T
@@ -193,7 +193,7 @@ def initial_loadings(
     scale = np.sqrt(np.maximum(evals[::-1][:rank], 1e-12))
     M = V * scale  # x ≈ κ Mᵀ with κ white
     kappa = (potentials @ V - d @ V) / scale  # (n_trials, n_time, rank)
-    if n_inputs:
+    if inputs is not None:
         kappa = kappa - (inputs @ (B.T @ V)) / scale
     # K from the latent updates over consecutive observed bins.
     pairs = np.argwhere(mask[:, 1:] & mask[:, :-1])  # (trial, t) with t and t + 1 observed
@@ -201,7 +201,7 @@ def initial_loadings(
     trial, t = pairs[pick, 0], pairs[pick, 1]
     now, nxt = kappa[trial, t], kappa[trial, t + 1]
     x_now = now @ M.T + d
-    if n_inputs:
+    if inputs is not None:
         x_now = x_now + inputs[trial, t] @ B.T
     phi = _phi(x_now, nonlinearity)
     K = ridge_output_loadings(

@@ -540,7 +540,8 @@ def weight_penalty(model: LowRankRNN, weight_decay: float) -> Tensor:
     The L-BFGS phase adds it to the loss; its gradient is the L2 term Adam's ``weight_decay``
     adds in the first phase, so both phases optimise the same objective.
     """
-    return 0.5 * weight_decay * sum((p**2).sum() for p in _network_parameters(model))
+    squares = [(p**2).sum() for p in _network_parameters(model)]
+    return 0.5 * weight_decay * (torch.stack(squares).sum() if squares else model.d.new_zeros(()))
 
 
 def _snapshot(model: LowRankRNN, kappa_train: Tensor, kappa_test: Tensor):

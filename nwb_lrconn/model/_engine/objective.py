@@ -49,7 +49,7 @@ class Batch:
     inputs: Tensor | None
     log_factorial: Tensor | None = None
 
-    def take(self, index: Tensor) -> Batch:
+    def take(self, index: Tensor | slice) -> Batch:
         """Return the trials ``index``."""
         return Batch(
             self.data[index],
@@ -145,6 +145,7 @@ def batch_loss(
         log_factorial = batch.log_factorial
         if log_factorial is None:
             log_factorial = batch.with_log_factorial().log_factorial
+        assert log_factorial is not None  # set by with_log_factorial
         return loss + float(log_factorial.sum()) / count
     return loss + model.log_noise_std.double().mean() + 0.5 * math.log(2 * math.pi)
 
