@@ -130,8 +130,9 @@ def coupling_subspace(
     Returns
     -------
     CouplingSubspace
-        Basis and residual (that of the last block against the span before it, so an
-        overestimate).
+        Basis and residual: that of the last block against the span before it (an
+        overestimate) when the tolerance was met, else that of a fresh probe block against the
+        final V (when ``max_rank`` stopped the search).
     """
     roots = gram_roots(lin).to(torch.float32)
     basis = gauge
@@ -146,6 +147,14 @@ def coupling_subspace(
         basis = np.hstack([basis, new])
         if residual <= tol or new.shape[1] == 0:
             break
+    else:
+        if basis.shape[1] < lin.n_params:
+            # Stopped at the cap: the last block's residual was measured against the span
+            # before it, so it says nothing of the final V. One fresh probe measures V itself.
+            Y = _sketch(lin, roots, min(block, 16), rng)
+            Y -= gauge @ (gauge.T @ Y)
+            outside = Y - basis @ (basis.T @ Y)
+            residual = float(np.sum(outside**2)) / max(float(np.sum(Y**2)), np.finfo(float).tiny)
     if basis.shape[1] >= lin.n_params:
         residual = 0.0
     return CouplingSubspace(basis=basis, residual=residual)
