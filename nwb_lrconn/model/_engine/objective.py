@@ -27,7 +27,14 @@ from ..lowrank import LowRankRNN
 from ..observation import _RATE_FLOOR, expected_observation, masked_mean, observation_nll
 from .chunk_loss import network_rollout_loss
 
-__all__ = ["Batch", "TrainConfig", "batch_loss", "rollout_nll", "ChunkObjective"]
+__all__ = [
+    "Batch",
+    "TrainConfig",
+    "batch_loss",
+    "rollout_expected",
+    "rollout_nll",
+    "ChunkObjective",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,29 @@ class TrainConfig:
     tol: float = 0.0
 
 
+def rollout_expected(
+    model: LowRankRNN,
+    initial: Tensor,
+    batch: Batch,
+    config: TrainConfig,
+    *,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """E[y] of every value of ``batch`` under one whole-trial rollout from ``initial``.
+
+    Returns
+    -------
+    Tensor of shape (n_trials, n_time, n_units)
+    """
+    _, activity = model(initial, batch.data.shape[1], inputs=batch.inputs, noise=noise)
+    return expected_observation(
+        model.readout(activity),
+        config.observation,
+        bin_width=config.bin_width,
+        calcium_decay=config.calcium_decay,
+    )
+
+
 def rollout_nll(
     model: LowRankRNN,
     initial: Tensor,
@@ -104,13 +134,7 @@ def rollout_nll(
     Tensor of shape (n_trials, n_time, n_units)
         Unmasked: padded bins are included.
     """
-    _, activity = model(initial, batch.data.shape[1], inputs=batch.inputs, noise=noise)
-    expected = expected_observation(
-        model.readout(activity),
-        config.observation,
-        bin_width=config.bin_width,
-        calcium_decay=config.calcium_decay,
-    )
+    expected = rollout_expected(model, initial, batch, config, noise=noise)
     return observation_nll(
         batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
     )
