@@ -63,6 +63,36 @@ def _summary(name: str, **fields: Any) -> str:
     return f"{name}(" + ", ".join(f"{k}={_short(v)}" for k, v in fields.items()) + ")"
 
 
+class LoadingDims:
+    """Mixin: ``n_units`` and ``rank`` read off loadings ``M`` of shape (n_units, rank).
+
+    For the classes that hold loadings (arrays or tensors) without storing their sizes.
+    """
+
+    M: Any
+
+    @property
+    def n_units(self) -> int:
+        """Number of units N."""
+        return self.M.shape[0]
+
+    @property
+    def rank(self) -> int:
+        """Rank R."""
+        return self.M.shape[1]
+
+
+class LoadingDimsWithInputs(LoadingDims):
+    """:class:`LoadingDims` plus ``n_inputs`` read off input weights ``B`` (n_units, n_inputs)."""
+
+    B: Any
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input channels D_u."""
+        return self.B.shape[1]
+
+
 @dataclass(frozen=True, repr=False)
 class SourceInfo:
     """Where a recording came from, for provenance and for linking results back to it.

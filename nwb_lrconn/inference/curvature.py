@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import LowRankFit, ParameterBlock, Recording
+from ..data import LoadingDimsWithInputs, LowRankFit, ParameterBlock, Recording
 from ..model.rollout import activation, latent_rollout
 
 __all__ = [
@@ -70,7 +70,7 @@ _CHUNK = 2**22  # entries of the largest per-chunk temporary
 
 
 @dataclass(frozen=True)
-class Linearisation:
+class Linearisation(LoadingDimsWithInputs):
     """The quantities of a fit that every curvature product needs (float64 tensors).
 
     Attributes
@@ -112,21 +112,6 @@ class Linearisation:
     eta_weight: Tensor
     transition: Tensor
     gram: Tensor
-
-    @property
-    def n_units(self) -> int:
-        """N."""
-        return self.M.shape[0]
-
-    @property
-    def rank(self) -> int:
-        """R."""
-        return self.M.shape[1]
-
-    @property
-    def n_inputs(self) -> int:
-        """Number of input channels."""
-        return self.B.shape[1]
 
     @property
     def n_params(self) -> int:

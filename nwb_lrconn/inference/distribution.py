@@ -25,6 +25,7 @@ from .connector import (
     connector_from_distribution,
     varying_z_columns,
 )
+from .connector.base import as_connector_data
 from .mixture import MixtureConnectorEstimator, mixture_from_distribution
 
 __all__ = [
@@ -117,12 +118,7 @@ def fit_distribution(
     ConnectivityDistribution
         With ``model`` and ``reason`` set; empty arrays when skipped.
     """
-    if isinstance(data, LowRankFit):
-        data = ConnectorData.from_fit(data, inputs=inputs)
-    elif not isinstance(data, ConnectorData):
-        raise TypeError(
-            f"data must be a LowRankFit or a ConnectorData; got {type(data).__name__}."
-        )
+    data = as_connector_data(data, inputs=inputs)
     n_units, n_free = data.z.shape[0], int(varying_z_columns(data.z).sum())
     chosen, reason = choose_distribution_model(n_units, n_free, model)
     if chosen == "skipped":

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import optimize
 
 from .._validation import check_array, check_positive_int, make_rng
+from ..model.nonlinearity import phi, phi_and_slope
 
 __all__ = [
     "latent_velocity",
@@ -25,17 +26,6 @@ __all__ = [
     "LimitCycle",
     "find_limit_cycle",
 ]
-
-
-def _phi_and_slope(x: np.ndarray, nonlinearity: str) -> tuple[np.ndarray, np.ndarray]:
-    if nonlinearity == "tanh":
-        y = np.tanh(x)
-        return y, 1.0 - y**2
-    if nonlinearity == "relu":
-        return np.maximum(x, 0.0), (x > 0).astype(x.dtype)
-    if nonlinearity == "softplus":
-        return np.logaddexp(0.0, x), 1.0 / (1.0 + np.exp(-x))
-    raise ValueError(f"nonlinearity must be 'tanh', 'relu' or 'softplus'; got {nonlinearity!r}.")
 
 
 def latent_velocity(
@@ -68,7 +58,7 @@ def latent_velocity(
     x = kappa @ M.T
     if d is not None:
         x = x + d
-    y, _ = _phi_and_slope(x, nonlinearity)
+    y = phi(x, nonlinearity)
     return -kappa + y @ K / M.shape[0]
 
 
@@ -137,7 +127,7 @@ class FixedPoint:
 
 def _jacobian(kappa: np.ndarray, M, K, d, nonlinearity) -> np.ndarray:
     x = M @ kappa + (0.0 if d is None else d)
-    _, slope = _phi_and_slope(x, nonlinearity)
+    _, slope = phi_and_slope(x, nonlinearity)
     return -np.eye(M.shape[1]) + (K * slope[:, None]).T @ M / M.shape[0]
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .._validation import check_array, check_positive, make_rng
-from ..model.networks import phi as _phi
+from ..model.nonlinearity import phi as _phi
 from .clusters import gmm_cv_log_likelihood, population_labels
 
 __all__ = [

@@ -21,17 +21,14 @@ g* plays the part of flow B's core; nothing about k is learned from the N units 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import logsumexp, ndtri
 from scipy.stats import qmc
-from sklearn.base import BaseEstimator
 
 from .._validation import (
-    check_array,
     check_choice,
     check_is_fitted,
     check_positive,
@@ -46,8 +43,8 @@ from .connector import (
     build_state_quadrature,
     quadrature_ridge_targets,
     ridge_state_coefficients,
-    z_scaling,
 )
+from .connector.base import DistributionEstimatorBase, as_connector_data
 
 __all__ = ["MixtureConnectorEstimator", "max_mixture_components", "mixture_from_distribution"]
 
@@ -89,7 +86,7 @@ def _gaussian_log_pdf(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.nd
     return -0.5 * ((sol**2).sum(0) + log_det + x.shape[1] * _LOG_2PI)
 
 
-class MixtureConnectorEstimator(BaseEstimator):
+class MixtureConnectorEstimator(DistributionEstimatorBase):
     """Gaussian-mixture p(z) with Gaussian p(k | z) around the ridge conditional mean.
 
     Parameters
@@ -118,6 +115,8 @@ class MixtureConnectorEstimator(BaseEstimator):
     random_state : int or None, default: None
         Seed of every random draw of ``fit``.
     """
+
+    _fitted_attribute = "state_coefficients_"
 
     def __init__(
         self,
@@ -158,12 +157,7 @@ class MixtureConnectorEstimator(BaseEstimator):
         check_positive_int(self.n_folds, "n_folds", minimum=2)
         check_positive_int(self.n_virtual_units, "n_virtual_units", minimum=2)
         check_positive(self.ridge_lambda, "ridge_lambda")
-        if self.state_resolution is not None:
-            check_positive(self.state_resolution, "state_resolution")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}."
-            )
+        self._check_shared_params()
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -190,16 +184,9 @@ class MixtureConnectorEstimator(BaseEstimator):
             no unit left to check it on).
         """
         self._check_params()
-        if isinstance(data, LowRankFit):
-            data = ConnectorData.from_fit(data, inputs=inputs)
-        elif not isinstance(data, ConnectorData):
-            raise TypeError(
-                f"data must be a LowRankFit or a ConnectorData; got {type(data).__name__}."
-            )
+        data = as_connector_data(data, inputs=inputs)
         rng = make_rng(self.random_state)
-        self.rank_, self.n_inputs_ = data.rank, data.n_inputs
-        self.alpha_, self.nonlinearity_ = data.alpha, data.nonlinearity
-        self.z_free_, self.z_mean_, self.z_std_, self.z_fill_ = z_scaling(data.z)
+        self._set_data_attributes(data)
         x = self._to_standard(data.z)
         n_units, n_free = x.shape
         if n_units < n_free + 2:
@@ -245,7 +232,7 @@ class MixtureConnectorEstimator(BaseEstimator):
                 n, covariance_type=kind, n_init=1 if n == 1 else 3, random_state=seed
             )
 
-        log_jac = float(np.log(self.z_std_[self.z_free_]).sum())
+        log_jac = self._z_log_jacobian()
         kinds = _COVARIANCE_TYPES if self.covariance_type == "auto" else (self.covariance_type,)
         curves: dict[str, list] = {kind: [] for kind in kinds}
         for kind in kinds:
@@ -287,17 +274,8 @@ class MixtureConnectorEstimator(BaseEstimator):
         return x, comp
 
     def _fit_k(self, data: ConnectorData, rng: np.random.Generator) -> None:
-        n_trials = data.latents.shape[0]
-        if data.test_trials is not None and data.test_trials.size:
-            test = np.unique(data.test_trials)
-        else:
-            n_test = max(1, round(self.validation_fraction * n_trials))
-            test = np.sort(rng.permutation(n_trials)[:n_test])
-        train = np.setdiff1d(np.arange(n_trials), test)
-        if train.size == 0:
-            raise ValueError(f"No training trials left: all {n_trials} trial(s) are held out.")
-        self.train_trials_, self.test_trials_ = train, test
-        feats, updates = data.transitions(train)
+        self._split_trials(data, rng)
+        feats, updates = data.transitions(self.train_trials_)
         resolution = self.state_resolution
         quad = build_state_quadrature(feats, updates, resolution=resolution)
         while quad.weights.size > _MAX_STATE_ROWS:
@@ -387,7 +365,7 @@ class MixtureConnectorEstimator(BaseEstimator):
         k : ndarray of shape (n_units, rank)
             Output-side loadings.
         """
-        check_is_fitted(self, "state_coefficients_")
+        check_is_fitted(self, self._fitted_attribute)
         n_units = check_positive_int(n_units, "n_units")
         sigma = check_positive(sigma, "sigma", allow_zero=True)
         rng = make_rng(random_state)
@@ -413,8 +391,7 @@ class MixtureConnectorEstimator(BaseEstimator):
         -------
         ndarray of shape (n, rank)
         """
-        check_is_fitted(self, "state_coefficients_")
-        z = check_array(z, "z", shape=(None, self.z_free_.size), dtype=np.float64)
+        z = self._check_z(z)
         return self._ridge_mean(z)
 
     def log_prob_z(self, z: np.ndarray) -> np.ndarray:
@@ -429,9 +406,8 @@ class MixtureConnectorEstimator(BaseEstimator):
         -------
         ndarray of shape (n,)
         """
-        check_is_fitted(self, "state_coefficients_")
-        z = check_array(z, "z", shape=(None, self.z_free_.size), dtype=np.float64)
-        return self._log_resp(self._to_standard(z))[1] - np.log(self.z_std_[self.z_free_]).sum()
+        z = self._check_z(z)
+        return self._log_resp(self._to_standard(z))[1] - self._z_log_jacobian()
 
     def log_prob(self, z: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Log-density log p(z) + log N(k; g*(z), Ψ), over the varying columns of z (nats).
@@ -447,9 +423,7 @@ class MixtureConnectorEstimator(BaseEstimator):
         -------
         ndarray of shape (n,)
         """
-        check_is_fitted(self, "state_coefficients_")
-        z = check_array(z, "z", shape=(None, self.z_free_.size), dtype=np.float64)
-        k = check_array(k, "k", shape=(z.shape[0], self.rank_), dtype=np.float64)
+        z, k = self._check_zk(z, k)
         log_pk = _gaussian_log_pdf(
             k - self._ridge_mean(z), np.zeros(self.rank_), self.residual_covariance_
         )
@@ -479,24 +453,18 @@ class MixtureConnectorEstimator(BaseEstimator):
         ConnectivityDistribution
             ``model`` "gaussian" (one component) or "gmm".
         """
-        check_is_fitted(self, "state_coefficients_")
-        z, k = self.sample(n_samples, sigma=sigma, random_state=random_state)
+        check_is_fitted(self, self._fitted_attribute)
         architecture = {
             "kind": "connector-gmm",
             "n_components": self.n_components_,
             "covariance_type": self.covariance_type_,
-            "rank": self.rank_,
-            "n_inputs": self.n_inputs_,
-            "alpha": self.alpha_,
-            "nonlinearity": self.nonlinearity_,
-            "z_free": self.z_free_.tolist(),
-            "z_mean": self.z_mean_.tolist(),
-            "z_std": self.z_std_.tolist(),
-            "z_fill": self.z_fill_.tolist(),
-            "estimator_params": self.get_params(),
+            **self._data_architecture(),
         }
-        json.dumps(architecture)  # must be JSON-serialisable
-        return ConnectivityDistribution(
+        return self._export(
+            n_samples,
+            sigma,
+            random_state,
+            architecture=architecture,
             flow_a_parameters={
                 "weights": self.weights_.copy(),
                 "means": self.means_.copy(),
@@ -507,14 +475,7 @@ class MixtureConnectorEstimator(BaseEstimator):
                 "state_coefficients": self.state_coefficients_.copy(),
                 "residual_covariance": self.residual_covariance_.copy(),
             },
-            architecture=architecture,
-            sigma=float(sigma),
-            ridge_lambda=float(self.ridge_lambda),
-            n_virtual_units=int(self.n_virtual_units),
             training_curves={name: c.copy() for name, c in self.z_cv_curves_.items()},
-            samples_z=z,
-            samples_k=k,
-            validation_metrics=dict(self.validation_metrics_),
             model="gaussian" if self.n_components_ == 1 else "gmm",
         )
 
@@ -538,12 +499,8 @@ def mixture_from_distribution(dist: ConnectivityDistribution) -> MixtureConnecto
     if arch.get("kind") != "connector-gmm":
         raise ValueError(f"architecture kind must be 'connector-gmm'; got {arch.get('kind')!r}.")
     est = MixtureConnectorEstimator(**arch["estimator_params"])
+    est._restore_data_attributes(dist)
     est.n_components_ = int(arch["n_components"])
-    est.rank_, est.n_inputs_ = int(arch["rank"]), int(arch["n_inputs"])
-    est.alpha_, est.nonlinearity_ = float(arch["alpha"]), arch["nonlinearity"]
-    est.z_free_ = np.asarray(arch["z_free"], dtype=bool)
-    for name in ("z_mean", "z_std", "z_fill"):
-        setattr(est, f"{name}_", np.asarray(arch[name], dtype=np.float64))
     for name in ("weights", "means", "covariances"):
         setattr(est, f"{name}_", np.asarray(dist.flow_a_parameters[name], dtype=np.float64))
     for name in ("state_features", "state_coefficients", "residual_covariance"):
@@ -553,5 +510,4 @@ def mixture_from_distribution(dist: ConnectivityDistribution) -> MixtureConnecto
         n: np.asarray(c, dtype=np.float64) for n, c in dist.training_curves.items()
     }
     est.z_cv_nll_ = float(dist.validation_metrics["z_cv_nll"])
-    est.validation_metrics_ = dict(dist.validation_metrics)
     return est

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import linalg
 
 from .._validation import check_array, check_positive, check_positive_int
-from ..model.networks import phi as _phi
+from ..model.nonlinearity import phi as _phi
 
 __all__ = [
     "state_matrix",

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_positive, check_positive_int
-from ..data import Recording, SourceInfo
-from ._identity import plain_value, session_identity
-from ._paths import file_identifier, get_object
+from ..data import Recording
+from ._assemble import grid_recording, nwb_source_info, optional_inputs
+from ._identity import plain_value
+from ._paths import get_object
 from .binning import make_grid
 from .selection import Where, json_where, select_rows
 from .streaming import open_source
-from .timeseries import build_inputs
 from .trials import IntervalSpec, build_intervals, record_trial_rows
 
 __all__ = ["read_units", "read_spike_trains", "bin_spike_trains"]
@@ -241,39 +241,27 @@ def read_units(
         counts, ids_kept, rows_kept, dropped = bin_spike_trains(
             times, labels, ids, rows, grid=grid, min_spikes=min_spikes, source=source
         )
-        u: np.ndarray | None = None
-        names: tuple[str, ...] = ()
-        if inputs:
-            u, names = build_inputs(nwbfile, inputs, grid, source)
-        identifier = file_identifier(nwbfile)
-        session = session_identity(nwbfile)
-    selection.update(
-        units_path=units_path,
-        unit_ids=None if unit_ids is None else [plain_value(v) for v in unit_ids],
-        where=json_where(where),
-        min_spikes=min_spikes,
-        dropped_unit_ids=dropped,
-        bin_width=float(grid.bin_width),
-        partial_bin=partial_bin,
-        inputs=list(names),
-    )
-    return Recording(
-        data=counts,
-        mask=grid.mask,
-        bin_width=grid.bin_width,
+        u, names = optional_inputs(nwbfile, inputs, grid, source)
+        selection.update(
+            units_path=units_path,
+            unit_ids=None if unit_ids is None else [plain_value(v) for v in unit_ids],
+            where=json_where(where),
+            min_spikes=min_spikes,
+            dropped_unit_ids=dropped,
+            bin_width=float(grid.bin_width),
+            partial_bin=partial_bin,
+            inputs=list(names),
+        )
+        info = nwb_source_info(
+            opened, object_path=units_path, table_path=units_path, selection=selection
+        )
+    return grid_recording(
+        grid,
+        counts,
         kind="spikes",
         unit_ids=ids_kept,
         unit_rows=rows_kept,
-        trial_start_times=grid.starts,
+        source=info,
         inputs=u,
         input_names=names,
-        source=SourceInfo(
-            identifier=identifier,
-            path=opened.path,
-            object_path=units_path,
-            table_path=units_path,
-            selection=selection,
-            session=session,
-            origin=opened.origin,
-        ),
     )

@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice, check_positive
-from ..data import Recording, SourceInfo
-from ._identity import plain_value, session_identity
-from ._paths import file_identifier, get_object, object_paths, path_of
+from ..data import Recording
+from ._assemble import grid_recording, nwb_source_info, optional_inputs
+from ._identity import plain_value
+from ._paths import get_object, object_paths, path_of
 from .binning import BinGrid, bin_samples, make_grid
 from .selection import Where, classified_cells, json_where, select_rows
 from .streaming import open_source
-from .timeseries import build_inputs, sample_times
+from .timeseries import sample_times
 from .trials import IntervalSpec, build_intervals, record_trial_rows
 
 __all__ = ["read_ophys", "list_roi_response_series", "resolve_orientation", "normalize_traces"]
@@ -380,45 +381,36 @@ def read_ophys(
             data = np.where(mask[..., None], data, 0.0)
         keep = mask.any(axis=1)
         record_trial_rows(selection, trial_rows, grid.source_index[keep])
-        u: np.ndarray | None = None
-        names: tuple[str, ...] = ()
-        if inputs:
-            u, names = build_inputs(nwbfile, inputs, grid, source)
+        u, names = optional_inputs(nwbfile, inputs, grid, source)
+        if u is not None:
             u = u[keep]
-        identifier = file_identifier(nwbfile)
-        session = session_identity(nwbfile)
-    selection.update(
-        series_path=series_path,
-        bin_width=None if bin_width is None else float(bin_width),
-        frame_period=period,
-        normalize=normalize,
-        dff_percentile=float(dff_percentile) if normalize == "dff" else None,
-        orientation=reason,
-        masked_frames=int((~valid).sum()),
-        dropped_all_nan_ids=[plain_value(v) for v in dropped_empty],
-        dropped_constant_ids=[plain_value(v) for v in dropped_constant],
-        unit_ids=None if unit_ids is None else [plain_value(v) for v in unit_ids],
-        where=json_where(where),
-        **choice,
-        inputs=list(names),
-    )
-    return Recording(
-        data=data[keep],
-        mask=mask[keep],
-        bin_width=grid.bin_width,
+        selection.update(
+            series_path=series_path,
+            bin_width=None if bin_width is None else float(bin_width),
+            frame_period=period,
+            normalize=normalize,
+            dff_percentile=float(dff_percentile) if normalize == "dff" else None,
+            orientation=reason,
+            masked_frames=int((~valid).sum()),
+            dropped_all_nan_ids=[plain_value(v) for v in dropped_empty],
+            dropped_constant_ids=[plain_value(v) for v in dropped_constant],
+            unit_ids=None if unit_ids is None else [plain_value(v) for v in unit_ids],
+            where=json_where(where),
+            **choice,
+            inputs=list(names),
+        )
+        info = nwb_source_info(
+            opened, object_path=series_path, table_path=table_path, selection=selection
+        )
+    return grid_recording(
+        grid,
+        data,
         kind="calcium",
         unit_ids=ids,
         unit_rows=rows,
-        trial_start_times=grid.starts[keep],
+        source=info,
+        mask=mask,
+        keep=keep,
         inputs=u,
         input_names=names,
-        source=SourceInfo(
-            identifier=identifier,
-            path=opened.path,
-            object_path=series_path,
-            table_path=table_path,
-            selection=selection,
-            session=session,
-            origin=opened.origin,
-        ),
     )

@@ -9,6 +9,7 @@ import numpy as np
 
 from .._validation import check_choice, check_positive_int
 from ..data import Recording, SourceInfo
+from ._assemble import grid_recording
 from .binning import make_grid
 from .nwb_units import bin_spike_trains
 from .trials import check_time_range, clip_intervals, split_windows
@@ -152,14 +153,12 @@ def read_sorting(
         "min_spikes": min_spikes,
         "dropped_unit_ids": dropped,
     }
-    return Recording(
-        data=counts,
-        mask=grid.mask,
-        bin_width=grid.bin_width,
+    return grid_recording(
+        grid,
+        counts,
         kind="spikes",
         unit_ids=ids_kept,
         unit_rows=rows_kept,
-        trial_start_times=grid.starts,
         source=SourceInfo(selection=selection),
     )
 

@@ -26,10 +26,9 @@ from ..data import NONLINEARITIES, LowRankFit, Recording, Results
 from ._engine import initialise as _init
 from ._engine.initial_latents import infer_initial, initial_prior
 from ._engine.loop import train
-from ._engine.objective import Batch, TrainConfig, batch_loss
+from ._engine.objective import Batch, TrainConfig, batch_loss, rollout_expected
 from .gauge import canonical_gauge
 from .lowrank import LowRankRNN
-from .observation import expected_observation
 
 __all__ = ["LowRankRNNEstimator", "metrics_from_expected"]
 
@@ -461,7 +460,7 @@ class LowRankRNNEstimator(BaseEstimator):
     def _set_noise_scale(self, model, k0_train, train_batch, config, scale) -> None:
         """σ_i := residual RMS of unit i on the training trials (Gaussian and calcium)."""
         with torch.no_grad():
-            expected = self._expected(model, k0_train, train_batch, config)
+            expected = rollout_expected(model, k0_train, train_batch, config)
             resid = (train_batch.data - expected) ** 2 * train_batch.mask[..., None]
             rms = (resid.sum((0, 1)) / train_batch.mask.sum()).sqrt()
             floor = 1e-6 * torch.as_tensor(scale, dtype=rms.dtype, device=rms.device)
@@ -638,16 +637,6 @@ class LowRankRNNEstimator(BaseEstimator):
         self.fit_ = fit
 
     @staticmethod
-    def _expected(model, initial, batch: Batch, config: TrainConfig) -> torch.Tensor:
-        _, activity = model(initial, batch.data.shape[1], inputs=batch.inputs)
-        return expected_observation(
-            model.readout(activity),
-            config.observation,
-            bin_width=config.bin_width,
-            calcium_decay=config.calcium_decay,
-        )
-
-    @staticmethod
     def _rollout_latents(model, initial, recording: Recording, device) -> np.ndarray:
         inputs = None if recording.inputs is None else _tensor(recording.inputs, device)
         with torch.no_grad():
@@ -725,7 +714,7 @@ class LowRankRNNEstimator(BaseEstimator):
         self._check_compatible(recording)
         initial, batch = self._infer(recording)
         with torch.no_grad():
-            expected = self._expected(self.model_, initial, batch, self._config)
+            expected = rollout_expected(self.model_, initial, batch, self._config)
         out = expected.cpu().double().numpy()
         out[~recording.mask] = 0.0
         return out
@@ -744,7 +733,7 @@ class LowRankRNNEstimator(BaseEstimator):
     def _evaluate(self, recording: Recording, initial: torch.Tensor):
         batch = _to_batch(recording, initial.device)
         with torch.no_grad():
-            expected = self._expected(self.model_, initial, batch, self._config)
+            expected = rollout_expected(self.model_, initial, batch, self._config)
         return metrics_from_expected(
             recording.data,
             expected.cpu().double().numpy(),

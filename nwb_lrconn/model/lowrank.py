@@ -14,12 +14,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..data import LoadingDimsWithInputs
 from .rollout import activation, rollout_activity
 
 __all__ = ["LowRankRNN"]
 
 
-class LowRankRNN(nn.Module):
+class LowRankRNN(LoadingDimsWithInputs, nn.Module):
     """Rank-R recurrent network of N units in latent form.
 
     Parameters
@@ -77,21 +78,6 @@ class LowRankRNN(nn.Module):
         self.readout_gain = nn.Parameter(torch.ones(n_units, dtype=dtype))
         self.readout_offset = nn.Parameter(torch.zeros(n_units, dtype=dtype))
         self.log_noise_std = nn.Parameter(torch.zeros(n_units, dtype=dtype))
-
-    @property
-    def n_units(self) -> int:
-        """Number of units N."""
-        return self.M.shape[0]
-
-    @property
-    def rank(self) -> int:
-        """Rank R."""
-        return self.M.shape[1]
-
-    @property
-    def n_inputs(self) -> int:
-        """Number of input channels D_u."""
-        return self.B.shape[1]
 
     def forward(
         self,

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import check_array, check_choice, check_positive_int, make_rng
+from ..data import LoadingDims
+from .nonlinearity import phi
 
 __all__ = [
     "NETWORK_NAMES",
@@ -58,7 +60,7 @@ _HEAVY_CROSS = 1.6
 
 
 @dataclass(frozen=True)
-class GroundTruthNetwork:
+class GroundTruthNetwork(LoadingDims):
     """A rank-R network with known loadings.
 
     Attributes
@@ -78,16 +80,6 @@ class GroundTruthNetwork:
     K: np.ndarray
     alpha: float = 0.1
     nonlinearity: str = "tanh"
-
-    @property
-    def n_units(self) -> int:
-        """Number of units N."""
-        return self.M.shape[0]
-
-    @property
-    def rank(self) -> int:
-        """Rank R."""
-        return self.M.shape[1]
 
 
 def default_data_dir() -> Path:
@@ -239,17 +231,6 @@ def grid_initial_conditions(n_per_side: int = 20, extent: float = 2.4) -> np.nda
     axis = np.linspace(-extent, extent, n_per_side)
     gx, gy = np.meshgrid(axis, axis, indexing="ij")
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
-
-
-def phi(x: np.ndarray, nonlinearity: str = "tanh") -> np.ndarray:
-    """Apply the single-unit nonlinearity φ (numpy)."""
-    if nonlinearity == "tanh":
-        return np.tanh(x)
-    if nonlinearity == "relu":
-        return np.maximum(x, 0.0)
-    if nonlinearity == "softplus":
-        return np.logaddexp(0.0, x)
-    raise ValueError(f"nonlinearity must be 'tanh', 'relu' or 'softplus'; got {nonlinearity!r}.")
 
 
 def simulate_latents(

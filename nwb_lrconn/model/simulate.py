@@ -18,7 +18,8 @@ import numpy as np
 
 from .._validation import check_array, check_positive, check_positive_int, make_rng
 from ..data import Recording
-from .networks import GroundTruthNetwork, grid_initial_conditions, phi, simulate_latents
+from .networks import GroundTruthNetwork, grid_initial_conditions, simulate_latents
+from .nonlinearity import phi, softplus_inverse
 
 __all__ = ["SimulatedSession", "simulate_rates", "simulate_spikes", "simulate_calcium"]
 
@@ -174,10 +175,6 @@ def simulate_rates(
     )
 
 
-def _softplus_inv(y: np.ndarray) -> np.ndarray:
-    return y + np.log(-np.expm1(-y))
-
-
 def simulate_spikes(
     network: GroundTruthNetwork,
     *,
@@ -232,7 +229,7 @@ def simulate_spikes(
     n_trials, n_time, n_units = activity.shape
     floor = rng.uniform(lo, 3 * lo, n_units)
     ceiling = rng.uniform(hi / 3, hi, n_units)
-    a, b = _softplus_inv(floor), _softplus_inv(ceiling)
+    a, b = softplus_inverse(floor), softplus_inverse(ceiling)
     sign = np.where(rng.random(n_units) < 0.5, -1.0, 1.0)
     gain, offset = sign * (b - a) / 2, (a + b) / 2
     rate = np.logaddexp(0.0, gain * activity + offset)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..model.nonlinearity import phi
+
 __all__ = ["new_axes", "new_figure", "save_figure", "phi", "quality_label", "log_scale"]
 
 
@@ -76,15 +78,6 @@ def save_figure(
         if engine is not None and figure.get_layout_engine() is not engine:
             figure.set_layout_engine(engine)
     return out
-
-
-def phi(x: np.ndarray, nonlinearity: str) -> np.ndarray:
-    """The single-unit nonlinearity φ (numpy)."""
-    if nonlinearity == "tanh":
-        return np.tanh(x)
-    if nonlinearity == "relu":
-        return np.maximum(x, 0.0)
-    return np.logaddexp(0.0, x)
 
 
 def quality_label(kind: str) -> str:

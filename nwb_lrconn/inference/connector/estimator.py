@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 import time
 
 import numpy as np
 import torch
 from scipy.stats import qmc
-from sklearn.base import BaseEstimator
 from torch import Tensor
 
 from ..._validation import (
-    check_array,
     check_is_fitted,
     check_positive,
     check_positive_int,
@@ -23,7 +20,8 @@ from ...config import DistributionConfig
 from ...data import ConnectivityDistribution, LowRankFit
 from ...model.rollout import activation
 from ..flows import VelocityMLP, flow_log_prob, flow_matching_loss, integrate_flow
-from .data import ConnectorData, z_scaling
+from .base import DistributionEstimatorBase, as_connector_data
+from .data import ConnectorData
 from .ridge import build_state_quadrature, quadrature_ridge_targets
 
 __all__ = ["ConnectorEstimator", "auto_flow_steps", "auto_hidden_features"]
@@ -68,7 +66,7 @@ def auto_hidden_features(n_units: int) -> int:
     return int(min(128, max(32, 2 ** round(np.log2(max(n_units, 1) / 8)))))
 
 
-class ConnectorEstimator(BaseEstimator):
+class ConnectorEstimator(DistributionEstimatorBase):
     """Maximum-entropy connectivity distribution p(z) p(k | z) learned by two flows.
 
     Parameters
@@ -139,6 +137,8 @@ class ConnectorEstimator(BaseEstimator):
         Seed of every random draw of ``fit``.
     """
 
+    _fitted_attribute = "flow_a_"
+
     def __init__(
         self,
         *,
@@ -201,17 +201,12 @@ class ConnectorEstimator(BaseEstimator):
         for name in ("learning_rate", "ridge_lambda", "ode_step"):
             check_positive(getattr(self, name), name)
         check_positive(self.weight_decay, "weight_decay", allow_zero=True)
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}."
-            )
         if self.pool_size < self.n_virtual_units:
             raise ValueError(
                 f"pool_size must be >= n_virtual_units ({self.n_virtual_units}); "
                 f"got {self.pool_size}."
             )
-        if self.state_resolution is not None:
-            check_positive(self.state_resolution, "state_resolution")
+        self._check_shared_params()
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -233,12 +228,7 @@ class ConnectorEstimator(BaseEstimator):
             self.
         """
         self._check_params()
-        if isinstance(data, LowRankFit):
-            data = ConnectorData.from_fit(data, inputs=inputs)
-        elif not isinstance(data, ConnectorData):
-            raise TypeError(
-                f"data must be a LowRankFit or a ConnectorData; got {type(data).__name__}."
-            )
+        data = as_connector_data(data, inputs=inputs)
         rng = make_rng(self.random_state)
         device = torch.device(self.device)
         gen = torch.Generator(device=device)
@@ -246,11 +236,7 @@ class ConnectorEstimator(BaseEstimator):
         start = time.perf_counter()
         cpu_start = time.process_time()
 
-        self.rank_ = data.rank
-        self.n_inputs_ = data.n_inputs
-        self.alpha_ = data.alpha
-        self.nonlinearity_ = data.nonlinearity
-        self._set_standardisation_z(data.z)
+        self._set_data_attributes(data)
         n_units = data.z.shape[0]
         auto = {
             "hidden_features": auto_hidden_features(n_units),
@@ -260,16 +246,7 @@ class ConnectorEstimator(BaseEstimator):
             auto[name] if getattr(self, name) == "auto" else int(getattr(self, name))
             for name in ("hidden_features", "n_steps_a")
         )
-        n_trials = data.latents.shape[0]
-        if data.test_trials is not None and data.test_trials.size:
-            test = np.unique(data.test_trials)
-        else:
-            n_test = max(1, round(self.validation_fraction * n_trials))
-            test = np.sort(rng.permutation(n_trials)[:n_test])
-        train = np.setdiff1d(np.arange(n_trials), test)
-        if train.size == 0:
-            raise ValueError(f"No training trials left: all {n_trials} trial(s) are held out.")
-        self.train_trials_, self.test_trials_ = train, test
+        self._split_trials(data, rng)
 
         bar = _progress_bar(self.progress, self.max_steps_a_ + self.n_steps_b)
         try:
@@ -287,9 +264,6 @@ class ConnectorEstimator(BaseEstimator):
             "total_cpu_s": time.process_time() - cpu_start,
         }
         return self
-
-    def _set_standardisation_z(self, z: np.ndarray) -> None:
-        self.z_free_, self.z_mean_, self.z_std_, self.z_fill_ = z_scaling(z)
 
     def _z_to_flow(self, z: np.ndarray | Tensor, device: torch.device) -> Tensor:
         z = torch.as_tensor(np.asarray(z), dtype=torch.float32, device=device)
@@ -539,7 +513,7 @@ class ConnectorEstimator(BaseEstimator):
         k : ndarray of shape (n_units, rank)
             Output-side loadings.
         """
-        check_is_fitted(self, "flow_a_")
+        check_is_fitted(self, self._fitted_attribute)
         n_units = check_positive_int(n_units, "n_units")
         sigma = check_positive(sigma, "sigma", allow_zero=True)
         gen, device = self._generator(random_state)
@@ -564,8 +538,7 @@ class ConnectorEstimator(BaseEstimator):
         ndarray of shape (n, rank)
             What :meth:`sample` returns for k at σ = 0 with ``core=True``, for these z.
         """
-        check_is_fitted(self, "flow_a_")
-        z = check_array(z, "z", shape=(None, self.z_free_.size), dtype=np.float64)
+        z = self._check_z(z)
         x = self._z_to_flow(z, next(self.flow_b_.parameters()).device)
         k = self._sample_k_flow(x, None).to(torch.float64).cpu().numpy()
         return k * self.k_std_ + self.k_mean_
@@ -582,11 +555,10 @@ class ConnectorEstimator(BaseEstimator):
         -------
         ndarray of shape (n,)
         """
-        check_is_fitted(self, "flow_a_")
-        z = check_array(z, "z", shape=(None, self.z_free_.size), dtype=np.float64)
+        z = self._check_z(z)
         x = self._z_to_flow(z, next(self.flow_a_.parameters()).device)
         lp = flow_log_prob(self.flow_a_, x, step=self.ode_step).to(torch.float64).cpu().numpy()
-        return lp - np.log(self.z_std_[self.z_free_]).sum()
+        return lp - self._z_log_jacobian()
 
     def log_prob(self, z: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Exact log-density of (z, k) under the learned flows, log p_A(z) + log p_B(k | z).
@@ -608,16 +580,13 @@ class ConnectorEstimator(BaseEstimator):
         ndarray of shape (n,)
             Log-densities in nats (with respect to Lebesgue measure on the original units).
         """
-        check_is_fitted(self, "flow_a_")
-        n_z = self.z_free_.size
-        z = check_array(z, "z", shape=(None, n_z), dtype=np.float64)
-        k = check_array(k, "k", shape=(z.shape[0], self.rank_), dtype=np.float64)
+        z, k = self._check_zk(z, k)
         device = next(self.flow_a_.parameters()).device
         x = self._z_to_flow(z, device)
         y = torch.as_tensor((k - self.k_mean_) / self.k_std_, dtype=torch.float32, device=device)
         lp_a = flow_log_prob(self.flow_a_, x, step=self.ode_step)
         lp_b = flow_log_prob(self.flow_b_, y, context=x, step=self.ode_step)
-        log_jac = np.log(self.z_std_[self.z_free_]).sum() + np.log(self.k_std_).sum()
+        log_jac = self._z_log_jacobian() + np.log(self.k_std_).sum()
         return (lp_a + lp_b).to(torch.float64).cpu().numpy() - log_jac
 
     def to_distribution(
@@ -639,8 +608,7 @@ class ConnectorEstimator(BaseEstimator):
         -------
         ConnectivityDistribution
         """
-        check_is_fitted(self, "flow_a_")
-        z, k = self.sample(n_samples, sigma=sigma, random_state=random_state)
+        check_is_fitted(self, self._fitted_attribute)
         architecture = {
             "kind": "connector-cfm",
             "velocity_net": "mlp",
@@ -650,30 +618,18 @@ class ConnectorEstimator(BaseEstimator):
             "ode_solver": "midpoint",
             "ode_step": self.ode_step,
             "time_convention": "t=0 noise, t=1 data",
-            "rank": self.rank_,
-            "n_inputs": self.n_inputs_,
-            "alpha": self.alpha_,
-            "nonlinearity": self.nonlinearity_,
-            "z_free": self.z_free_.tolist(),
-            "z_mean": self.z_mean_.tolist(),
-            "z_std": self.z_std_.tolist(),
-            "z_fill": self.z_fill_.tolist(),
+            **self._data_architecture(),
             "k_mean": self.k_mean_.tolist(),
             "k_std": self.k_std_.tolist(),
-            "estimator_params": self.get_params(),
         }
-        json.dumps(architecture)  # must be JSON-serialisable
-        return ConnectivityDistribution(
+        return self._export(
+            n_samples,
+            sigma,
+            random_state,
+            architecture=architecture,
             flow_a_parameters=_state_to_numpy(self.flow_a_),
             flow_b_parameters=_state_to_numpy(self.flow_b_),
-            architecture=architecture,
-            sigma=float(sigma),
-            ridge_lambda=float(self.ridge_lambda),
-            n_virtual_units=int(self.n_virtual_units),
             training_curves={k_: np.asarray(v) for k_, v in self.training_curves_.items()},
-            samples_z=z,
-            samples_k=k,
-            validation_metrics=dict(self.validation_metrics_),
         )
 
 

@@ -36,14 +36,7 @@ def connector_from_distribution(
     params = dict(arch["estimator_params"])
     params["device"] = device
     est = ConnectorEstimator(**params)
-    est.rank_ = int(arch["rank"])
-    est.n_inputs_ = int(arch["n_inputs"])
-    est.alpha_ = float(arch["alpha"])
-    est.nonlinearity_ = arch["nonlinearity"]
-    est.z_free_ = np.asarray(arch["z_free"], dtype=bool)
-    est.z_mean_ = np.asarray(arch["z_mean"], dtype=np.float64)
-    est.z_std_ = np.asarray(arch["z_std"], dtype=np.float64)
-    est.z_fill_ = np.asarray(arch["z_fill"], dtype=np.float64)
+    est._restore_data_attributes(dist)
     est.k_mean_ = np.asarray(arch["k_mean"], dtype=np.float64)
     est.k_std_ = np.asarray(arch["k_std"], dtype=np.float64)
     est.hidden_features_ = int(arch["hidden_features"])
@@ -52,5 +45,4 @@ def connector_from_distribution(
     for net, stored in pairs:
         net.load_state_dict({name: torch.as_tensor(value) for name, value in stored.items()})
     est.training_curves_ = {k: np.asarray(v) for k, v in dist.training_curves.items()}
-    est.validation_metrics_ = dict(dist.validation_metrics)
     return est

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
+from ..nonlinearity import phi, softplus_inverse
 from .unit_refit import ridge_output_loadings
 
 __all__ = ["Linearizer", "fit_linearizer", "initial_loadings", "encode_initial"]
@@ -43,10 +44,6 @@ def smooth_counts(data: np.ndarray, mask: np.ndarray, sigma_bins: float) -> np.n
         np.broadcast_to(w, data.shape[:2] + (1,)), sigma_bins, axis=1, mode="constant"
     )
     return num / np.maximum(den, 1e-12)
-
-
-def _softplus_inv(y: np.ndarray) -> np.ndarray:
-    return y + np.log(-np.expm1(-y))
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ class Linearizer:
         if self.observation != "poisson":
             return data
         rate = smooth_counts(data, mask, self.smooth_bins) / self.bin_width
-        return _softplus_inv(np.maximum(rate, self.rate_floor))
+        return softplus_inverse(np.maximum(rate, self.rate_floor))
 
     def potentials(self, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Return the target potentials x̂, shape like ``data``."""
@@ -91,7 +88,7 @@ class Linearizer:
             lim = 1.0 - 1e-6 if np.all(self.gain == 1.0) else _TANH_CLIP[self.observation]
             return np.arctanh(np.clip(p, -lim, lim))
         p = np.maximum(p, 0.05)
-        return p if self.nonlinearity == "relu" else _softplus_inv(p)
+        return p if self.nonlinearity == "relu" else softplus_inverse(p)
 
 
 def fit_linearizer(
@@ -122,14 +119,6 @@ def fit_linearizer(
     else:
         gain, offset = std, mean - 1.5 * std
     return Linearizer(observation, nonlinearity, bin_width, smooth_bins, gain, offset)
-
-
-def _phi(x: np.ndarray, nonlinearity: str) -> np.ndarray:
-    if nonlinearity == "tanh":
-        return np.tanh(x)
-    if nonlinearity == "relu":
-        return np.maximum(x, 0.0)
-    return np.logaddexp(0.0, x)
 
 
 def initial_loadings(
@@ -203,9 +192,9 @@ def initial_loadings(
     x_now = now @ M.T + d
     if inputs is not None:
         x_now = x_now + inputs[trial, t] @ B.T
-    phi = _phi(x_now, nonlinearity)
+    phi_now = phi(x_now, nonlinearity)
     K = ridge_output_loadings(
-        *(torch.from_numpy(np.ascontiguousarray(a)) for a in (now, nxt, phi)),
+        *(torch.from_numpy(np.ascontiguousarray(a)) for a in (now, nxt, phi_now)),
         alpha=alpha,
         ridge=ridge,
     ).numpy()

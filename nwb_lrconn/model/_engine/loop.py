@@ -22,10 +22,9 @@ import torch
 from torch import Tensor
 
 from ..lowrank import LowRankRNN
-from ..observation import expected_observation, observation_nll
 from ..rollout import activation
 from .initial_latents import infer_initial, initial_prior
-from .objective import Batch, TrainConfig, batch_loss
+from .objective import Batch, TrainConfig, batch_loss, rollout_nll
 from .unit_refit import refit_units, ridge_output_loadings
 
 __all__ = ["loss_spread", "train", "weight_penalty"]
@@ -68,16 +67,7 @@ def loss_spread(model: LowRankRNN, initial: Tensor, batch: Batch, config: TrainC
     with torch.no_grad():
         for start in range(0, n_trials, step):
             part = batch.take(slice(start, start + step))
-            _, activity = model(initial[start : start + step], n_time, inputs=part.inputs)
-            expected = expected_observation(
-                model.readout(activity),
-                config.observation,
-                bin_width=config.bin_width,
-                calcium_decay=config.calcium_decay,
-            )
-            nll = observation_nll(
-                part.data, expected, config.observation, noise_std=model.log_noise_std.exp()
-            )
+            nll = rollout_nll(model, initial[start : start + step], part, config)
             weights = part.mask.to(nll.dtype)
             sums.append((nll * weights[..., None]).sum((1, 2)).double())
             counts.append(weights.sum(1).double() * n_units)

@@ -27,7 +27,14 @@ from ..lowrank import LowRankRNN
 from ..observation import _RATE_FLOOR, expected_observation, masked_mean, observation_nll
 from .chunk_loss import network_rollout_loss
 
-__all__ = ["Batch", "TrainConfig", "batch_loss", "ChunkObjective"]
+__all__ = [
+    "Batch",
+    "TrainConfig",
+    "batch_loss",
+    "rollout_expected",
+    "rollout_nll",
+    "ChunkObjective",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,50 @@ class TrainConfig:
     tol: float = 0.0
 
 
+def rollout_expected(
+    model: LowRankRNN,
+    initial: Tensor,
+    batch: Batch,
+    config: TrainConfig,
+    *,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """E[y] of every value of ``batch`` under one whole-trial rollout from ``initial``.
+
+    Returns
+    -------
+    Tensor of shape (n_trials, n_time, n_units)
+    """
+    _, activity = model(initial, batch.data.shape[1], inputs=batch.inputs, noise=noise)
+    return expected_observation(
+        model.readout(activity),
+        config.observation,
+        bin_width=config.bin_width,
+        calcium_decay=config.calcium_decay,
+    )
+
+
+def rollout_nll(
+    model: LowRankRNN,
+    initial: Tensor,
+    batch: Batch,
+    config: TrainConfig,
+    *,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """Negative log-likelihood of every value of ``batch`` under one whole-trial rollout.
+
+    Returns
+    -------
+    Tensor of shape (n_trials, n_time, n_units)
+        Unmasked: padded bins are included.
+    """
+    expected = rollout_expected(model, initial, batch, config, noise=noise)
+    return observation_nll(
+        batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
+    )
+
+
 def batch_loss(
     model: LowRankRNN,
     initial: Tensor,
@@ -105,16 +156,7 @@ def batch_loss(
     """
     n_time = batch.data.shape[1]
     if config.observation == "calcium" and config.calcium_decay > 0:
-        _, activity = model(initial, n_time, inputs=batch.inputs, noise=noise)
-        expected = expected_observation(
-            model.readout(activity),
-            config.observation,
-            bin_width=config.bin_width,
-            calcium_decay=config.calcium_decay,
-        )
-        nll = observation_nll(
-            batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
-        )
+        nll = rollout_nll(model, initial, batch, config, noise=noise)
         return masked_mean(nll, batch.mask).double()
     weights = batch.mask.to(batch.data.dtype)
     n_bins = float(weights.sum())
