@@ -23,10 +23,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from scipy import linalg
 
 from .._validation import check_array, check_positive, check_positive_int
 from ..model.nonlinearity import phi as _phi
+from ..model.ridge import solve_output_loadings
 
 __all__ = [
     "state_matrix",
@@ -242,12 +244,14 @@ def ridge_output_loadings(
         K̂.
     """
     X, Y = _regression(latents, mask, M, B, d, inputs, alpha, nonlinearity)
-    ridge = check_positive(noise_std, "noise_std") ** 2 * check_positive(
-        prior_precision, "prior_precision"
+    K = solve_output_loadings(
+        torch.from_numpy(X * (M.shape[0] / alpha)),
+        torch.from_numpy(Y),
+        alpha=alpha,
+        prior_precision=check_positive(prior_precision, "prior_precision"),
+        noise_std=check_positive(noise_std, "noise_std"),
     )
-    gram = X.T @ X
-    gram[np.diag_indices_from(gram)] += ridge
-    return linalg.solve(gram, X.T @ Y, assume_a="pos")
+    return K.numpy()
 
 
 def least_squares_output_loadings(

@@ -25,7 +25,7 @@ from ..lowrank import LowRankRNN
 from ..rollout import activation
 from .initial_latents import infer_initial, initial_prior
 from .objective import Batch, TrainConfig, batch_loss, rollout_nll
-from .unit_refit import refit_units, ridge_output_loadings
+from .unit_refit import refit_output_loadings, refit_units
 
 __all__ = ["loss_spread", "train", "weight_penalty"]
 
@@ -436,9 +436,9 @@ def _preconditioner(moments: list[Tensor] | None) -> list[Tensor] | None:
 
     With θ = s ⊙ u, L-BFGS on u sees the curvature s H s. Adam's v estimates the diagonal of the
     (empirical) Fisher information, H_jj ∝ v_j, so s = v^(−1/2) would equalise the diagonal; the
-    fourth root goes halfway, which stays robust where v is a noisy estimate (measured on
-    Poisson spikes of 500 units: 20 rounds to a held-out loss that 30 unscaled rounds do not
-    reach; the square root stalls after a few rounds).
+    fourth root goes halfway, which stays robust where v is a noisy estimate (on the 500-unit
+    spike fits of the benchmarks it reaches in fewer rounds a held-out loss that unscaled
+    rounds do not reach, where the square root stalls).
     """
     if moments is None:
         return None
@@ -489,7 +489,7 @@ def _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_t
         x = now @ M.T + theta[:, -3]
         if n_inputs:
             x = x + inputs[:, :-1][pairs].double() @ B.T
-        K = ridge_output_loadings(
+        K = refit_output_loadings(
             now,
             latents[:, 1:][pairs].double(),
             activation(x, model.nonlinearity),

@@ -6,7 +6,7 @@ import torch
 
 from nwb_lrconn.model._engine.loop import _refit_phase
 from nwb_lrconn.model._engine.objective import Batch, TrainConfig, batch_loss
-from nwb_lrconn.model._engine.unit_refit import _unit_terms, refit_units, ridge_output_loadings
+from nwb_lrconn.model._engine.unit_refit import _unit_terms, refit_output_loadings, refit_units
 from nwb_lrconn.model.lowrank import LowRankRNN
 
 
@@ -53,14 +53,14 @@ def test_refit_recovers_each_units_parameters_from_a_distorted_start(observation
     assert torch.all(unit_loss(out) < unit_loss(start))
 
 
-def test_ridge_output_loadings_recover_the_dynamics_that_made_the_latents():
+def test_refit_output_loadings_recover_the_dynamics_that_made_the_latents():
     rng = np.random.default_rng(1)
     n_units, alpha = 40, 0.1
     activity = torch.as_tensor(np.tanh(rng.standard_normal((500, n_units))))
     K = torch.as_tensor(rng.standard_normal((n_units, 2)))
     now = torch.as_tensor(rng.standard_normal((500, 2)))
     following = (1 - alpha) * now + alpha / n_units * activity @ K
-    out = ridge_output_loadings(now, following, activity, alpha=alpha, ridge=1e-10)
+    out = refit_output_loadings(now, following, activity, alpha=alpha, ridge=1e-10)
     torch.testing.assert_close(out, K, rtol=1e-5, atol=1e-5)
 
 
