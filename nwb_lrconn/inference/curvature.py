@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from ..data import LoadingDimsWithInputs, LowRankFit, ParameterBlock, Recording
-from ..model.rollout import activation, latent_rollout
+from ..model.rollout import activation, activation_slope, latent_rollout
 
 __all__ = [
     "Linearisation",
@@ -136,14 +136,6 @@ class Linearisation(LoadingDimsWithInputs):
         return rho * psi, rho
 
 
-def _slope(x: Tensor, y: Tensor, nonlinearity: str) -> Tensor:
-    if nonlinearity == "tanh":
-        return 1.0 - y**2
-    if nonlinearity == "relu":
-        return (x > 0).to(x.dtype)
-    return torch.sigmoid(x)  # softplus
-
-
 def linearise(fit: LowRankFit, recording: Recording) -> Linearisation:
     """Roll a fit out from its κ(0) and collect φ, φ' and the Fisher weights (float64).
 
@@ -196,7 +188,7 @@ def linearise(fit: LowRankFit, recording: Recording) -> Linearisation:
             inputs=inputs,
         )  # fmt: skip
         phi = activation(x, fit.nonlinearity)
-        slope = _slope(x, phi, fit.nonlinearity)
+        slope = activation_slope(phi, fit.nonlinearity)
         del x
         mask = torch.as_tensor(recording.mask, dtype=_DTYPE)
         rank = M.shape[1]
