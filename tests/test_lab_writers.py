@@ -106,10 +106,12 @@ def neurosuite(tmp_path_factory):
         random_state=2,
     )
     # 16 one-second trials: the first 8 in wake [0, 8) s, the last 8 in wake [12, 20) s
-    shift = lambda t: np.where(t >= 8.0, t + 4.0, t)  # noqa: E731
     rng = np.random.default_rng(2)
     sleep = [np.sort(rng.uniform(8.0, 12.0, rng.poisson(20))) for _ in range(12)]
-    adn = [np.sort(np.concatenate([shift(t), s])) for t, s in zip(session.spike_times, sleep)]
+    adn = [
+        np.sort(np.concatenate([np.where(t >= 8.0, t + 4.0, t), s]))
+        for t, s in zip(session.spike_times, sleep)
+    ]
     ca1 = [np.sort(rng.uniform(0.0, 20.0, rng.poisson(100))) for _ in range(4)]
     path = tmp_path_factory.mktemp("neurosuite") / "neurosuite.nwb"
     write_units_nwb(
@@ -186,7 +188,8 @@ def test_neurosuite_where_epochs_and_head_direction(neurosuite, capsys):
     assert main(["report", str(out_path), "--behaviour", series]) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    assert "behaviour:" in out and "verdict:" in out
+    assert f"behaviour: {series} (angle; held-out circular R²" in out
+    assert "verdict: the latent angle reaches" in out
 
 
 def test_three_units_are_not_identifiable(tmp_path, capsys):
