@@ -13,6 +13,7 @@ import numpy as np
 from pynwb import NWBHDF5IO
 
 from .. import data
+from ..io.streaming import quiet_orientation_warnings
 from ._files import check_nwb_file
 from ._namespace import NAMESPACE, SPEC_VERSION
 from .containers import LowRankRNNFit, copy_array
@@ -57,7 +58,9 @@ def _opened_fits(path: str | Path, module_name: str) -> Iterator[tuple[Path, dic
     check_nwb_file(path)
     _check_schema(path, module_name)
     with NWBHDF5IO(str(path), "r") as io:
-        yield path, _fits(io.read(), module_name)
+        with quiet_orientation_warnings():  # a derived file links to the source's series
+            nwbfile = io.read()
+        yield path, _fits(nwbfile, module_name)
 
 
 def _pick(path: Path, fits: dict, name: str | None, module_name: str):

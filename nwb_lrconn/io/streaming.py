@@ -382,13 +382,22 @@ def open_source(
         _check_nwb_root(h5file, label)
         io = NWBHDF5IO(file=h5file, mode="r", load_namespaces=True)
         stack.callback(io.close)
-        with warnings.catch_warnings():
-            # Data stored (ROIs, frames) make pynwb warn on every read; the ophys reader detects
-            # the orientation itself and says so once, in its own words.
-            warnings.filterwarnings("ignore", message=".*Your data may be transposed")
-            warnings.filterwarnings("ignore", message=".*Data is oriented incorrectly")
+        with quiet_orientation_warnings():
             nwbfile = io.read()
         yield NWBSource(nwbfile=nwbfile, path=path, label=label, origin=origin)
+
+
+@contextmanager
+def quiet_orientation_warnings() -> Iterator[None]:
+    """Silence pynwb's warnings about series stored (ROIs, frames) while a file is read.
+
+    pynwb repeats them on every read of such a file (and of a derived file linking to it); the
+    ophys reader detects the orientation itself and says so once, in its own words.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Your data may be transposed")
+        warnings.filterwarnings("ignore", message=".*Data is oriented incorrectly")
+        yield
 
 
 def _open_streamed(
