@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from .config import DistributionConfig, FitConfig, PosteriorConfig, ReadConfig, RunConfig
+from .config import FitConfig, ReadConfig, RunConfig
 from .report import format_report, write_figures
 
 __all__ = ["run_demo"]
@@ -75,17 +75,10 @@ def run_demo(
     )
     config = RunConfig(
         read=ReadConfig(bin_width=0.02, trials="trials"),
-        fit=FitConfig(rank=2, max_epochs=30 if quick else 150, patience=10 if quick else 20),
-        posterior=PosteriorConfig(structure="blocks"),
-        distribution=DistributionConfig(
-            n_steps_a=200 if quick else 1500,
-            n_steps_b=50 if quick else 300,
-            n_virtual_units=100 if quick else 300,
-            hidden_features=32 if quick else 64,
-            n_samples=200 if quick else 1000,
-            pool_size=2000 if quick else 20000,
-            validation_every=25 if quick else 100,
-        ),
+        # The stages size themselves to the data (stopping on held-out progress, the posterior's
+        # form by cost, the distribution's model by the number of units); --quick only caps
+        # stage 1 for the tests.
+        fit=FitConfig(rank=2, **({"max_epochs": 30, "patience": 10} if quick else {})),
         seed=seed,
         device=device,
         name="ring_demo",
