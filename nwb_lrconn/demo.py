@@ -78,7 +78,7 @@ def run_demo(
         # The stages size themselves to the data (stopping on held-out progress, the posterior's
         # form by cost, the distribution's model by the number of units); --quick only caps
         # stage 1 for the tests.
-        fit=FitConfig(rank=2, **({"max_epochs": 30, "patience": 10} if quick else {})),
+        fit=FitConfig(rank=2, max_epochs=30, patience=10) if quick else FitConfig(rank=2),
         seed=seed,
         device=device,
         name="ring_demo",
