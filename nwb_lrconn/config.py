@@ -569,8 +569,8 @@ class DistributionConfig:
     keep_best : bool, default: False
         Keep flow B's best-validation state instead of the last state of its schedule.
     validation_fraction : float, default: 0.1
-        Fraction of the units held out to stop flow A, and of the trials held out for the
-        one-step checks when the fit carries no test trials.
+        Fraction of the units held out to stop flow A (at most 20 units), and of the trials
+        held out for the one-step checks when the fit carries no test trials.
     """
 
     enabled: bool = True

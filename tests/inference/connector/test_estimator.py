@@ -111,7 +111,7 @@ def test_fit_learns_the_ring_and_records_curves(ring_data, small_fit):
 
 
 def test_keep_best_restores_the_state_with_the_lowest_validation_error(ring_data, small_params):
-    params = {**small_params, "n_steps_a": 100, "validation_every": 10}
+    params = {**small_params, "n_steps_a": 100, "validation_every": 10, "patience": 2}
     last = ConnectorEstimator(**params, random_state=0).fit(ring_data[1])
     best = ConnectorEstimator(**params, keep_best=True, random_state=0).fit(ring_data[1])
     val = best.training_curves_["flow_b_val"]
