@@ -22,6 +22,7 @@ Other test modules load it by path (the tests folder is not a package), see
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import re
@@ -156,6 +157,7 @@ class MockDandi:
         """Bind to a free port on 127.0.0.1 and serve in a daemon thread."""
         if self._server is not None:
             return self
+        _pause_gc()
         handler = type("Handler", (_Handler,), {"mock": self})
         self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -173,6 +175,7 @@ class MockDandi:
         self._server.server_close()
         self._thread.join(timeout=5)
         self._server = self._thread = None
+        _resume_gc()
 
     def __enter__(self) -> MockDandi:
         return self.start()
@@ -292,6 +295,32 @@ class MockDandi:
 
 
 _VERSION = r"(?P<version>draft|\d+\.\d+\.\d+)"
+
+
+# While a server runs in this process, the cyclic garbage collector is paused. The client reads
+# through h5py, which holds its global lock while it waits for a byte range from a server thread;
+# a collection that starts in that thread (any allocation can start one) may finalise a pynwb or
+# hdmf IO object, whose finaliser takes the same lock: both threads then wait for ever. Only
+# cycles wait for collection meanwhile; they are collected when the last server stops.
+_gc_pauses = 0
+_gc_lock = threading.Lock()
+
+
+def _pause_gc() -> None:
+    global _gc_pauses
+    with _gc_lock:
+        if _gc_pauses == 0:
+            gc.disable()
+        _gc_pauses += 1
+
+
+def _resume_gc() -> None:
+    global _gc_pauses
+    with _gc_lock:
+        _gc_pauses -= 1
+        if _gc_pauses == 0:
+            gc.enable()
+            gc.collect()
 
 
 class _Server(ThreadingHTTPServer):
