@@ -65,11 +65,19 @@ class Batch:
             None if self.log_factorial is None else self.log_factorial[index],
         )
 
+    def log_factorial_sums(self) -> Tensor:
+        """Σ log y! over each trial's observed values (float64, shape (n_trials,)).
+
+        The stored ``log_factorial`` when there is one, else computed here.
+        """
+        if self.log_factorial is not None:
+            return self.log_factorial
+        weights = self.mask.to(self.data.dtype)[..., None]
+        return (torch.lgamma(self.data + 1.0) * weights).sum((1, 2), dtype=torch.float64)
+
     def with_log_factorial(self) -> Batch:
         """The same trials with ``log_factorial`` computed once (lgamma is slow on CPU)."""
-        weights = self.mask.to(self.data.dtype)[..., None]
-        value = (torch.lgamma(self.data + 1.0) * weights).sum((1, 2), dtype=torch.float64)
-        return Batch(self.data, self.mask, self.inputs, value)
+        return Batch(self.data, self.mask, self.inputs, self.log_factorial_sums())
 
     @property
     def n_trials(self) -> int:
@@ -184,11 +192,7 @@ def batch_loss(
     # nearly noiseless fit is a few ulps of float32, too coarse for L-BFGS's line search.
     loss = loss.double()
     if config.observation == "poisson":  # + log y!, a constant
-        log_factorial = batch.log_factorial
-        if log_factorial is None:
-            log_factorial = batch.with_log_factorial().log_factorial
-        assert log_factorial is not None  # set by with_log_factorial
-        return loss + float(log_factorial.sum()) / count
+        return loss + float(batch.log_factorial_sums().sum()) / count
     return loss + model.log_noise_std.double().mean() + 0.5 * math.log(2 * math.pi)
 
 
