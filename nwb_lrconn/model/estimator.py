@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -178,7 +179,7 @@ class LowRankRNNEstimator(BaseEstimator):
 
     def __init__(
         self,
-        rank: int = 2,
+        rank: int = cast(int, FitConfig.rank),  # the config also allows "auto"
         *,
         observation: str = FitConfig.observation,
         nonlinearity: str = FitConfig.nonlinearity,
