@@ -65,8 +65,16 @@ def initial_prior(kappa: Tensor) -> tuple[Tensor, Tensor] | None:
 
 
 def infer_initial(
-    model, initial: Tensor, batch, config, *, prior=None, n_iter: int = 20, damping=None
-) -> Tensor:
+    model,
+    initial: Tensor,
+    batch,
+    config,
+    *,
+    prior=None,
+    n_iter: int = 20,
+    damping=None,
+    with_nll: bool = False,
+):
     """Refine κ(0) of each trial of ``batch`` by maximising its posterior, the model fixed.
 
     Parameters
@@ -90,28 +98,37 @@ def infer_initial(
     damping : Tensor of shape (n_trials,), optional
         Levenberg–Marquardt damping to start from, updated in place (it carries the solver's
         state across calls that follow a changing model; default 10⁻³ per trial).
+    with_nll : bool, default: False
+        Also return each trial's negative log-likelihood at the returned κ(0), which the solver
+        has computed anyway (it saves the caller a pass over the trials).
 
     Returns
     -------
-    Tensor of shape (n_trials, rank)
+    kappa : Tensor of shape (n_trials, rank)
         κ(0), each trial's at a loss (plus prior) no higher than at ``initial``.
+    nll : Tensor of shape (n_trials,) or None
+        Only with ``with_nll``: each trial's summed negative log-likelihood without its data-only
+        constants (float64; see :func:`~nwb_lrconn.model._engine.objective.mean_nll`); None
+        under the calcium kernel, whose solver does not compute it.
     """
     if config.observation == "calcium" and config.calcium_decay > 0:
         with torch.enable_grad():
-            return _infer_initial_adam(model, initial, batch, config, n_steps=5 * n_iter)
+            kappa = _infer_initial_adam(model, initial, batch, config, n_steps=5 * n_iter)
+        return (kappa, None) if with_nll else kappa
 
     def terms(kappa, trials):
-        loss, grad, gn = _trial_terms(model, kappa, trials, config)
+        nll, grad, gn = _trial_terms(model, kappa, trials, config)
+        loss = nll
         if prior is not None:
             mean, precision = (p.double() for p in prior)
             offset = kappa.double() - mean
             pull = offset @ precision
-            loss, grad, gn = loss + 0.5 * (pull * offset).sum(1), grad + pull, gn + precision
-        return loss, grad, gn
+            loss, grad, gn = nll + 0.5 * (pull * offset).sum(1), grad + pull, gn + precision
+        return loss, grad, gn, nll
 
     with torch.no_grad():
         kappa = initial.detach().clone()
-        loss, grad, gn = terms(kappa, batch)
+        loss, grad, gn, nll = terms(kappa, batch)
         if damping is None:
             damping = torch.full_like(loss, 1e-3)
         n_values = batch.mask.sum(1, dtype=torch.float64) * batch.data.shape[2]
@@ -131,12 +148,12 @@ def infer_initial(
             if active.numel() == 0:
                 break
             trial = kappa[active] - step.to(kappa.dtype)
-            t_loss, t_grad, t_gn = terms(trial, batch.take(active))
+            t_loss, t_grad, t_gn, t_nll = terms(trial, batch.take(active))
             better = torch.isfinite(t_loss) & (t_loss < loss[active])
             done = better & (loss[active] - t_loss <= tolerance[active])
             lam = damping[active, None, None]
             take = active[better]
-            kappa[take], loss[take] = trial[better], t_loss[better]
+            kappa[take], loss[take], nll[take] = trial[better], t_loss[better], t_nll[better]
             grad[take], gn[take] = t_grad[better], t_gn[better]
             damping[active] = (
                 torch.where(better, lam[:, 0, 0] / 3, lam[:, 0, 0] * 10)
@@ -144,7 +161,7 @@ def infer_initial(
                 .to(damping.dtype)
             )
             active = active[~done & (damping[active] < 1e9)]
-    return kappa
+    return (kappa, nll) if with_nll else kappa
 
 
 def _trial_terms(model, kappa: Tensor, batch, config) -> tuple[Tensor, Tensor, Tensor]:

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..lowrank import LowRankRNN
 from ..rollout import activation
 from .initial_latents import infer_initial, initial_prior
-from .objective import Batch, TrainConfig, batch_loss, rollout_nll
+from .objective import Batch, TrainConfig, batch_loss, mean_nll, rollout_nll
 from .unit_refit import refit_output_loadings, refit_units
 
 __all__ = ["loss_spread", "train", "weight_penalty"]
@@ -173,9 +173,7 @@ def train(
     )
     # Adam moved the held-out κ(0) one step per epoch; converge them at the kept state, so that
     # the later phases are judged against the state's actual held-out loss.
-    k_test = infer_initial(model, k_test, test_batch, config, prior=initial_prior(k_train))
-    with torch.no_grad():
-        best_test = float(batch_loss(model, k_test, test_batch, config))
+    k_test, best_test = _reinfer(model, k_test, test_batch, config, initial_prior(k_train))
     logger.info(
         "Adam: %d epoch(s) in %.1f s, held-out loss %.6g (best epoch %d)",
         len(history) - 1,
@@ -318,12 +316,10 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
             count += index.numel()
         with torch.no_grad():  # two damped Gauss–Newton steps per epoch follow the model
             prior = initial_prior(kappa_train)
-            kappa_test.copy_(
-                infer_initial(
-                    model, kappa_test, test_batch, config, prior=prior, n_iter=2, damping=damping
-                )
+            tracked, test_loss = _reinfer(
+                model, kappa_test, test_batch, config, prior, n_iter=2, damping=damping
             )
-            test_loss = float(batch_loss(model, kappa_test, test_batch, config))
+            kappa_test.copy_(tracked)
         history.append((total / count, test_loss))
         bar.update()
         bar.set_postfix(train=f"{total / count:.4g}", test=f"{test_loss:.4g}")
@@ -418,8 +414,8 @@ def _lbfgs_phase(
         sync()
         with torch.no_grad():
             prior = initial_prior(kappa_train)
-            kappa_test.copy_(infer_initial(model, kappa_test, test_batch, config, prior=prior))
-            test_loss = float(batch_loss(model, kappa_test, test_batch, config))
+            tracked, test_loss = _reinfer(model, kappa_test, test_batch, config, prior)
+            kappa_test.copy_(tracked)
         history.append((last[0], test_loss))
         if not np.isfinite(test_loss) or not np.isfinite(last[0]):
             break
@@ -506,17 +502,26 @@ def _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_t
         ):
             getattr(model, name).copy_(value.to(getattr(model, name).dtype))
     prior = initial_prior(k_train)
-    k_test_new = infer_initial(model, k_test, test_batch, config, prior=prior)
-    with torch.no_grad():
-        test_loss = float(batch_loss(model, k_test_new, test_batch, config))
+    k_test_new, test_loss = _reinfer(model, k_test, test_batch, config, prior)
     if np.isfinite(test_loss) and test_loss < best_test:
         # the new dynamics move the training trajectories too: re-infer their κ(0)
-        k_train_new = infer_initial(model, k_train, train_batch, config, prior=prior)
-        with torch.no_grad():
-            train_loss = float(batch_loss(model, k_train_new, train_batch, config))
+        k_train_new, train_loss = _reinfer(model, k_train, train_batch, config, prior)
         return (train_loss, test_loss), k_train_new, k_test_new
     model.load_state_dict(saved)
     return None
+
+
+def _reinfer(model, kappa, batch, config, prior, **solver) -> tuple[Tensor, float]:
+    """κ(0) of ``batch`` re-inferred (:func:`infer_initial`) and the loss there.
+
+    The loss comes from the solver's own last pass (:func:`mean_nll`) rather than one more
+    rollout, except under the calcium kernel, whose solver does not compute it.
+    """
+    kappa, nll = infer_initial(model, kappa, batch, config, prior=prior, with_nll=True, **solver)
+    with torch.no_grad():
+        if nll is None:
+            return kappa, float(batch_loss(model, kappa, batch, config))
+        return kappa, mean_nll(nll, model, batch, config)
 
 
 def _network_parameters(model: LowRankRNN) -> list[Tensor]:

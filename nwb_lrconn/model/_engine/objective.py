@@ -31,6 +31,7 @@ __all__ = [
     "Batch",
     "TrainConfig",
     "batch_loss",
+    "mean_nll",
     "rollout_expected",
     "rollout_nll",
     "ChunkObjective",
@@ -194,6 +195,32 @@ def batch_loss(
     if config.observation == "poisson":  # + log y!, a constant
         return loss + float(batch.log_factorial_sums().sum()) / count
     return loss + model.log_noise_std.double().mean() + 0.5 * math.log(2 * math.pi)
+
+
+def mean_nll(nll: Tensor, model: LowRankRNN, batch: Batch, config: TrainConfig) -> float:
+    """:func:`batch_loss` from per-trial sums of the likelihood's parameter-dependent part.
+
+    Parameters
+    ----------
+    nll : Tensor of shape (n_trials,)
+        Each trial's Σ over observed values of ½((r − y)/σ)² (Gaussian) or λ − y log λ
+        (Poisson), as :func:`~nwb_lrconn.model._engine.initial_latents.infer_initial` returns
+        them with ``with_nll=True``.
+    model, batch, config
+        As for :func:`batch_loss` (not under the calcium kernel).
+
+    Returns
+    -------
+    float
+        The mean negative log-likelihood per observed value, constants included.
+    """
+    count = float(batch.mask.sum()) * batch.data.shape[-1]
+    if count == 0:
+        raise ValueError("mask selects no bin: there is nothing to average.")
+    total = float(nll.sum(dtype=torch.float64))
+    if config.observation == "poisson":
+        return (total + float(batch.log_factorial_sums().sum())) / count
+    return total / count + float(model.log_noise_std.double().mean()) + 0.5 * math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)

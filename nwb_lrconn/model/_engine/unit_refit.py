@@ -30,6 +30,10 @@ from ..rollout import activation, activation_slope
 
 __all__ = ["refit_units", "refit_output_loadings"]
 
+# Values (bins × units) per chunk of a pass: 4 MiB in float64, so that the dozen elementwise
+# intermediates of a chunk stay in cache instead of streaming from memory.
+_CHUNK_VALUES = 1 << 19
+
 
 def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width, inv_var, full):
     """Per-unit loss (N,) of a chunk of bins and, when ``full``, its gradient and Fisher matrix.
@@ -93,7 +97,7 @@ def refit_units(
     noise_std: Tensor | None = None,
     loading_var: float | None = None,
     n_iter: int = 50,
-    chunk: int = 4096,
+    chunk: int | None = None,
     tol: float = 1e-8,
 ) -> Tensor:
     """Maximise each unit's likelihood over θ_i with the latents held fixed.
@@ -123,8 +127,9 @@ def refit_units(
         running off along the flat direction of a saturating step (|m_i| → ∞, g_i → 0).
     n_iter : int, default: 50
         Upper bound on Fisher-scoring iterations.
-    chunk : int, default: 4096
-        Bins per pass (bounds memory at chunk × n_units × P values).
+    chunk : int, optional
+        Bins per chunk of a pass (memory is about chunk × n_units × P values); by default
+        about 2¹⁹ / n_units.
     tol : float, default: 1e-8
         A unit has converged when an accepted step lowers its loss by at most ``tol`` times
         that loss (a rejected step raises its damping instead); converged units, and units whose
@@ -141,6 +146,8 @@ def refit_units(
     kappa, theta = kappa.to(dtype), theta.to(dtype).clone()  # data: per chunk, see below
     inputs = kappa.new_zeros(kappa.shape[0], 0) if inputs is None else inputs.to(dtype)
     n_units, n_par = theta.shape
+    if chunk is None:
+        chunk = max(1, _CHUNK_VALUES // max(1, n_units))
     inv_var = (
         torch.ones(n_units, dtype=dtype, device=theta.device)
         if noise_std is None

@@ -9,7 +9,7 @@ from nwb_lrconn.model._engine.initial_latents import (
     infer_initial,
     initial_prior,
 )
-from nwb_lrconn.model._engine.objective import Batch, TrainConfig, batch_loss
+from nwb_lrconn.model._engine.objective import Batch, TrainConfig, batch_loss, mean_nll
 from nwb_lrconn.model.lowrank import LowRankRNN
 from nwb_lrconn.model.observation import expected_observation, observation_nll
 
@@ -82,6 +82,38 @@ def test_gauss_newton_reaches_the_optimum_of_many_first_order_steps(observation)
         got, want = (float(batch_loss(model, k, batch, config)) for k in (fast, slow))
         assert got <= want + 1e-6
         assert got < float(batch_loss(model, start, batch, config))
+
+
+@pytest.mark.parametrize("observation", ["poisson", "gaussian"])
+def test_the_solvers_own_likelihood_is_the_batch_loss_at_its_answer(observation):
+    model, batch, config, _, start = _problem(observation)
+    prior = initial_prior(torch.randn(50, 2, generator=torch.Generator().manual_seed(1)))
+    kappa, nll = infer_initial(model, start, batch, config, prior=prior, n_iter=3, with_nll=True)
+    with torch.no_grad():
+        want = float(batch_loss(model, kappa, batch, config))
+    assert mean_nll(nll, model, batch, config) == pytest.approx(want, rel=1e-12)
+
+
+def test_the_solver_stops_each_trial_once_its_steps_gain_nothing_measurable():
+    model, batch, config, _, start = _problem("gaussian")
+    calls = []
+
+    def counting(*args):
+        calls.append(args[1].shape[0])
+        return _trial_terms(*args)
+
+    import nwb_lrconn.model._engine.initial_latents as module
+
+    original, module._trial_terms = module._trial_terms, counting
+    try:
+        kappa = infer_initial(model, start, batch, config, n_iter=50)
+        first = len(calls)
+        again = infer_initial(model, kappa, batch, config, n_iter=50)
+    finally:
+        module._trial_terms = original
+    assert first < 20  # converged well before the 50 allowed iterations
+    assert len(calls) - first == 1  # from the optimum: no step is worth a pass
+    torch.testing.assert_close(again, kappa)
 
 
 def test_the_prior_keeps_a_saturated_trial_from_running_off():
