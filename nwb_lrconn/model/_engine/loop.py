@@ -86,6 +86,11 @@ class _Monitor:
     current state before any verdict that progress has stalled (it shrinks as the fit improves).
     Progress is measured from ``reference`` (default ``loss``), so that a phase starting from
     another phase's best state can be judged on its own course (``reference=inf``).
+
+    With ``each_step``, a step counts as progress only if it alone gains more than the threshold
+    over the lowest loss before it. For the deterministic, costly L-BFGS rounds: their gains
+    shrink geometrically, and counted together a tail of rounds that each gain less than the
+    threshold would still pass for progress every few rounds.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class _Monitor:
         *,
         reference: float | None = None,
         since: int | None = None,
+        each_step: bool = False,
     ):
         self.best, self.best_step, self.state = loss, step, state
         # the loss at the last progress, the step from which patience counts, and the lowest
@@ -105,7 +111,7 @@ class _Monitor:
         self.reference = loss if reference is None else reference
         self.reference_step = step if since is None else since
         self.recent = self.reference
-        self._spread, self.tol = spread, tol
+        self._spread, self.tol, self.each_step = spread, tol, each_step
         self.threshold = self._threshold()
 
     def _threshold(self) -> float:
@@ -118,6 +124,8 @@ class _Monitor:
         self.recent = min(self.recent, loss)
         if loss < self.reference - self.threshold:
             self.reference, self.reference_step = loss, step
+        elif self.each_step and loss < self.reference:
+            self.reference = loss  # a gain, but too small to reset the patience
 
     def stalled(self, step: int, patience: int) -> bool:
         """True when ``patience`` steps have passed without progress (threshold re-measured)."""
@@ -407,6 +415,7 @@ def _lbfgs_phase(
         config.tol,
         reference=math.inf,
         since=len(history) - 1,
+        each_step=True,
     )
     patience = max(2, config.patience // 6)
     for _ in range(config.lbfgs_rounds):

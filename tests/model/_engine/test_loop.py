@@ -76,3 +76,18 @@ def test_monitor_counts_progress_in_units_of_the_spread():
     monitor = _Monitor(5.0, 7, "best", lambda: 1.0, 0.1, reference=math.inf, since=9)
     monitor.update(10, 6.0, lambda: "worse")
     assert monitor.state == "best" and monitor.reference == 6.0 and monitor.reference_step == 10
+
+
+def test_monitor_each_step_does_not_add_up_a_tail_of_small_gains():
+    gains = [0.06, 0.05, 0.04]  # each below the threshold 0.1, together above it
+    for each_step, stalls in ((False, False), (True, True)):
+        monitor = _Monitor(10.0, 0, "s0", lambda: 1.0, 0.1, each_step=each_step)
+        loss = 10.0
+        for step, gain in enumerate(gains, start=1):
+            loss -= gain
+            monitor.update(step, loss, lambda: "s")
+        assert monitor.stalled(3, patience=3) is stalls
+    monitor = _Monitor(10.0, 0, "s0", lambda: 1.0, 0.1, each_step=True)
+    monitor.update(1, 9.95, lambda: "s1")
+    monitor.update(2, 9.8, lambda: "s2")  # 0.15 below the previous best: progress
+    assert (monitor.reference, monitor.reference_step) == (9.8, 2)
