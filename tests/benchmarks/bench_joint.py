@@ -1,0 +1,163 @@
+"""Benchmark of the joint multi-session fit (not collected by pytest).
+
+    python tests/benchmarks/bench_joint.py                      # rates and spikes, 3 sessions
+    python tests/benchmarks/bench_joint.py --kind spikes --sessions 5 --units 150
+
+The published quadstable network (N = 1000, from ``$NWB_LRCONN_DATA``) is recorded as several
+sessions, each through its own disjoint random subset of units and with its own trials (κ(0)
+uniform on [−2.4, 2.4]², different draws per session): noiseless rates (the paper's setting) or
+Poisson spikes (20-ms bins). One run prints, per kind:
+
+- the flow-field RMSE against the truth (|F|_rms ≈ 0.67) of each session's separate fit (the
+  joint fit's own starting fits, ``separate_``, on that session's training trials, gauge aligned
+  on their latents), of the joint fit (gauge aligned on all sessions' latents together, and on
+  each session's alone: without shared units a symmetry of the flow may turn sessions against
+  each other at no cost in likelihood), and of one fit to every unit on every trial (the
+  all-units bound);
+- each session's held-out log-likelihood, joint against separate, with the paired standard error
+  (``compare_to_separate``);
+- wall time: the joint fit, of which its separate fits, against the all-units fit.
+
+Everything runs in this process on one thread (``torch.set_num_threads(1)``); pin it to a core
+(``taskset -c N``) and say whether the machine was shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import numpy as np
+import torch
+
+from nwb_lrconn.data import Recording
+from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_velocity
+from nwb_lrconn.model.estimator import LowRankRNNEstimator
+from nwb_lrconn.model.gauge import align_latents
+from nwb_lrconn.model.joint import JointLowRankRNN
+from nwb_lrconn.model.networks import load_published_network
+from nwb_lrconn.model.simulate import simulate_rates, simulate_spikes
+
+
+def _flow_rmse(net, latents, truth, mask, M, K, d) -> float:
+    A, c = align_latents(latents, truth, mask)
+    points, true_flow = flow_field(net.M, net.K)
+    fitted = latent_velocity((points - c) @ np.linalg.inv(A).T, M, K, d=d) @ A.T
+    return flow_field_rmse(true_flow, fitted)
+
+
+def _sessions(net, kind, n_sessions, n_units, n_trials, seed):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(net.n_units)
+    full, recordings, truths = [], [], []
+    for s in range(n_sessions):
+        initial = rng.uniform(-2.4, 2.4, (n_trials, 2))
+        if kind == "rates":
+            sim = simulate_rates(net, initial=initial, n_time=100)
+        else:
+            sim = simulate_spikes(net, initial=initial, n_time=100, random_state=seed + 1 + s)
+        rec = sim.to_recording()
+        full.append(rec)
+        recordings.append(rec.select_units(np.sort(order[s * n_units : (s + 1) * n_units])))
+        truths.append(sim.latents)
+    everything = Recording(
+        data=np.concatenate([r.data for r in full]),
+        mask=np.concatenate([r.mask for r in full]),
+        bin_width=full[0].bin_width,
+        kind=full[0].kind,
+        unit_ids=full[0].unit_ids,
+        unit_rows=full[0].unit_rows,
+        trial_start_times=np.arange(n_sessions * n_trials, dtype=float),
+    )
+    return recordings, truths, everything
+
+
+def bench(kind: str, n_sessions: int, n_units: int, n_trials: int, seed: int) -> None:
+    net = load_published_network("quadstable")
+    recordings, truths, everything = _sessions(net, kind, n_sessions, n_units, n_trials, seed)
+    template = LowRankRNNEstimator(rank=2, random_state=seed)
+    separate_time = [0.0]
+    original = LowRankRNNEstimator.fit
+
+    @functools.wraps(original)
+    def timed(self, recording):
+        start = time.perf_counter()
+        try:
+            return original(self, recording)
+        finally:
+            separate_time[0] += time.perf_counter() - start
+
+    LowRankRNNEstimator.fit = timed  # type: ignore[method-assign]
+    try:
+        start = time.perf_counter()
+        joint = JointLowRankRNN(template).fit(recordings)
+        joint_time = time.perf_counter() - start
+    finally:
+        LowRankRNNEstimator.fit = original  # type: ignore[method-assign]
+    start = time.perf_counter()
+    alone_all = LowRankRNNEstimator(rank=2, random_state=seed).fit(everything)
+    all_time = time.perf_counter() - start
+
+    print(
+        f"\n{kind}: {n_sessions} sessions × {n_units} units × {n_trials} trials × 100 bins "
+        f"(N = {net.n_units}, reference session {joint.seed_session_})"
+    )
+    params = {n: getattr(joint.model_, n).detach().double().numpy() for n in ("M", "K", "d")}
+    rows = joint.compare_to_separate(recordings)
+    print(
+        f"{'session':>8s} {'separate':>9s} {'joint(own)':>10s}   held-out LL: "
+        f"{'separate':>9s} {'joint':>9s} {'diff':>9s} {'± s.e.':>8s}  worse"
+    )
+    for s, (view, single, row) in enumerate(zip(joint.sessions_, joint.separate_, rows)):
+        train = view.train_trials
+        alone = _flow_rmse(
+            net,
+            single.latents_,
+            truths[s][train],
+            view.latent_mask[train],
+            single.M_,
+            single.K_,
+            single.d_,
+        )
+        own = _flow_rmse(
+            net, view.latents, truths[s], view.latent_mask, params["M"], params["K"], params["d"]
+        )
+        print(
+            f"{s:8d} {alone:9.4f} {own:10.4f}                {row['separate']:9.4f} "
+            f"{row['joint']:9.4f} {row['difference']:9.2e} {row['stderr']:8.1e}  {row['worse']}"
+        )
+    together = _flow_rmse(
+        net,
+        np.concatenate([v.latents for v in joint.sessions_]),
+        np.concatenate(truths),
+        np.concatenate([v.latent_mask for v in joint.sessions_]),
+        params["M"],
+        params["K"],
+        params["d"],
+    )
+    all_units = _flow_rmse(
+        net, alone_all.latents_, np.concatenate(truths), everything.mask,
+        alone_all.M_, alone_all.K_, alone_all.d_,
+    )  # fmt: skip
+    print(f"flow-field RMSE: joint, gauge aligned on all sessions together {together:.4f}")
+    print(f"flow-field RMSE: all {net.n_units} units on all trials {all_units:.4f}")
+    print(
+        f"time: joint fit {joint_time:.1f} s, of which its {n_sessions} separate fits "
+        f"{separate_time[0]:.1f} s (joining + joint training {joint_time - separate_time[0]:.1f} "
+        f"s); all-units fit {all_time:.1f} s",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=["rates", "spikes"], nargs="+", default=None)
+    parser.add_argument("--sessions", type=int, default=3)
+    parser.add_argument("--units", type=int, default=200)
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for kind in args.kind or ["rates", "spikes"]:
+        bench(kind, args.sessions, args.units, args.trials, args.seed)
