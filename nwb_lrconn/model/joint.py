@@ -63,8 +63,7 @@ logger = logging.getLogger(__name__)
 
 _ALIGN_POINTS = 2000  # latent states per session used to match its gauge to the network's flow
 _ALIGN_STARTS = 16  # starting rotations of that match
-_ALIGN_REFINED = 3  # of which this many are refined, and then tried on the session's likelihood
-_ALTERNATIONS = 3  # rounds of κ(0) and unit refits per session in the initialisation
+_ALIGN_REFINED = 3  # of which this many are refined, then tried on the two sessions' likelihood
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,8 @@ class JointLowRankRNN(BaseEstimator):
             config,
             prior=prior,
         )
-        k0_test = _encode_tests(model, tests, offsets, test_batch, config, prior, plan.device)
+        smooth = plan.smooth_bins if plan.observation == "poisson" else 0.0
+        k0_test = _encode_tests(model, tests, parts, test_batch, config, prior, smooth)
         logger.info(
             "joint init: %d sessions, %d units, seed session %d, in %.1f s",
             len(recordings),
@@ -494,16 +494,10 @@ def _match_gauge(reference, single, reference_rec: Recording, rec: Recording, rn
             A_inv = np.linalg.inv(A)
         except np.linalg.LinAlgError:
             return np.full(forward.size + backward.size, 1e6)
-        out = np.concatenate(
-            [
-                ((forward.advance(forward.start @ A.T + c) - c) @ A_inv.T - forward.end).ravel(),
-                (forward_map(backward, A_inv, c) @ A.T + c - backward.end).ravel(),
-            ]
-        )
+        there = (forward.advance(forward.start @ A.T + c) - c) @ A_inv.T - forward.end
+        back = backward.advance((backward.start - c) @ A_inv.T) @ A.T + c - backward.end
+        out = np.concatenate([there.ravel(), back.ravel()])
         return np.where(np.isfinite(out), out, 1e6)
-
-    def forward_map(course, A_inv, c):
-        return course.advance((course.start - c) @ A_inv.T)
 
     starts = []
     for k in range(_ALIGN_STARTS):
@@ -616,16 +610,21 @@ def _refit_K(model: LowRankRNN, latents, recordings) -> None:
     model.K.copy_(K.to(model.K.dtype))
 
 
-def _encode_tests(model, tests, offsets, batch, config, prior, device) -> torch.Tensor:
-    """κ(0) of the held-out trials: least squares on the first bin, then maximum a posteriori."""
+def _encode_tests(model, tests, parts, batch, config, prior, smooth_bins) -> torch.Tensor:
+    """κ(0) of the held-out trials: least squares on the first bin (spike counts smoothed over
+    ``smooth_bins``, as the estimator's encoder does), then maximum a posteriori."""
     M, B, d = (getattr(model, n).detach().cpu().double().numpy() for n in ("M", "B", "d"))
     gain = model.readout_gain.detach().cpu().double().numpy()
     offset = model.readout_offset.detach().cpu().double().numpy()
     starts = []
-    for s, rec in enumerate(tests):
-        part = slice(offsets[s], offsets[s + 1])
+    for rec, part in zip(tests, parts):
         linearizer = _init.Linearizer(
-            config.observation, model.nonlinearity, rec.bin_width, 0.0, gain[part], offset[part]
+            config.observation,
+            model.nonlinearity,
+            rec.bin_width,
+            smooth_bins,
+            gain[part],
+            offset[part],
         )
         starts.append(
             _init.encode_initial(
@@ -636,9 +635,8 @@ def _encode_tests(model, tests, offsets, batch, config, prior, device) -> torch.
                 None if rec.inputs is None else rec.inputs[:, 0],
             )
         )
-    return infer_initial(
-        model, _tensor(np.concatenate(starts), device), batch, config, prior=prior
-    )
+    start = _tensor(np.concatenate(starts), model.M.device)
+    return infer_initial(model, start, batch, config, prior=prior)
 
 
 # ---------------------------------------------------------------------- after training
