@@ -61,9 +61,10 @@ __all__ = ["JointLowRankRNN", "SessionFit"]
 
 logger = logging.getLogger(__name__)
 
-_ALIGN_POINTS = 2000  # latent states per session used to match its gauge to the network's flow
-_ALIGN_STARTS = 16  # starting rotations of that match
-_ALIGN_REFINED = 3  # of which this many are refined, then tried on the two sessions' likelihood
+_ALIGN_STARTS = 16  # starting rotations and reflections of the gauge match between two fits
+_SCREEN_POINTS = 300  # latent states per fit on which every start is refined
+_ALIGN_POINTS = 2000  # latent states per fit on which the best distinct solutions are polished
+_ALIGN_REFINED = 3  # how many, each then tried on the two sessions' training likelihood
 
 
 @dataclass(frozen=True)
@@ -480,24 +481,32 @@ def _match_gauge(reference, single, reference_rec: Recording, rec: Recording, rn
     A Φ_s(A⁻¹ (κ(t) − c)) + c ≈ κ(t + h) over the reference's, with Φ, Φ_s the two networks'
     rollouts over h = 1/α steps (one time constant). Both directions are needed: either alone
     is met by maps that stretch the other fit's states into regions its flow never visited.
-    Least squares from several starting rotations (both fits are in the canonical gauge, where
-    the latents are about white).
+    Least squares from every starting rotation and reflection (both fits are in the canonical
+    gauge, where the latents are about white) on a few hundred states; the best distinct
+    solutions are then polished on more. Near-symmetric flows give several close minima.
     """
     rank = reference.model_.rank
-    forward = _Course(reference.model_, single.latents_, rec, rng)
-    backward = _Course(single.model_, reference.latents_, reference_rec, rng)
 
-    def residual(params):
-        A = params[: rank * rank].reshape(rank, rank)
-        c = params[rank * rank :]
-        try:
-            A_inv = np.linalg.inv(A)
-        except np.linalg.LinAlgError:
-            return np.full(forward.size + backward.size, 1e6)
-        there = (forward.advance(forward.start @ A.T + c) - c) @ A_inv.T - forward.end
-        back = backward.advance((backward.start - c) @ A_inv.T) @ A.T + c - backward.end
-        out = np.concatenate([there.ravel(), back.ravel()])
-        return np.where(np.isfinite(out), out, 1e6)
+    def residual_of(forward, backward):
+        def residual(params):
+            A = params[: rank * rank].reshape(rank, rank)
+            c = params[rank * rank :]
+            try:
+                A_inv = np.linalg.inv(A)
+            except np.linalg.LinAlgError:
+                return np.full(forward.size + backward.size, 1e6)
+            there = (forward.advance(forward.start @ A.T + c) - c) @ A_inv.T - forward.end
+            back = backward.advance((backward.start - c) @ A_inv.T) @ A.T + c - backward.end
+            out = np.concatenate([there.ravel(), back.ravel()])
+            return np.where(np.isfinite(out), out, 1e6)
+
+        return residual
+
+    def courses(n_points):
+        return residual_of(
+            _Course(reference.model_, single.latents_, rec, rng, n_points),
+            _Course(single.model_, reference.latents_, reference_rec, rng, n_points),
+        )
 
     starts = []
     for k in range(_ALIGN_STARTS):
@@ -508,10 +517,19 @@ def _match_gauge(reference, single, reference_rec: Recording, rec: Recording, rn
         else:
             Q, _ = np.linalg.qr(rng.standard_normal((rank, rank)))
         starts.append(np.concatenate([Q.ravel(), np.zeros(rank)]))
-    costs = [float(np.sum(residual(p) ** 2)) for p in starts]
+    budget = 100 * (rank + 1) ** 2
+    screen = courses(_SCREEN_POINTS)
+    screened = sorted(
+        (least_squares(screen, p, method="lm", max_nfev=budget) for p in starts),
+        key=lambda out: out.cost,
+    )
+    distinct: list[np.ndarray] = []
+    for out in screened:
+        if all(np.abs(out.x - x).max() > 0.05 for x in distinct):
+            distinct.append(out.x)
+    polish = courses(_ALIGN_POINTS)
     fits = [
-        least_squares(residual, starts[i], method="lm", max_nfev=100 * (rank + 1) ** 2)
-        for i in np.argsort(costs)[:_ALIGN_REFINED]
+        least_squares(polish, x, method="lm", max_nfev=budget) for x in distinct[:_ALIGN_REFINED]
     ]
     fits.sort(key=lambda out: out.cost)
     return [(f.x[: rank * rank].reshape(rank, rank), f.x[rank * rank :]) for f in fits]
@@ -520,11 +538,13 @@ def _match_gauge(reference, single, reference_rec: Recording, rec: Recording, rn
 class _Course:
     """Pairs of a fit's latents h = 1/α steps apart, and a network to carry states over h."""
 
-    def __init__(self, model: LowRankRNN, latents: np.ndarray, rec: Recording, rng) -> None:
+    def __init__(
+        self, model: LowRankRNN, latents: np.ndarray, rec: Recording, rng, n_points: int
+    ) -> None:
         self.alpha = model.alpha
         horizon = int(max(1, min(round(1 / model.alpha), rec.n_time - 1)))
         pairs = np.argwhere(rec.mask[:, horizon:] & rec.mask[:, :-horizon])
-        keep = rng.choice(len(pairs), min(len(pairs), _ALIGN_POINTS), replace=False)
+        keep = rng.choice(len(pairs), min(len(pairs), n_points), replace=False)
         pick = pairs[np.sort(keep)]
         self.start = latents[pick[:, 0], pick[:, 1]]
         self.end = latents[pick[:, 0], pick[:, 1] + horizon]
