@@ -9,8 +9,8 @@ drive its dynamics but add nothing to its likelihood.
 Initialisation (no unit is shared, so each session's own fit lives in its own gauge):
 
 1. every session is fitted alone on its training trials (:class:`LowRankRNNEstimator`, the
-   same hyperparameters); the session with the most units is the reference, whose units and
-   dynamics start the network;
+   same hyperparameters); the reference session's (by default the one with the most units)
+   units and dynamics start the network;
 2. every other session's fit is mapped into the reference's gauge, κ = A κ_s + c, by the map under
    which each fit's flow carries the other's latents along their own course for one time
    constant (least squares from several starting rotations, :func:`_match_gauge`); of the best
@@ -124,8 +124,9 @@ class JointLowRankRNN(BaseEstimator):
         ``LowRankRNNEstimator()``.
     reference : int, optional
         Index of the session whose fit starts the network (its dynamics, its gauge); default the
-        session with the most units. A reference whose own fit misses the dynamics carries its
-        error into the joint fit (:meth:`compare_to_separate` flags the sessions that lose).
+        session with the most units (the first of equals). A reference whose own fit misses the
+        dynamics carries its error into every session joined to it
+        (:meth:`compare_to_separate` flags sessions that lose likelihood).
 
     Attributes
     ----------
@@ -136,7 +137,7 @@ class JointLowRankRNN(BaseEstimator):
     unit_session_ : ndarray of shape (n_units,), int
         Session of each unit of the network.
     seed_session_ : int
-        The reference session (most units) whose fit starts the network.
+        The reference session whose fit started the network.
     separate_ : list of LowRankRNNEstimator
         Each session's own fit on its training trials (the initialisation's starting points).
     loss_history_ : ndarray of shape (n_rows, 2)
@@ -192,34 +193,17 @@ class JointLowRankRNN(BaseEstimator):
         for rec in trains:
             single = clone(template).set_params(random_state=int(rng.integers(2**31)))
             separate.append(single.fit(rec))
-        model = _joint_network(separate[seed], sizes, seed, plan.device)
         parts = [slice(offsets[s], offsets[s + 1]) for s in range(len(recordings))]
         scales = [
             np.maximum(obs.std(axis=0), 1e-6 * max(obs.std(), 1e-12))
             for obs in (rec.data[rec.mask] for rec in trains)
         ]
-        if plan.observation != "poisson":  # the estimator's fixed training noise scale
-            with torch.no_grad():
-                model.log_noise_std.copy_(torch.as_tensor(np.log(np.concatenate(scales))))
-        prior = initial_prior(_tensor(separate[seed].initial_latents_, plan.device))
-        latents: list[np.ndarray] = [np.empty(0)] * len(recordings)
-        latents[seed] = separate[seed].latents_
-        for s in range(len(recordings)):
-            if s != seed:
-                latents[s] = _join_session(
-                    model, separate, trains, latents[seed], (seed, s), parts, config, prior, rng
-                )
-        train_batch = _joint_batch(model, trains, parts, config)
-        test_batch = _joint_batch(model, tests, parts, config)
-        with torch.no_grad():
-            _refit_K(model, latents, trains)
-        k0_train = infer_initial(
-            model,
-            _tensor(np.concatenate([lat[:, 0] for lat in latents]), plan.device),
-            train_batch,
-            config,
-            prior=prior,
-        )
+        train_batch = _joint_batch(sum(sizes), trains, parts, config, plan.device)
+        test_batch = _joint_batch(sum(sizes), tests, parts, config, plan.device)
+        model, prior, k0_train = _start(
+            separate, trains, parts, int(seed), np.log(np.concatenate(scales)), train_batch,
+            config, rng,
+        )  # fmt: skip
         smooth = plan.smooth_bins if plan.observation == "poisson" else 0.0
         k0_test = _encode_tests(model, tests, parts, test_batch, config, prior, smooth)
         logger.info(
@@ -400,6 +384,31 @@ def _check_recordings(recordings) -> list[Recording]:
 
 
 # ---------------------------------------------------------------------- initialisation
+def _start(separate, trains, parts, reference, log_noise, batch, config, rng):
+    """The joint network started from ``reference``'s fit with every other session joined.
+
+    Returns (network, κ(0) prior, training κ(0)).
+    """
+    sizes = [fit.n_units_ for fit in separate]
+    model = _joint_network(separate[reference], sizes, reference, batch.data.device)
+    if config.observation != "poisson":  # the estimator's fixed training noise scale
+        with torch.no_grad():
+            model.log_noise_std.copy_(torch.as_tensor(log_noise))
+    prior = initial_prior(_tensor(separate[reference].initial_latents_, batch.data.device))
+    latents: list[np.ndarray] = [np.empty(0)] * len(separate)
+    latents[reference] = separate[reference].latents_
+    for s in range(len(separate)):
+        if s != reference:
+            latents[s] = _join_session(
+                model, separate, trains, latents[reference], (reference, s), parts, config,
+                prior, rng,
+            )  # fmt: skip
+    with torch.no_grad():
+        _refit_K(model, latents, trains)
+    start = _tensor(np.concatenate([lat[:, 0] for lat in latents]), batch.data.device)
+    return model, prior, infer_initial(model, start, batch, config, prior=prior)
+
+
 def _joint_network(single: LowRankRNNEstimator, sizes, seed: int, device) -> LowRankRNN:
     """The joint network with the seed session's units and dynamics; other units still empty.
 
@@ -438,7 +447,9 @@ def _join_session(
     ref, s = pair
     single = fits[s]
     pair_recordings = [recordings[ref], recordings[s]]
-    batch = _joint_batch(model, pair_recordings, [parts[ref], parts[s]], config)
+    batch = _joint_batch(
+        model.n_units, pair_recordings, [parts[ref], parts[s]], config, model.M.device
+    )
     best: tuple[float, tuple | None] = (math.inf, None)
     for index, (A, c) in enumerate(
         _match_gauge(fits[ref], single, recordings[ref], recordings[s], rng)
@@ -572,12 +583,11 @@ class _Course:
         return state.numpy()
 
 
-def _joint_batch(model, recordings, parts, config: TrainConfig) -> Batch:
+def _joint_batch(n_units: int, recordings, parts, config: TrainConfig, device) -> Batch:
     """The trials of ``recordings``, padded to a common length, each observing its own units
     (``parts``: the network's rows of each recording's units)."""
     n_trials = sum(rec.n_trials for rec in recordings)
     n_time = max(rec.n_time for rec in recordings)
-    n_units = model.n_units
     data = np.zeros((n_trials, n_time, n_units))
     mask = np.zeros((n_trials, n_time), bool)
     units = np.zeros((n_trials, n_units), bool)
@@ -592,7 +602,6 @@ def _joint_batch(model, recordings, parts, config: TrainConfig) -> Batch:
         if inputs is not None:
             inputs[rows, : rec.n_time] = rec.inputs
         row += rec.n_trials
-    device = model.M.device
     batch = Batch(
         _tensor(data, device),
         torch.as_tensor(mask, device=device),

@@ -18,6 +18,10 @@ Poisson spikes (20-ms bins). One run prints, per kind:
   (``compare_to_separate``);
 - wall time: the joint fit, of which its separate fits, against the all-units fit.
 
+With ``--engine``: the time of one training step (``batch_loss`` forward and backward, 64 trials ×
+100 bins × 600 units) without unit masks, with an all-True mask and with three sessions' masks,
+side by side in one run (the masked path's cost; the unmasked path is the estimator's).
+
 Everything runs in this process on one thread (``torch.set_num_threads(1)``); pin it to a core
 (``taskset -c N``) and say whether the machine was shared.
 """
@@ -38,6 +42,47 @@ from nwb_lrconn.model.gauge import align_latents
 from nwb_lrconn.model.joint import JointLowRankRNN
 from nwb_lrconn.model.networks import load_published_network
 from nwb_lrconn.model.simulate import simulate_rates, simulate_spikes
+
+
+def bench_engine(repeats: int = 20) -> None:
+    from nwb_lrconn.model._engine.objective import Batch, TrainConfig, batch_loss
+    from nwb_lrconn.model.lowrank import LowRankRNN
+
+    gen = torch.Generator().manual_seed(0)
+    n_trials, n_time, n_units = 64, 100, 600
+    model = LowRankRNN(n_units, 2)
+    with torch.no_grad():
+        model.M.normal_(generator=gen)
+        model.K.normal_(generator=gen)
+    initial = torch.randn(n_trials, 2, generator=gen, requires_grad=True)
+    mask = torch.ones(n_trials, n_time, dtype=torch.bool)
+    sessions = torch.zeros(n_trials, n_units, dtype=torch.bool)
+    for s in range(3):
+        sessions[s::3, s * 200 : (s + 1) * 200] = True
+    print(f"\none training step, {n_trials} trials × {n_time} bins × {n_units} units (ms):")
+    for observation in ("gaussian", "poisson"):
+        config = TrainConfig(observation, 0.02, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
+        data = torch.poisson(torch.full((n_trials, n_time, n_units), 0.5), generator=gen)
+        cases = {
+            "no mask": Batch(data, mask, None),
+            "all-True": Batch(data, mask, None, units=torch.ones_like(sessions)),
+            "3 sessions": Batch(data, mask, None, units=sessions),
+        }
+        times = {}
+        for name, batch in cases.items():
+            batch = batch.with_log_factorial() if observation == "poisson" else batch
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                batch_loss(model, initial, batch, config).backward()
+                runs.append(time.perf_counter() - start)
+            times[name] = 1e3 * float(np.median(runs))
+        base = times["no mask"]
+        print(
+            f"  {observation:9s} "
+            + "  ".join(f"{k} {v:6.1f} (×{v / base:.2f})" for k, v in times.items()),
+            flush=True,
+        )
 
 
 def _flow_rmse(net, latents, truth, mask, M, K, d) -> float:
@@ -172,10 +217,14 @@ if __name__ == "__main__":
     parser.add_argument("--units", type=int, default=200)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", action="store_true", help="only the training-step timing")
     parser.add_argument(
         "--no-bound", action="store_true", help="skip the all-units fit (the slowest part)"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.engine:
+        bench_engine()
+        raise SystemExit
     for kind in args.kind or ["rates", "spikes"]:
         bench(kind, args.sessions, args.units, args.trials, args.seed, not args.no_bound)

@@ -168,12 +168,10 @@ def test_unobserved_values_do_not_matter(sessions):
     import torch
 
     from nwb_lrconn.model._engine.objective import TrainConfig
-    from nwb_lrconn.model.lowrank import LowRankRNN
 
-    model = LowRankRNN(60, 2)
     config = TrainConfig("gaussian", 0.01, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
     parts = [slice(0, 20), slice(20, 40)]
-    batch = _joint_batch(model, [recordings[0], short], parts, config)
+    batch = _joint_batch(60, [recordings[0], short], parts, config, "cpu")
     assert batch.data.shape == (30, 60, 60)
     assert not batch.mask[15:, 40:].any() and batch.mask[:15].all()
     assert torch.equal(batch.units[:15, :20], torch.ones(15, 20, dtype=torch.bool))

@@ -200,11 +200,10 @@ def batch_loss(
     """
     n_time = batch.data.shape[1]
     if config.observation == "calcium" and config.calcium_decay > 0:
+        nll = rollout_nll(model, initial, batch, config, noise=noise)
         observed = batch.observed()
         if observed is None:
-            nll = rollout_nll(model, initial, batch, config, noise=noise)
             return masked_mean(nll, batch.mask).double()
-        nll = rollout_nll(model, initial, batch, config, noise=noise)
         return (torch.where(observed, nll, 0.0).sum() / _count(batch)).double()
     weights = batch.mask.to(batch.data.dtype)
     n_bins = float(weights.sum())
