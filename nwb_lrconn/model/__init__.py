@@ -4,6 +4,7 @@ Public names are imported lazily (on first access), so ``nwb_lrconn.model.networ
 numpy-only import:
 
 - :class:`~nwb_lrconn.model.estimator.LowRankRNNEstimator` (fit / transform / predict / score);
+- :class:`~nwb_lrconn.model.joint.JointLowRankRNN` (one network from several sessions);
 - :class:`~nwb_lrconn.model.lowrank.LowRankRNN` (the ``nn.Module``);
 - :func:`~nwb_lrconn.model.gauge.canonical_gauge`, :func:`~nwb_lrconn.model.gauge.align_latents`,
   :func:`~nwb_lrconn.model.gauge.apply_gauge`;
@@ -19,6 +20,8 @@ from typing import Any
 _LAZY = {
     "LowRankRNNEstimator": "estimator",
     "metrics_from_expected": "estimator",
+    "JointLowRankRNN": "joint",
+    "SessionFit": "joint",
     "LowRankRNN": "lowrank",
     "canonical_gauge": "gauge",
     "align_latents": "gauge",

@@ -131,7 +131,7 @@ def infer_initial(
         loss, grad, gn, nll = terms(kappa, batch)
         if damping is None:
             damping = torch.full_like(loss, 1e-3)
-        n_values = batch.mask.sum(1, dtype=torch.float64) * batch.data.shape[2]
+        n_values = batch.value_counts()
         tolerance = _CONVERGED_PER_VALUE * n_values.clamp(min=1.0)
         active = torch.arange(kappa.shape[0], device=kappa.device)
         eye = torch.eye(kappa.shape[1], dtype=gn.dtype, device=gn.device)
@@ -168,7 +168,8 @@ def _trial_terms(model, kappa: Tensor, batch, config) -> tuple[Tensor, Tensor, T
     """Per-trial loss (n,), its gradient (n, R) and Gauss–Newton matrix (n, R, R) in κ(0).
 
     The loss is the trial's summed negative log-likelihood without its data-only constants
-    (Gaussian: ½ Σ w ((r − y)/σ)²; Poisson: Σ w (λ − y log λ)); float64 accumulators.
+    (Gaussian: ½ Σ w ((r − y)/σ)²; Poisson: Σ w (λ − y log λ)), w = 1 on the observed values
+    (bins of the trial, units it observes, :attr:`Batch.units`); float64 accumulators.
     """
     M, K = model.M.detach(), model.K.detach()
     n_trials, n_time, n_units = batch.data.shape
@@ -181,6 +182,7 @@ def _trial_terms(model, kappa: Tensor, batch, config) -> tuple[Tensor, Tensor, T
     poisson = config.observation == "poisson"
     inv_var = None if poisson else torch.exp(-2.0 * model.log_noise_std.detach())
     weights = batch.mask.to(M.dtype)
+    units = None if batch.units is None else batch.units.to(M.dtype)
     # Skinny right-hand sides stored transposed: several times faster in MKL.
     pairs_mm = (M.unsqueeze(2) * M.unsqueeze(1)).reshape(n_units, rank * rank).T.contiguous().T
     pairs_km = (K.unsqueeze(2) * M.unsqueeze(1)).reshape(n_units, rank * rank).T.contiguous().T
@@ -200,6 +202,9 @@ def _trial_terms(model, kappa: Tensor, batch, config) -> tuple[Tensor, Tensor, T
         phi = activation(x, model.nonlinearity)
         r = torch.addcmul(bias, gain, phi)
         y, w = batch.data[:, t], weights[:, t, None]
+        if units is not None:  # unobserved values may hold anything
+            w = w * units
+            y = torch.where(w > 0, y, 0.0)
         if poisson:
             slope_r = torch.sigmoid(r).mul_(config.bin_width)  # dλ/dr
             lam = torch.nn.functional.softplus(r).mul_(config.bin_width).add_(_RATE_FLOOR)

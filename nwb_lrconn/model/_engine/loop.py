@@ -68,9 +68,14 @@ def loss_spread(model: LowRankRNN, initial: Tensor, batch: Batch, config: TrainC
         for start in range(0, n_trials, step):
             part = batch.take(slice(start, start + step))
             nll = rollout_nll(model, initial[start : start + step], part, config)
-            weights = part.mask.to(nll.dtype)
-            sums.append((nll * weights[..., None]).sum((1, 2)).double())
-            counts.append(weights.sum(1).double() * n_units)
+            observed = part.observed()
+            if observed is None:
+                weights = part.mask.to(nll.dtype)
+                sums.append((nll * weights[..., None]).sum((1, 2)).double())
+                counts.append(weights.sum(1).double() * n_units)
+            else:
+                sums.append(torch.where(observed, nll, 0.0).sum((1, 2)).double())
+                counts.append(part.value_counts())
     S, C = torch.cat(sums), torch.cat(counts)
     mean = S.sum() / C.sum()
     spread = (n_trials / (n_trials - 1) * ((S - mean * C) ** 2).sum()).sqrt() / C.sum()
@@ -478,11 +483,13 @@ def _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_t
             dim=1,
         )
         gaussian = config.observation != "poisson"
+        units = train_batch.units
         theta = refit_units(
             latents[mask],
             train_batch.data[mask],
             None if inputs is None else inputs[mask],
             theta,
+            observed=None if units is None else units[:, None].expand(-1, mask.shape[1], -1)[mask],
             observation="gaussian" if gaussian else "poisson",
             nonlinearity=model.nonlinearity,
             bin_width=config.bin_width,

@@ -6,13 +6,18 @@ steps at a time. For the two likelihoods the estimator trains with, :class:`Chun
 both the chunk's value and its exact gradient in closed form, which takes a third of the passes
 over the chunk that autograd would (the per-unit parameter gradients are plain reductions).
 
-With the readout r = g φ(x) + c, weights w (1 where a bin is observed) and C observed values,
-the chunk value is Σ w ℓ / C with
+With the readout r = g φ(x) + c, weights w (1 where a value is observed: its bin lies inside
+the trial and, when :attr:`Batch.units` is given, its trial observes the unit) and C observed
+values, the chunk value is Σ w ℓ / C with
 
 - Gaussian (rates, calcium without kernel): ℓ = ½ ((r − y) e^(−s))², s = log σ. The parameter-
-  only terms, mean(s) + ½ log 2π, are added once per batch by :func:`batch_loss`.
+  only terms, the mean of s over observed values plus ½ log 2π, are added once per batch by
+  :func:`batch_loss`.
 - Poisson: ℓ = λ − y log λ with λ = Δt softplus(r) + ε. The data-only term log y! is added once
   per batch by :func:`batch_loss`.
+
+Unobserved values take no part in the likelihood, whatever they hold (NaN included): the data are
+replaced by 0 there before use. Unobserved units still take part in the dynamics.
 """
 
 from __future__ import annotations
@@ -50,12 +55,17 @@ class Batch:
     log_factorial : Tensor of shape (n_trials,) or None
         Σ log y! over each trial's observed values (float64), the Poisson likelihood's constant;
         computed on the fly when None (see :meth:`with_log_factorial`).
+    units : Tensor of shape (n_trials, n_units), bool, or None
+        Which units each trial observes (e.g. the units of its recording session, when several
+        sessions are fitted as one network); None when every trial observes every unit. The
+        values of unobserved units may hold anything and are never read.
     """
 
     data: Tensor
     mask: Tensor
     inputs: Tensor | None
     log_factorial: Tensor | None = None
+    units: Tensor | None = None
 
     def take(self, index: Tensor | slice) -> Batch:
         """Return the trials ``index``."""
@@ -64,7 +74,28 @@ class Batch:
             self.mask[index],
             None if self.inputs is None else self.inputs[index],
             None if self.log_factorial is None else self.log_factorial[index],
+            None if self.units is None else self.units[index],
         )
+
+    def observed(self) -> Tensor | None:
+        """Which values are observed, (n_trials, n_time, n_units) bool; None without ``units``."""
+        if self.units is None:
+            return None
+        return self.mask[:, :, None] & self.units[:, None, :]
+
+    def value_counts(self) -> Tensor:
+        """Number of observed values of each trial (float64, shape (n_trials,))."""
+        bins = self.mask.sum(1, dtype=torch.float64)
+        if self.units is None:
+            return bins * self.data.shape[2]
+        return bins * self.units.sum(1, dtype=torch.float64)
+
+    def unit_counts(self) -> Tensor:
+        """Number of observed values of each unit (float64, shape (n_units,))."""
+        bins = self.mask.sum(1, dtype=torch.float64)
+        if self.units is None:
+            return bins.sum().expand(self.data.shape[2])
+        return bins @ self.units.to(torch.float64)
 
     def log_factorial_sums(self) -> Tensor:
         """Σ log y! over each trial's observed values (float64, shape (n_trials,)).
@@ -73,12 +104,16 @@ class Batch:
         """
         if self.log_factorial is not None:
             return self.log_factorial
+        observed = self.observed()
+        if observed is not None:
+            log_factorial = torch.lgamma(torch.where(observed, self.data, 0.0) + 1.0)
+            return log_factorial.sum((1, 2), dtype=torch.float64)  # lgamma(1) = 0 elsewhere
         weights = self.mask.to(self.data.dtype)[..., None]
         return (torch.lgamma(self.data + 1.0) * weights).sum((1, 2), dtype=torch.float64)
 
     def with_log_factorial(self) -> Batch:
         """The same trials with ``log_factorial`` computed once (lgamma is slow on CPU)."""
-        return Batch(self.data, self.mask, self.inputs, self.log_factorial_sums())
+        return Batch(self.data, self.mask, self.inputs, self.log_factorial_sums(), self.units)
 
     @property
     def n_trials(self) -> int:
@@ -141,12 +176,13 @@ def rollout_nll(
     Returns
     -------
     Tensor of shape (n_trials, n_time, n_units)
-        Unmasked: padded bins are included.
+        Unmasked: padded bins are included, and the values of units a trial does not observe
+        are those of data 0 there.
     """
     expected = rollout_expected(model, initial, batch, config, noise=noise)
-    return observation_nll(
-        batch.data, expected, config.observation, noise_std=model.log_noise_std.exp()
-    )
+    observed = batch.observed()
+    data = batch.data if observed is None else torch.where(observed, batch.data, 0.0)
+    return observation_nll(data, expected, config.observation, noise_std=model.log_noise_std.exp())
 
 
 def batch_loss(
@@ -166,18 +202,23 @@ def batch_loss(
     n_time = batch.data.shape[1]
     if config.observation == "calcium" and config.calcium_decay > 0:
         nll = rollout_nll(model, initial, batch, config, noise=noise)
-        return masked_mean(nll, batch.mask).double()
+        observed = batch.observed()
+        if observed is None:
+            return masked_mean(nll, batch.mask).double()
+        return (torch.where(observed, nll, 0.0).sum() / _count(batch)).double()
     weights = batch.mask.to(batch.data.dtype)
     n_bins = float(weights.sum())
     if n_bins == 0:
         raise ValueError("mask selects no bin: there is nothing to average.")
-    count = n_bins * batch.data.shape[-1]
+    units = None if batch.units is None else batch.units.to(batch.data.dtype)
+    count = n_bins * batch.data.shape[-1] if units is None else _count(batch)
     objective = ChunkObjective(
         config.observation,
         batch.data,
         weights if n_bins < weights.numel() else None,
         count,
         config.bin_width,
+        units,
     )
     loss = network_rollout_loss(
         model,
@@ -194,7 +235,19 @@ def batch_loss(
     loss = loss.double()
     if config.observation == "poisson":  # + log y!, a constant
         return loss + float(batch.log_factorial_sums().sum()) / count
-    return loss + model.log_noise_std.double().mean() + 0.5 * math.log(2 * math.pi)
+    if units is None:
+        log_std = model.log_noise_std.double().mean()
+    else:  # each unit's log σ once per observed value
+        log_std = (batch.unit_counts() * model.log_noise_std.double()).sum() / count
+    return loss + log_std + 0.5 * math.log(2 * math.pi)
+
+
+def _count(batch: Batch) -> float:
+    """Number of observed values of ``batch``; refuses none."""
+    count = float(batch.value_counts().sum())
+    if count == 0:
+        raise ValueError("mask and units select no value: there is nothing to average.")
+    return count
 
 
 def mean_nll(nll: Tensor, model: LowRankRNN, batch: Batch, config: TrainConfig) -> float:
@@ -236,9 +289,12 @@ class ChunkObjective:
     weights : Tensor of shape (n_trials, n_time) or None
         1.0 on observed bins, 0.0 on padding; None when every bin is observed.
     count : float
-        Number of observed values C (observed bins × units).
+        Number of observed values C.
     bin_width : float
         Δt in seconds (Poisson only).
+    units : Tensor of shape (n_trials, n_units) or None
+        1.0 where a trial observes a unit, 0.0 elsewhere (:attr:`Batch.units`); None when every
+        trial observes every unit.
     """
 
     observation: str
@@ -246,16 +302,28 @@ class ChunkObjective:
     weights: Tensor | None
     count: float
     bin_width: float
+    units: Tensor | None = None
+
+    def _chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
+        """The chunk's data and its weights (broadcastable to it; None when all are observed)."""
+        data = self.data[:, start:stop]
+        if self.units is None:
+            return data, None if self.weights is None else self.weights[:, start:stop, None]
+        weights = self.units[:, None, :]
+        if self.weights is not None:
+            weights = self.weights[:, start:stop, None] * weights
+        return torch.where(weights > 0, data, 0.0), weights
 
     def __call__(self, activity, start, stop, gain, offset, log_noise_std) -> Tensor:
         """Chunk value (scalar tensor) for ``activity`` (n_trials, stop − start, n_units)."""
+        data, weights = self._chunk(start, stop)
         if self.observation == "poisson":
             rate, _ = self._poisson_rate(activity, gain, offset)
-            values = rate - self.data[:, start:stop] * torch.log(rate)
-            if self.weights is not None:
-                values = values * self.weights[:, start:stop, None]
+            values = rate - data * torch.log(rate)
+            if weights is not None:
+                values = values * weights
             return values.sum() / self.count
-        residual = self._gaussian_residual(activity, start, stop, gain, offset, log_noise_std)
+        residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
         flat = residual.reshape(-1)
         return 0.5 * torch.dot(flat, flat) / self.count
 
@@ -268,31 +336,33 @@ class ChunkObjective:
         grad_params : tuple of (Tensor or None)
             For gain, offset and log σ (None for log σ under Poisson, which has no noise scale).
         """
+        data, weights = self._chunk(start, stop)
         if self.observation == "poisson":
             rate, readout = self._poisson_rate(activity, gain, offset)
             sigmoid = readout.sigmoid_()
             # dℓ/dr = (1 − y/λ) Δt σ(r)
-            h = torch.div(self.data[:, start:stop], rate).neg_().add_(1.0)
+            h = torch.div(data, rate).neg_().add_(1.0)
             h.mul_(sigmoid).mul_(self.bin_width / self.count)
-            if self.weights is not None:
-                h.mul_(self.weights[:, start:stop, None])
+            if weights is not None:
+                h.mul_(weights)
             grad_gain = (h * activity).sum((0, 1))
             grad_offset = h.sum((0, 1))
             return h.mul_(gain), (grad_gain, grad_offset, None)
         inv_std = torch.exp(-log_noise_std)
-        residual = self._gaussian_residual(activity, start, stop, gain, offset, log_noise_std)
+        residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
         scaled = inv_std / self.count
         grad_gain = (residual * activity).sum((0, 1)) * scaled
         grad_offset = residual.sum((0, 1)) * scaled
         grad_log_std = -(residual * residual).sum((0, 1)) / self.count
         return residual.mul_(gain * scaled), (grad_gain, grad_offset, grad_log_std)
 
-    def _gaussian_residual(self, activity, start, stop, gain, offset, log_noise_std) -> Tensor:
+    @staticmethod
+    def _gaussian_residual(activity, data, weights, gain, offset, log_noise_std) -> Tensor:
         """w (r − y) e^(−s), a fresh tensor."""
-        residual = torch.addcmul(offset, gain, activity).sub_(self.data[:, start:stop])
+        residual = torch.addcmul(offset, gain, activity).sub_(data)
         residual.mul_(torch.exp(-log_noise_std))
-        if self.weights is not None:
-            residual.mul_(self.weights[:, start:stop, None])
+        if weights is not None:
+            residual.mul_(weights)
         return residual
 
     def _poisson_rate(self, activity, gain, offset) -> tuple[Tensor, Tensor]:

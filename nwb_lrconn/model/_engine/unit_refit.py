@@ -35,8 +35,12 @@ __all__ = ["refit_units", "refit_output_loadings"]
 _CHUNK_VALUES = 1 << 19
 
 
-def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width, inv_var, full):
+def _unit_terms(
+    theta, kappa, inputs, y, *, observation, nonlinearity, bin_width, inv_var, full, w=None
+):
     """Per-unit loss (N,) of a chunk of bins and, when ``full``, its gradient and Fisher matrix.
+
+    ``w`` (bins × N, or None for all) weighs each value: 1 where observed, 0 elsewhere.
 
     ∂r_i/∂θ_i = [g_i φ'_i z, φ_i, 1] with z = (κ, u, 1) shared by all units, so every sum over
     bins is a (N × bins) by (bins × ·) matrix product against z or z ⊗ z.
@@ -51,7 +55,8 @@ def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width
     r = g * phi + c
     if observation == "poisson":
         lam = expected_observation(r, observation, bin_width=bin_width) + _RATE_FLOOR
-        loss = (lam - y * torch.log(lam)).sum(0)
+        values = lam - y * torch.log(lam)
+        loss = (values if w is None else values * w).sum(0)
         if not full:
             return loss, None, None
         dlam = bin_width * torch.sigmoid(r)
@@ -59,10 +64,13 @@ def _unit_terms(theta, kappa, inputs, y, *, observation, nonlinearity, bin_width
         weight = dlam**2 / lam  # Fisher information of r
     else:
         resid = r - y
-        loss = 0.5 * (resid**2 * inv_var).sum(0)
+        values = resid**2 * inv_var
+        loss = 0.5 * (values if w is None else values * w).sum(0)
         if not full:
             return loss, None, None
         dloss, weight = resid * inv_var, inv_var.expand_as(r)
+    if w is not None:
+        dloss, weight = dloss * w, weight * w
     gs = g * activation_slope(phi, nonlinearity)  # dr/dx
     z = torch.cat([kappa, inputs, torch.ones_like(kappa[:, :1])], dim=1)  # (n_bins, Q)
     q = z.shape[1]
@@ -96,6 +104,7 @@ def refit_units(
     bin_width: float,
     noise_std: Tensor | None = None,
     loading_var: float | None = None,
+    observed: Tensor | None = None,
     n_iter: int = 50,
     chunk: int | None = None,
     tol: float = 1e-8,
@@ -125,6 +134,9 @@ def refit_units(
         unit); default: the mean squared entry of the starting m. For a tuned unit it is a few
         nats against thousands of observations; it stops a unit the data barely tune from
         running off along the flat direction of a saturating step (|m_i| → ∞, g_i → 0).
+    observed : Tensor of shape (n_bins, n_units), bool, optional
+        Which values are observed (default: all); the others take no part, whatever ``data``
+        holds there (each unit's likelihood sums over its own observed bins).
     n_iter : int, default: 50
         Upper bound on Fisher-scoring iterations.
     chunk : int, optional
@@ -170,7 +182,11 @@ def refit_units(
         for start in range(0, kappa.shape[0], chunk):
             sl = slice(start, start + chunk)
             y = data[sl][:, units].to(dtype)
-            out = _unit_terms(th, kappa[sl], inputs[sl], y, full=full, inv_var=iv, **common)
+            w = None
+            if observed is not None:
+                seen = observed[sl][:, units]
+                y, w = torch.where(seen, y, 0.0), seen.to(dtype)
+            out = _unit_terms(th, kappa[sl], inputs[sl], y, w=w, full=full, inv_var=iv, **common)
             loss += out[0]
             if full:
                 grad += out[1]

@@ -1,0 +1,230 @@
+"""Benchmark of the joint multi-session fit (not collected by pytest).
+
+    python tests/benchmarks/bench_joint.py                      # rates and spikes, 3 sessions
+    python tests/benchmarks/bench_joint.py --kind spikes --sessions 5 --units 150
+
+The published quadstable network (N = 1000, from ``$NWB_LRCONN_DATA``) is recorded as several
+sessions, each through its own disjoint random subset of units and with its own trials (κ(0)
+uniform on [−2.4, 2.4]², different draws per session): noiseless rates (the paper's setting) or
+Poisson spikes (20-ms bins). One run prints, per kind:
+
+- the flow-field RMSE against the truth (|F|_rms ≈ 0.67) of each session's separate fit (the
+  joint fit's own starting fits, ``separate_``, on that session's training trials, gauge aligned
+  on their latents), of the joint fit (gauge aligned on all sessions' latents together, and on
+  each session's alone: without shared units a symmetry of the flow may turn sessions against
+  each other at no cost in likelihood), and of one fit to every unit on every trial (the
+  all-units bound);
+- each session's held-out log-likelihood, joint against separate, with the paired standard error
+  (``compare_to_separate``);
+- wall time: the joint fit, of which its separate fits, against the all-units fit.
+
+With ``--engine``: the time of one training step (``batch_loss`` forward and backward, 64 trials ×
+100 bins × 600 units) without unit masks, with an all-True mask and with three sessions' masks,
+side by side in one run (the masked path's cost; the unmasked path is the estimator's).
+
+Everything runs in this process on one thread (``torch.set_num_threads(1)``); pin it to a core
+(``taskset -c N``) and say whether the machine was shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import numpy as np
+import torch
+
+from nwb_lrconn.data import Recording
+from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_velocity
+from nwb_lrconn.model.estimator import LowRankRNNEstimator
+from nwb_lrconn.model.gauge import align_latents
+from nwb_lrconn.model.joint import JointLowRankRNN
+from nwb_lrconn.model.networks import load_published_network
+from nwb_lrconn.model.simulate import simulate_rates, simulate_spikes
+
+
+def bench_engine(repeats: int = 20) -> None:
+    from nwb_lrconn.model._engine.objective import Batch, TrainConfig, batch_loss
+    from nwb_lrconn.model.lowrank import LowRankRNN
+
+    gen = torch.Generator().manual_seed(0)
+    n_trials, n_time, n_units = 64, 100, 600
+    model = LowRankRNN(n_units, 2)
+    with torch.no_grad():
+        model.M.normal_(generator=gen)
+        model.K.normal_(generator=gen)
+    initial = torch.randn(n_trials, 2, generator=gen, requires_grad=True)
+    mask = torch.ones(n_trials, n_time, dtype=torch.bool)
+    sessions = torch.zeros(n_trials, n_units, dtype=torch.bool)
+    for s in range(3):
+        sessions[s::3, s * 200 : (s + 1) * 200] = True
+    print(f"\none training step, {n_trials} trials × {n_time} bins × {n_units} units (ms):")
+    for observation in ("gaussian", "poisson"):
+        config = TrainConfig(observation, 0.02, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
+        data = torch.poisson(torch.full((n_trials, n_time, n_units), 0.5), generator=gen)
+        cases = {
+            "no mask": Batch(data, mask, None),
+            "all-True": Batch(data, mask, None, units=torch.ones_like(sessions)),
+            "3 sessions": Batch(data, mask, None, units=sessions),
+        }
+        times = {}
+        for name, batch in cases.items():
+            batch = batch.with_log_factorial() if observation == "poisson" else batch
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                batch_loss(model, initial, batch, config).backward()
+                runs.append(time.perf_counter() - start)
+            times[name] = 1e3 * float(np.median(runs))
+        base = times["no mask"]
+        print(
+            f"  {observation:9s} "
+            + "  ".join(f"{k} {v:6.1f} (×{v / base:.2f})" for k, v in times.items()),
+            flush=True,
+        )
+
+
+def _flow_rmse(net, latents, truth, mask, M, K, d) -> float:
+    A, c = align_latents(latents, truth, mask)
+    points, true_flow = flow_field(net.M, net.K)
+    fitted = latent_velocity((points - c) @ np.linalg.inv(A).T, M, K, d=d) @ A.T
+    return flow_field_rmse(true_flow, fitted)
+
+
+def _sessions(net, kind, n_sessions, n_units, n_trials, seed):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(net.n_units)
+    full, recordings, truths = [], [], []
+    for s in range(n_sessions):
+        initial = rng.uniform(-2.4, 2.4, (n_trials, 2))
+        if kind == "rates":
+            sim = simulate_rates(net, initial=initial, n_time=100)
+        else:
+            sim = simulate_spikes(net, initial=initial, n_time=100, random_state=seed + 1 + s)
+        rec = sim.to_recording()
+        full.append(rec)
+        recordings.append(rec.select_units(np.sort(order[s * n_units : (s + 1) * n_units])))
+        truths.append(sim.latents)
+    everything = Recording(
+        data=np.concatenate([r.data for r in full]),
+        mask=np.concatenate([r.mask for r in full]),
+        bin_width=full[0].bin_width,
+        kind=full[0].kind,
+        unit_ids=full[0].unit_ids,
+        unit_rows=full[0].unit_rows,
+        trial_start_times=np.arange(n_sessions * n_trials, dtype=float),
+    )
+    return recordings, truths, everything
+
+
+def bench(kind: str, n_sessions: int, n_units: int, n_trials: int, seed: int, bound: bool) -> None:
+    net = load_published_network("quadstable")
+    recordings, truths, everything = _sessions(net, kind, n_sessions, n_units, n_trials, seed)
+    template = LowRankRNNEstimator(rank=2, random_state=seed)
+    separate_time = [0.0]
+    original = LowRankRNNEstimator.fit
+
+    @functools.wraps(original)
+    def timed(self, recording):
+        start = time.perf_counter()
+        try:
+            return original(self, recording)
+        finally:
+            separate_time[0] += time.perf_counter() - start
+
+    LowRankRNNEstimator.fit = timed  # type: ignore[method-assign]
+    try:
+        start = time.perf_counter()
+        joint = JointLowRankRNN(template).fit(recordings)
+        joint_time = time.perf_counter() - start
+    finally:
+        LowRankRNNEstimator.fit = original  # type: ignore[method-assign]
+    if bound:
+        start = time.perf_counter()
+        alone_all = LowRankRNNEstimator(rank=2, random_state=seed).fit(everything)
+        all_time = time.perf_counter() - start
+
+    print(
+        f"\n{kind}: {n_sessions} sessions × {n_units} units × {n_trials} trials × 100 bins "
+        f"(N = {net.n_units}, reference session {joint.seed_session_})"
+    )
+    params = {n: getattr(joint.model_, n).detach().double().numpy() for n in ("M", "K", "d")}
+    rows = joint.compare_to_separate(recordings)
+    print(
+        f"{'session':>8s} {'separate':>9s} {'joint(own)':>10s}   held-out LL: "
+        f"{'separate':>9s} {'joint':>9s} {'diff':>9s} {'± s.e.':>8s}  worse"
+    )
+    for s, (view, single, row) in enumerate(zip(joint.sessions_, joint.separate_, rows)):
+        train = view.train_trials
+        alone = _flow_rmse(
+            net,
+            single.latents_,
+            truths[s][train],
+            view.latent_mask[train],
+            single.M_,
+            single.K_,
+            single.d_,
+        )
+        own = _flow_rmse(
+            net, view.latents, truths[s], view.latent_mask, params["M"], params["K"], params["d"]
+        )
+        print(
+            f"{s:8d} {alone:9.4f} {own:10.4f}                {row['separate']:9.4f} "
+            f"{row['joint']:9.4f} {row['difference']:9.2e} {row['stderr']:8.1e}  {row['worse']}"
+        )
+    together = _flow_rmse(
+        net,
+        np.concatenate([v.latents for v in joint.sessions_]),
+        np.concatenate(truths),
+        np.concatenate([v.latent_mask for v in joint.sessions_]),
+        params["M"],
+        params["K"],
+        params["d"],
+    )
+    print(f"flow-field RMSE: joint, gauge aligned on all sessions together {together:.4f}")
+    # How the sessions sit against each other, in the truth's coordinates: S = A_s A_ref⁻¹ with
+    # A_s the map of session s's joint latents onto the truth (S = I when they share a gauge; a
+    # symmetry of the truth's flow when a session was turned by it).
+    maps = [align_latents(v.latents, t, v.latent_mask) for v, t in zip(joint.sessions_, truths)]
+    A_ref = maps[joint.seed_session_][0]
+    for s, (A, _) in enumerate(maps):
+        relative = np.round(A @ np.linalg.inv(A_ref), 2).tolist()
+        print(f"session {s}: its gauge against the reference session's, in truth coordinates "
+              f"{relative}")  # fmt: skip
+    print(
+        f"time: joint fit {joint_time:.1f} s, of which its {n_sessions} separate fits "
+        f"{separate_time[0]:.1f} s (joining + joint training {joint_time - separate_time[0]:.1f} "
+        "s)",
+        flush=True,
+    )
+    if bound:
+        all_units = _flow_rmse(
+            net, alone_all.latents_, np.concatenate(truths), everything.mask,
+            alone_all.M_, alone_all.K_, alone_all.d_,
+        )  # fmt: skip
+        print(
+            f"all {net.n_units} units on all trials: flow-field RMSE {all_units:.4f}, "
+            f"{all_time:.1f} s",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=["rates", "spikes"], nargs="+", default=None)
+    parser.add_argument("--sessions", type=int, default=3)
+    parser.add_argument("--units", type=int, default=200)
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", action="store_true", help="only the training-step timing")
+    parser.add_argument(
+        "--no-bound", action="store_true", help="skip the all-units fit (the slowest part)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.engine:
+        bench_engine()
+        raise SystemExit
+    for kind in args.kind or ["rates", "spikes"]:
+        bench(kind, args.sessions, args.units, args.trials, args.seed, not args.no_bound)

@@ -1,0 +1,179 @@
+"""JointLowRankRNN: one network from sessions that record disjoint units (ground truth, errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_velocity
+from nwb_lrconn.model.estimator import LowRankRNNEstimator
+from nwb_lrconn.model.gauge import align_latents
+from nwb_lrconn.model.joint import JointLowRankRNN
+from nwb_lrconn.model.networks import sample_network
+from nwb_lrconn.model.simulate import simulate_rates
+
+N_SESSIONS, PER_SESSION = 3, 20
+
+
+def _flow_rmse(net, latents, truth, mask, M, K, d):
+    """Flow-field RMSE against the truth, the gauge aligned on ``latents``."""
+    A, c = align_latents(latents, truth, mask)
+    points, true_flow = flow_field(net.M, net.K)
+    fitted = latent_velocity((points - c) @ np.linalg.inv(A).T, M, K, d=d) @ A.T
+    return flow_field_rmse(true_flow, fitted)
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    """A 60-unit network recorded as 3 sessions of 20 disjoint units, each with its own trials."""
+    net = sample_network("quadstable", N_SESSIONS * PER_SESSION, random_state=0)
+    rng = np.random.default_rng(1)
+    order = rng.permutation(net.n_units)
+    recordings, truths = [], []
+    for s in range(N_SESSIONS):
+        sim = simulate_rates(
+            net,
+            initial=rng.uniform(-2, 2, (15, 2)),
+            n_time=60,
+            noise_std=0.05,
+            random_state=10 + s,
+        )
+        units = np.sort(order[s * PER_SESSION : (s + 1) * PER_SESSION])
+        recordings.append(sim.to_recording().select_units(units))
+        truths.append(sim.latents)
+    return net, recordings, truths
+
+
+@pytest.fixture(scope="module")
+def joint(sessions):
+    _, recordings, _ = sessions
+    template = LowRankRNNEstimator(rank=2, max_epochs=60, lbfgs_rounds=5, random_state=0)
+    return JointLowRankRNN(template).fit(recordings)
+
+
+def test_joint_flow_beats_every_separate_fit(sessions, joint):
+    net, _, truths = sessions
+    params = {n: getattr(joint.model_, n).detach().double().numpy() for n in ("M", "K", "d")}
+    for s, (view, single) in enumerate(zip(joint.sessions_, joint.separate_)):
+        train = view.train_trials
+        mask = view.latent_mask[train]
+        alone = _flow_rmse(
+            net, single.latents_, truths[s][train], mask, single.M_, single.K_, single.d_
+        )
+        # The joint flow, its gauge read off this session's latents (see the module docstring
+        # on symmetries: each session's own alignment is the fair one).
+        together = _flow_rmse(
+            net, view.latents, truths[s], view.latent_mask, params["M"], params["K"], params["d"]
+        )
+        assert together < 0.8 * alone, (s, together, alone)
+        assert together < 0.15  # |F|_rms ≈ 0.67
+
+
+def test_session_views_partition_the_network_in_one_canonical_gauge(sessions, joint):
+    _, recordings, _ = sessions
+    model = joint.model_
+    assert model.n_units == N_SESSIONS * PER_SESSION
+    units = np.concatenate([view.units for view in joint.sessions_])
+    np.testing.assert_array_equal(units, np.arange(model.n_units))
+    np.testing.assert_array_equal(joint.unit_session_, np.repeat(np.arange(3), PER_SESSION))
+    M = model.M.detach().double().numpy()
+    visited = []
+    for rec, view in zip(recordings, joint.sessions_):
+        np.testing.assert_array_equal(view.unit_ids, rec.unit_ids)
+        np.testing.assert_allclose(view.M, M[view.units], rtol=1e-6)
+        assert view.latents.shape == (rec.n_trials, rec.n_time, 2)
+        assert set(view.train_trials) | set(view.test_trials) == set(range(rec.n_trials))
+        assert not set(view.train_trials) & set(view.test_trials)
+        assert view.metrics["r2"] > 0.95
+        assert np.all(view.readout_gain > 0)
+        visited.append(view.latents[view.latent_mask])
+    points = np.concatenate(visited)
+    np.testing.assert_allclose(points.T @ points / len(points), np.eye(2), atol=1e-3)
+    gram = M.T @ M
+    assert abs(gram[0, 1]) < 1e-3 * gram[0, 0] and gram[0, 0] >= gram[1, 1]
+
+
+def test_compare_to_separate_reports_each_session(sessions, joint):
+    _, recordings, _ = sessions
+    rows = joint.compare_to_separate(recordings)
+    assert len(rows) == N_SESSIONS
+    for row, view in zip(rows, joint.sessions_):
+        assert row["difference"] == pytest.approx(row["joint"] - row["separate"], abs=1e-9)
+        assert row["joint"] == pytest.approx(view.metrics["log_likelihood"], rel=1e-4)
+        assert row["stderr"] > 0
+        assert not row["worse"]  # the clean case: pooling costs no session its likelihood
+
+
+def _recording(rng, n_units=4, **changes):
+    from nwb_lrconn.data import Recording
+
+    fields = dict(
+        data=rng.standard_normal((3, 10, n_units)),
+        mask=np.ones((3, 10), bool),
+        bin_width=0.01,
+        kind="rates",
+        unit_ids=np.arange(n_units),
+        unit_rows=np.arange(n_units),
+        trial_start_times=np.arange(3.0),
+    )
+    fields.update(changes)
+    return Recording(**fields)
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ({"kind": "spikes", "data": np.ones((3, 10, 4))}, "share their kind: recording 0 has"),
+        ({"bin_width": 0.02}, "share their bin_width: recording 0 has 0.01, recording 1 has"),
+        (
+            {"inputs": np.zeros((3, 10, 1))},
+            "share their number of input channels: recording 0 has 0, recording 1 has 1",
+        ),
+    ],
+)
+def test_recordings_that_differ_are_refused(second, message):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=message):
+        JointLowRankRNN().fit([_recording(rng), _recording(rng, **second)])
+
+
+def test_bad_recordings_arguments_are_refused():
+    rng = np.random.default_rng(0)
+    rec = _recording(rng)
+    with pytest.raises(TypeError, match="recordings must be a list of nwb_lrconn.data.Recording"):
+        JointLowRankRNN().fit(rec)
+    with pytest.raises(TypeError, match=r"recordings\[1\] must be a nwb_lrconn.data.Recording"):
+        JointLowRankRNN().fit([rec, rec.data])
+    with pytest.raises(ValueError, match="a joint fit needs at least 2 recordings; got 1"):
+        JointLowRankRNN().fit([rec])
+    with pytest.raises(ValueError, match=r"reference must be the index of one of the 2 .* got 2"):
+        JointLowRankRNN(reference=2).fit([rec, rec])
+    small = _recording(rng, n_units=1)
+    with pytest.raises(ValueError, match="rank must be <= n_units; got rank=2 for 1 unit"):
+        JointLowRankRNN(LowRankRNNEstimator(rank=2)).fit([rec, small])
+
+
+def test_unobserved_values_do_not_matter(sessions):
+    """Padding of shorter sessions and other sessions' units never reach the fit."""
+    from nwb_lrconn.model.joint import _joint_batch
+
+    _, recordings, _ = sessions
+    short = dataclasses.replace(
+        recordings[1],
+        data=recordings[1].data[:, :40],
+        mask=recordings[1].mask[:, :40],
+    )
+    import torch
+
+    from nwb_lrconn.model._engine.objective import TrainConfig
+
+    config = TrainConfig("gaussian", 0.01, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
+    parts = [slice(0, 20), slice(20, 40)]
+    batch = _joint_batch(60, [recordings[0], short], parts, config, "cpu")
+    assert batch.data.shape == (30, 60, 60)
+    assert not batch.mask[15:, 40:].any() and batch.mask[:15].all()
+    assert torch.equal(batch.units[:15, :20], torch.ones(15, 20, dtype=torch.bool))
+    assert not batch.units[:, 40:].any()
+    assert float(batch.value_counts().sum()) == 15 * 60 * 20 + 15 * 40 * 20
