@@ -232,14 +232,22 @@ def batch_loss(
     )
     # The constants are added in float64: next to them the parameter-dependent part of a
     # nearly noiseless fit is a few ulps of float32, too coarse for L-BFGS's line search.
-    loss = loss.double()
-    if config.observation == "poisson":  # + log y!, a constant
-        return loss + float(batch.log_factorial_sums().sum()) / count
-    if units is None:
+    return loss.double() + _constant(model, batch, config, count)
+
+
+def _constant(model: LowRankRNN, batch: Batch, config: TrainConfig, count: float) -> Tensor:
+    """The mean per observed value of the likelihood's terms that the chunks leave out.
+
+    Poisson: Σ log y! / C (data only). Gaussian: each unit's log σ once per observed value, and
+    ½ log 2π.
+    """
+    if config.observation == "poisson":
+        return torch.tensor(float(batch.log_factorial_sums().sum()) / count, dtype=torch.float64)
+    if batch.units is None:
         log_std = model.log_noise_std.double().mean()
-    else:  # each unit's log σ once per observed value
+    else:
         log_std = (batch.unit_counts() * model.log_noise_std.double()).sum() / count
-    return loss + log_std + 0.5 * math.log(2 * math.pi)
+    return log_std + 0.5 * math.log(2 * math.pi)
 
 
 def _count(batch: Batch) -> float:
@@ -267,13 +275,9 @@ def mean_nll(nll: Tensor, model: LowRankRNN, batch: Batch, config: TrainConfig) 
     float
         The mean negative log-likelihood per observed value, constants included.
     """
-    count = float(batch.mask.sum()) * batch.data.shape[-1]
-    if count == 0:
-        raise ValueError("mask selects no bin: there is nothing to average.")
-    total = float(nll.sum(dtype=torch.float64))
-    if config.observation == "poisson":
-        return (total + float(batch.log_factorial_sums().sum())) / count
-    return total / count + float(model.log_noise_std.double().mean()) + 0.5 * math.log(2 * math.pi)
+    count = _count(batch)
+    constant = float(_constant(model, batch, config, count))
+    return float(nll.sum(dtype=torch.float64)) / count + constant
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,14 @@ def test_gauss_newton_reaches_the_optimum_of_many_first_order_steps(observation)
         assert got < float(batch_loss(model, start, batch, config))
 
 
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("observation", ["poisson", "gaussian"])
-def test_the_solvers_own_likelihood_is_the_batch_loss_at_its_answer(observation):
+def test_the_solvers_own_likelihood_is_the_batch_loss_at_its_answer(observation, masked):
     model, batch, config, _, start = _problem(observation)
+    if masked:  # each trial observes its own subset of the units, as in a joint fit
+        g = torch.Generator().manual_seed(3)
+        units = torch.rand(batch.data.shape[0], batch.data.shape[2], generator=g) < 0.6
+        batch = Batch(batch.data, batch.mask, batch.inputs, units=units)
     prior = initial_prior(torch.randn(50, 2, generator=torch.Generator().manual_seed(1)))
     kappa, nll = infer_initial(model, start, batch, config, prior=prior, n_iter=3, with_nll=True)
     with torch.no_grad():
