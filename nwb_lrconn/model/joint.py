@@ -332,22 +332,34 @@ class JointLowRankRNN(BaseEstimator):
             test = self.session_recording(recordings, s, "test")
             joint_sums, counts = self.held_out_nll(s, rec)
             own_sums, _ = _trial_nll(test, est.predict(test), est.observation_, est.noise_std_)
-            gain = own_sums - joint_sums  # log-likelihood gain of the joint fit, per trial
+            mean, stderr = _paired_gain(joint_sums, own_sums, counts)
             total = counts.sum()
-            mean = gain.sum() / total
-            n = len(gain)
-            spread = (n / (n - 1) * ((gain - mean * counts) ** 2).sum()) if n > 1 else 0.0
-            stderr = math.sqrt(spread) / total
             rows.append(
                 {
                     "joint": float(-joint_sums.sum() / total),
                     "separate": float(-own_sums.sum() / total),
-                    "difference": float(mean),
-                    "stderr": float(stderr),
+                    "difference": mean,
+                    "stderr": stderr,
                     "worse": bool(mean < -2 * stderr),
                 }
             )
         return rows
+
+
+def _paired_gain(joint_nll, own_nll, counts) -> tuple[float, float]:
+    """Mean log-likelihood gain per value of the joint fit over trials, and its standard error.
+
+    The trials are independent draws and both fits are scored on the same ones, so the gain is
+    the ratio Σ_j D_j / Σ_j C_j of per-trial differences D_j over C_j values, with the delta
+    method's standard error √(n / (n − 1) Σ_j (D_j − G C_j)²) / Σ_j C_j (zero for one trial).
+    """
+    gain = np.asarray(own_nll, np.float64) - np.asarray(joint_nll, np.float64)
+    counts = np.asarray(counts, np.float64)
+    total, n = counts.sum(), len(gain)
+    mean = gain.sum() / total
+    if n < 2:
+        return float(mean), 0.0
+    return float(mean), float(math.sqrt(n / (n - 1) * ((gain - mean * counts) ** 2).sum()) / total)
 
 
 # ---------------------------------------------------------------------- validation

@@ -177,3 +177,22 @@ def test_unobserved_values_do_not_matter(sessions):
     assert torch.equal(batch.units[:15, :20], torch.ones(15, 20, dtype=torch.bool))
     assert not batch.units[:, 40:].any()
     assert float(batch.value_counts().sum()) == 15 * 60 * 20 + 15 * 40 * 20
+
+
+def test_paired_gain_is_the_ratio_and_its_standard_error():
+    from nwb_lrconn.model.joint import _paired_gain
+
+    counts = np.array([100.0, 80.0, 120.0, 100.0])
+    own = np.array([150.0, 120.0, 180.0, 150.0])
+    mean, stderr = _paired_gain(own - 0.01 * counts, own, counts)  # the joint fit 0.01 better
+    assert mean == pytest.approx(0.01) and stderr == pytest.approx(0.0, abs=1e-15)
+    rng = np.random.default_rng(0)
+    joint = own + 0.02 * counts + rng.normal(0, 0.5, 4)  # clearly worse than the noise
+    mean, stderr = _paired_gain(joint, own, counts)
+    gain = own - joint
+    # The jackknife standard error of the ratio, another route to about the same number.
+    leave = np.array([(gain.sum() - g) / (counts.sum() - c) for g, c in zip(gain, counts)])
+    jackknife = np.sqrt(3 / 4 * ((leave - leave.mean()) ** 2).sum())
+    assert mean == pytest.approx(gain.sum() / counts.sum())
+    assert stderr == pytest.approx(jackknife, rel=0.3) and mean < -2 * stderr
+    assert _paired_gain(joint[:1], own[:1], counts[:1])[1] == 0.0
