@@ -131,8 +131,7 @@ def infer_initial(
         loss, grad, gn, nll = terms(kappa, batch)
         if damping is None:
             damping = torch.full_like(loss, 1e-3)
-        n_values = batch.value_counts()
-        tolerance = _CONVERGED_PER_VALUE * n_values.clamp(min=1.0)
+        tolerance = _CONVERGED_PER_VALUE * batch.value_counts().clamp(min=1.0)
         active = torch.arange(kappa.shape[0], device=kappa.device)
         eye = torch.eye(kappa.shape[1], dtype=gn.dtype, device=gn.device)
         for _ in range(n_iter):
@@ -144,14 +143,13 @@ def infer_initial(
                 step.unsqueeze(1) @ h @ step.unsqueeze(-1)
             ).reshape(-1)
             moving = predicted > tolerance[active]
-            active, step = active[moving], step[moving]
+            active, step, lam = active[moving], step[moving], lam[moving]
             if active.numel() == 0:
                 break
             trial = kappa[active] - step.to(kappa.dtype)
             t_loss, t_grad, t_gn, t_nll = terms(trial, batch.take(active))
             better = torch.isfinite(t_loss) & (t_loss < loss[active])
             done = better & (loss[active] - t_loss <= tolerance[active])
-            lam = damping[active, None, None]
             take = active[better]
             kappa[take], loss[take], nll[take] = trial[better], t_loss[better], t_nll[better]
             grad[take], gn[take] = t_grad[better], t_gn[better]

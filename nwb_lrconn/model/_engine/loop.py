@@ -69,13 +69,9 @@ def loss_spread(model: LowRankRNN, initial: Tensor, batch: Batch, config: TrainC
             part = batch.take(slice(start, start + step))
             nll = rollout_nll(model, initial[start : start + step], part, config)
             observed = part.observed()
-            if observed is None:
-                weights = part.mask.to(nll.dtype)
-                sums.append((nll * weights[..., None]).sum((1, 2)).double())
-                counts.append(weights.sum(1).double() * n_units)
-            else:
-                sums.append(torch.where(observed, nll, 0.0).sum((1, 2)).double())
-                counts.append(part.value_counts())
+            seen = part.mask[..., None] if observed is None else observed
+            sums.append(torch.where(seen, nll, 0.0).sum((1, 2)).double())
+            counts.append(part.value_counts())
     S, C = torch.cat(sums), torch.cat(counts)
     mean = S.sum() / C.sum()
     spread = (n_trials / (n_trials - 1) * ((S - mean * C) ** 2).sum()).sqrt() / C.sum()

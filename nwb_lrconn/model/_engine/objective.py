@@ -211,7 +211,7 @@ def batch_loss(
     if n_bins == 0:
         raise ValueError("mask selects no bin: there is nothing to average.")
     units = None if batch.units is None else batch.units.to(batch.data.dtype)
-    count = n_bins * batch.data.shape[-1] if units is None else _count(batch)
+    count = _count(batch)
     objective = ChunkObjective(
         config.observation,
         batch.data,
