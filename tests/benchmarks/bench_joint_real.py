@@ -1,7 +1,8 @@
 """Benchmark: a joint fit of two pseudo-sessions cut from one real recording against separate fits.
 
 Run: ``python tests/benchmarks/bench_joint_real.py [--datasets hd fly] [--seeds 0 1 2]
-[--max-epochs 500]`` with ``NWB_LRCONN_DATA`` pointing at the shared data folder.
+[--max-epochs 500] [--splits "EPG|EPG" "EPG|PEN1"] [--raw-heading]`` with ``NWB_LRCONN_DATA``
+pointing at the shared data folder.
 
 Data, read with the package's readers and the settings of the behaviour benchmark
 (``behaviour_head_direction.py``, setting ``bin100ms_win1s``) and of the real-data acceptance
@@ -32,9 +33,10 @@ bits/spike (spikes) or R² (calcium) of both; and the held-out circular R² of h
 heading decoded from the joint latents, the separate fit's latents and the fair baselines (PCA
 of z-scored activity and, for spikes, of square-root counts, on single bins and on bins
 smoothed over the time constant), each by the same affine map fitted on the session's training
-windows (:func:`~nwb_lrconn.inference.behaviour.relate_to_behaviour`, gauge-invariant). Per
-seed: wall time of the joint fit (its separate fits included) against the sum of the separate
-fits. Then means over seeds.
+windows (:func:`~nwb_lrconn.inference.behaviour.relate_to_behaviour`, gauge-invariant), with
+the 95% bootstrap interval (held-out windows) of the joint latent's score minus the best fair
+single-bin baseline's. Per seed: wall time of the joint fit (its separate fits included)
+against the sum of the separate fits. Then means over seeds.
 """
 
 from __future__ import annotations
