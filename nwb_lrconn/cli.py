@@ -578,6 +578,7 @@ _BATCH_EPILOG = """examples:
   nwb-lrconn batch sessions/*.nwb --output-dir results --ranks 1 2 3 --seeds 0 1
   nwb-lrconn batch manifest.txt --output-dir results --config run.toml --n-workers 8
   nwb-lrconn batch manifest.csv --output-dir results --scheduler tcp://10.0.0.5:8786 --gpu
+  nwb-lrconn batch days/*.nwb --joint --ranks 2 --output-dir results
 
 Rerunning the same command skips every finished output; failed tasks are listed in the summary
 (results/summary.csv) and rerun next time.
@@ -633,6 +634,12 @@ def _add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument(
         "--cache-dir", metavar="DIR", help="keep streamed bytes of remote inputs in DIR"
     )
+    parser.add_argument(
+        "--joint",
+        action="store_true",
+        help="the inputs are sessions of one circuit: fit them as one network per rank and "
+        "seed, in this process (one output per session, summary rows with the warrant check)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -654,6 +661,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         device = device or "cuda"
     if device is not None:
         config = config.with_overrides(device=device)
+    if args.joint:
+        return _batch_joint(args, config)
     table = run_batch(
         args.inputs,
         ranks=args.ranks,
@@ -685,6 +694,47 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             print(
                 f"{row.file}: rank {row.rank} (held-out log-likelihood {row.log_likelihood:.4g})"
             )
+    return 1 if n_failed else 0
+
+
+def _batch_joint(args: argparse.Namespace, config: RunConfig) -> int:
+    """``batch --joint``: every input a session of one network, per rank and seed."""
+    from .batch import run_joint_batch
+
+    if args.scheduler is not None:
+        raise CLIError(
+            "--joint fits one network over every session in this process: leave out --scheduler"
+        )
+    table = run_joint_batch(
+        args.inputs,
+        ranks=args.ranks,
+        seeds=args.seeds,
+        config=config,
+        output_dir=args.output_dir,
+        summary=args.summary,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        cache_dir=args.cache_dir,
+    )
+    counts = table["status"].value_counts()
+    n_failed = int(counts.get("failed", 0))
+    print(
+        f"{len(table)} session fit(s) in joint runs: {int(counts.get('done', 0))} done, "
+        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
+        f"{Path(args.output_dir) / args.summary}"
+    )
+    for row in table.itertuples():
+        if row.status == "failed":
+            print(
+                f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr
+            )
+            continue
+        verdict = "FLAGGED: worse than its own fit" if row.worse else "ok"
+        print(
+            f"{row.file} rank={row.rank} seed={row.seed}: held-out {row.joint_log_likelihood:.4g} "
+            f"joint vs {row.separate_log_likelihood:.4g} own ({row.joint_minus_separate:+.3g} ± "
+            f"{row.stderr:.2g}) {verdict}"
+        )
     return 1 if n_failed else 0
 
 
