@@ -132,11 +132,41 @@ def format_report(results: Results, behaviour: BehaviourReport | None = None) ->
             lines.append(f"    check {key}: {value:.4g}")
     else:
         lines.append("  distribution: not computed")
+    if results.joint is not None:
+        lines += _joint_lines(results.joint)
     lines.append(
         f"  provenance: nwb_lrconn {prov.software_version}, seed {prov.random_seed}, "
         f"created {prov.created}"
     )
     return "\n".join(lines)
+
+
+def _joint_lines(joint) -> list[str]:
+    """The joint fit this fit is one session of: its sessions and the warrant check."""
+    import numpy as np
+
+    lines = [
+        f"  joint fit: session {joint.session + 1} of {joint.n_sessions}, one network of "
+        f"{int(np.sum(joint.n_units))} units (started from session {joint.reference + 1})",
+        f"    gauge: {joint.gauge_note}",
+        "    held-out log-likelihood per value, joint vs the session's own fit:",
+    ]
+    for s in range(joint.n_sessions):
+        verdict = "FLAGGED: worse than its own fit" if joint.worse[s] else "pooling warranted"
+        if s in joint.flagged:
+            verdict += "; distribution far from the others'"
+        mark = "*" if s == joint.session else " "
+        lines.append(
+            f"   {mark}{s + 1}. {Path(joint.sources[s]).name or joint.identifiers[s]} "
+            f"({joint.n_units[s]} units): {joint.joint_log_likelihood[s]:.5g} vs "
+            f"{joint.separate_log_likelihood[s]:.5g} ({joint.difference[s]:+.3g} ± "
+            f"{joint.stderr[s]:.2g}): {verdict}"
+        )
+    if joint.pooled is not None:
+        lines.append(f"    pooled distribution: {joint.pooled.model}; {joint.pooled_reason}")
+    if joint.note:
+        lines.append(f"    note: {joint.note}")
+    return lines
 
 
 def load_recording(
