@@ -680,21 +680,27 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         cache_dir=args.cache_dir,
     )
-    counts = table["status"].value_counts()
-    n_failed = int(counts.get("failed", 0))
-    print(
-        f"{len(table)} task(s): {int(counts.get('done', 0))} done, "
-        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
-        f"{Path(args.output_dir) / args.summary}"
-    )
-    for row in table[table["status"] == "failed"].itertuples():
-        print(f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr)
+    n_failed = _batch_counts(table, args, "task(s)")
     for row in select_ranks(table).itertuples():
         if row.n_seeds:
             print(
                 f"{row.file}: rank {row.rank} (held-out log-likelihood {row.log_likelihood:.4g})"
             )
     return 1 if n_failed else 0
+
+
+def _batch_counts(table, args: argparse.Namespace, what: str) -> int:
+    """Print the batch's counts by status and its failed rows; return how many failed."""
+    counts = table["status"].value_counts()
+    n_failed = int(counts.get("failed", 0))
+    print(
+        f"{len(table)} {what}: {int(counts.get('done', 0))} done, "
+        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
+        f"{Path(args.output_dir) / args.summary}"
+    )
+    for row in table[table["status"] == "failed"].itertuples():
+        print(f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr)
+    return n_failed
 
 
 def _batch_joint(args: argparse.Namespace, config: RunConfig) -> int:
@@ -716,19 +722,8 @@ def _batch_joint(args: argparse.Namespace, config: RunConfig) -> int:
         progress=not args.quiet,
         cache_dir=args.cache_dir,
     )
-    counts = table["status"].value_counts()
-    n_failed = int(counts.get("failed", 0))
-    print(
-        f"{len(table)} session fit(s) in joint runs: {int(counts.get('done', 0))} done, "
-        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
-        f"{Path(args.output_dir) / args.summary}"
-    )
-    for row in table.itertuples():
-        if row.status == "failed":
-            print(
-                f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr
-            )
-            continue
+    n_failed = _batch_counts(table, args, "session fit(s) in joint runs")
+    for row in table[table["status"] != "failed"].itertuples():
         verdict = "FLAGGED: worse than its own fit" if row.worse else "ok"
         print(
             f"{row.file} rank={row.rank} seed={row.seed}: held-out {row.joint_log_likelihood:.4g} "

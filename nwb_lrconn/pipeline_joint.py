@@ -25,7 +25,6 @@ mean-field sum. The note is kept in each file (``joint.note``) and the stored co
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -37,7 +36,6 @@ import numpy as np
 from .config import RunConfig
 from .data import JointSummary, LowRankFit, Recording, Results
 from .pipeline import (
-    FitFailedError,
     Log,
     PipelineError,
     _emitter,
@@ -45,8 +43,8 @@ from .pipeline import (
     _missing_folders,
     _read_checked,
     _results,
-    assess_fit,
     check_input,
+    judge_fit,
     output_path,
     resolve_source,
 )
@@ -297,8 +295,8 @@ def _resolved(sources) -> list:
         )
     seen: dict[str | int, int] = {}
     for i, source in enumerate(sources):
-        key = os.path.realpath(source) if _is_local(source) else source
-        key = key if isinstance(key, str) else id(key)
+        key = os.path.realpath(source) if _is_local(source) else getattr(source, "url", source)
+        key = key if isinstance(key, str) else id(key)  # in memory: the same object twice
         if key in seen:
             raise PipelineError(
                 f"{_label(source, i)} is given twice (sessions {seen[key] + 1} and {i + 1}); each "
@@ -308,32 +306,34 @@ def _resolved(sources) -> list:
     return sources
 
 
-def _session_results(config, recordings, joint, warrant, pooled, log) -> list[Results]:
+def _judged_fits(config, joint, recordings, log) -> list[LowRankFit]:
+    """Each session's fit, refused (or kept marked failed) when worse than a trivial baseline;
+    judged before any later stage runs."""
+    loss_history = np.asarray(joint.loss_history_, np.float64)
+    fits = []
+    for s, rec in enumerate(recordings):
+        where = f"session {rec.source.path or s + 1} in the joint fit"
+        fits.append(judge_fit(config, _session_fit(joint, s, rec, loss_history), where, log)[0])
+    return fits
+
+
+def _session_results(config, recordings, fits, joint, warrant, pooled, log) -> list[Results]:
     note = ""
     if config.posterior.enabled:
         note = SKIPPED_NOTE
         log(f"note: {note}")
         config = config.with_overrides(**{"posterior.enabled": False})
-    loss_history = np.asarray(joint.loss_history_, np.float64)
     summaries = joint_summaries(joint, recordings, warrant, pooled, note=note)
-    out = []
-    for s, (rec, summary) in enumerate(zip(recordings, summaries)):
-        fit = _session_fit(joint, s, rec, loss_history)
-        reason = assess_fit(fit)
-        if reason is not None:
-            where = rec.source.path or f"session {s + 1}"
-            if not config.keep_failed:
-                raise FitFailedError(
-                    f"the joint fit failed on {where}: {reason}; nothing was written "
-                    "(--keep-failed writes the failed fit)."
-                )
-            log(f"the joint fit FAILED on {where}: {reason}; kept as asked")
-            fit = dataclasses.replace(fit, metrics={**fit.metrics, "failed": 1.0})
-        distribution = None if pooled is None else pooled.sessions[s]
-        out.append(
-            _results(config, rec, fit, distribution=distribution, joint=summary)  # type: ignore[arg-type]
+    return [
+        _results(
+            config,
+            rec,
+            fit,
+            distribution=None if pooled is None else pooled.sessions[s],
+            joint=summary,  # type: ignore[arg-type]
         )
-    return out
+        for s, (rec, fit, summary) in enumerate(zip(recordings, fits, summaries))
+    ]
 
 
 def run_joint(
@@ -383,8 +383,9 @@ def run_joint(
     check_sessions(recordings, labels)
     joint, warrant = _fit_joint(config, recordings, labels, progress=progress, log=log)
     _report_warrant(labels, warrant, log)
+    fits = _judged_fits(config, joint, recordings, log)
     pooled = _pooled_distribution(config, joint, recordings, progress=progress, log=log)
-    return _session_results(config, recordings, joint, warrant, pooled, log)
+    return _session_results(config, recordings, fits, joint, warrant, pooled, log)
 
 
 def run_joint_files(
@@ -465,8 +466,9 @@ def run_joint_files(
             )
     joint, warrant = _fit_joint(config, recordings, labels, progress=progress, log=log)
     _report_warrant(labels, warrant, log)
+    fits = _judged_fits(config, joint, recordings, log)
     pooled = _pooled_distribution(config, joint, recordings, progress=progress, log=log)
-    results = _session_results(config, recordings, joint, warrant, pooled, log)
+    results = _session_results(config, recordings, fits, joint, warrant, pooled, log)
     for folder in missing:
         folder.mkdir(exist_ok=True)
     written = []

@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 
-from nwb_lrconn import pipeline_joint
+from nwb_lrconn import pipeline, pipeline_joint
 from nwb_lrconn.data import Recording
 from nwb_lrconn.extension import mock_results, read_results, read_unit_table
 from nwb_lrconn.pipeline import FitFailedError, PipelineError
@@ -170,8 +170,10 @@ def test_a_session_worse_than_the_baseline_stops_or_is_kept(
     joint_sources, joint_config, tmp_path, reuse_joint_fit, monkeypatch
 ):
     calls = iter([None, "it predicts held-out spikes no better than a constant rate"])
-    monkeypatch.setattr(pipeline_joint, "assess_fit", lambda fit: next(calls))
-    with pytest.raises(FitFailedError, match=r"the joint fit failed on .*day1.nwb: it predicts"):
+    monkeypatch.setattr(pipeline, "assess_fit", lambda fit: next(calls))
+    with pytest.raises(
+        FitFailedError, match=r"fit of session .*day1.nwb in the joint fit failed: it"
+    ):
         run_joint_files(joint_sources, joint_config, output_dir=tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
     calls = iter([None, "no better"])
