@@ -82,7 +82,9 @@ for day, units in enumerate(groups):
 # %%
 config = RunConfig(
     read=ReadConfig(bin_width=0.02, trials="trials"),
-    fit=FitConfig(rank=2, alpha=0.5, max_epochs=10 if FAST else 300, lbfgs_rounds=2),
+    fit=FitConfig(
+        rank=2, alpha=0.5, max_epochs=10 if FAST else 300, lbfgs_rounds=2 if FAST else 30
+    ),
     distribution=DistributionConfig(enabled=False),
     seed=3,
     name="joint",
