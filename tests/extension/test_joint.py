@@ -88,3 +88,19 @@ def test_joint_summary_checks_its_sizes():
     with pytest.raises(ValueError, match=r"network_M must have one row per unit of every"):
         dataclasses.replace(joint, network_M=joint.network_M[1:])
     assert "joint" in repr(results) and "session 1 of 3" in repr(results)
+
+
+def test_the_joint_group_adds_no_nwbinspector_message(tmp_path, units_source, units_results):
+    from nwbinspector import Importance, inspect_nwbfile, load_config
+
+    def messages(path):
+        found = inspect_nwbfile(
+            nwbfile_path=str(path),
+            config=load_config(filepath_or_keyword="dandi"),
+            importance_threshold=Importance.BEST_PRACTICE_SUGGESTION,
+        )
+        return sorted((m.check_function_name, str(m.location)) for m in found)
+
+    plain = write_results(units_results, units_source, tmp_path / "plain.nwb")
+    joint = write_results(mock_joint(units_results), units_source, tmp_path / "joint.nwb")
+    assert messages(joint) == messages(plain)
