@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -250,3 +251,19 @@ def test_without_the_pooled_module_the_stage_is_skipped_with_a_note(
     assert messages == ["pooled connectivity distribution: not available in this version; skipped"]
     summaries = joint_summaries(joint, recordings, warrant)
     assert all(s.pooled is None and s.flagged == () for s in summaries)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("nwb_lrconn.inference.pooled") is None,
+    reason="this version has no pooled distribution (nwb_lrconn.inference.pooled)",
+)
+def test_with_the_pooled_module_of_this_version(joint_fitted, joint_config, reuse_joint_fit):
+    recordings, _, _ = joint_fitted
+    overrides = {"distribution.enabled": True, "model": "gaussian", "n_samples": 50}
+    results = run_joint(joint_config.with_overrides(**overrides), recordings, progress=False)
+    for res in results:
+        summary = res.joint
+        assert summary.pooled is not None and res.distribution is not None
+        assert summary.dissimilarity.shape == (2, 2) and summary.floor.shape == (2,)
+        assert summary.symmetry.shape == (2, 2, 2)
+        assert set(summary.flagged) <= {0, 1} and summary.pooled_reason
