@@ -164,6 +164,11 @@ def _joint_lines(joint) -> list[str]:
         )
     if joint.pooled is not None:
         lines.append(f"    pooled distribution: {joint.pooled.model}; {joint.pooled_reason}")
+    if joint.dissimilarity is not None and joint.floor is not None:
+        lines.append("    dissimilarity D between the sessions' distributions (and each floor):")
+        for s, (row, floor) in enumerate(zip(joint.dissimilarity, joint.floor)):
+            values = " ".join(f"{v:.3g}" for v in row)
+            lines.append(f"      {s + 1}. {values}  (floor {floor:.3g})")
     if joint.note:
         lines.append(f"    note: {joint.note}")
     return lines

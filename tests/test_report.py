@@ -287,4 +287,6 @@ def test_report_of_a_joint_session_lists_the_sessions_and_the_warrant_check():
         assert expected in row
     assert rows[2].endswith("; distribution far from the others'")  # mock_joint flags the last
     assert f"pooled distribution: flows; {joint.pooled_reason}" in text
+    floors = [line for line in text.splitlines() if "(floor " in line]
+    assert len(floors) == 3 and floors[0].strip().startswith("1. 0 ")
     assert f"note: {joint.note}" in text
