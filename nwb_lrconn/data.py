@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -866,6 +866,28 @@ class JointSummary:
         """Rows of this session's units in the network."""
         offsets = np.concatenate([[0], np.cumsum(self.n_units)]).astype(np.int64)
         return np.arange(offsets[self.session], offsets[self.session + 1])
+
+    def network_fit(self, fit: LowRankFit) -> LowRankFit:
+        """``fit`` (this session's) with the whole network's loadings: its M, K, B and d give
+        the joint model's exact latent dynamics, and its latents are the session's.
+
+        Only the dynamics are meaningful: the per-unit readout fields are placeholders (gain 1,
+        offset 0, noise 1, quality NaN) and the unit ids are the network's rows.
+        """
+        n = self.network_M.shape[0]
+        return replace(
+            fit,
+            M=self.network_M,
+            K=self.network_K,
+            B=self.network_B,
+            d=self.network_d,
+            readout_gain=np.ones(n),
+            readout_offset=np.zeros(n),
+            noise_std=np.ones(n),
+            unit_quality=np.full(n, np.nan),
+            unit_ids=np.arange(n),
+            unit_rows=None,
+        )
 
     def __repr__(self) -> str:
         return _summary(

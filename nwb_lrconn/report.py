@@ -399,12 +399,14 @@ def write_figures(
     labels, regions = [str(u) for u in fit.unit_ids], None
     if loaded is not None:
         labels, regions = unit_annotations(*loaded)
+    # one session of a joint fit: the whole network drives the session's latents
+    dynamics = fit if results.joint is None else results.joint.network_fit(fit)
     fixed_points = None
     if fit.rank == 2:
         fixed_points = find_fixed_points(
-            fit.M,
-            fit.K,
-            d=fit.d,
+            dynamics.M,
+            dynamics.K,
+            d=dynamics.d,
             nonlinearity=fit.nonlinearity,
             extent=plotting.latent_extent(fit),
             n_starts=100,
@@ -415,7 +417,7 @@ def write_figures(
             results, fixed_points=fixed_points, unit_labels=ids, regions=regions
         ),
         "training": plotting.plot_training_curves(fit),
-        "latents": plotting.plot_latent_dynamics(fit, fixed_points=fixed_points),
+        "latents": plotting.plot_latent_dynamics(dynamics, fixed_points=fixed_points),
         "loadings": plotting.plot_loadings(fit, results.distribution),
         "connectivity": plotting.plot_connectivity(fit, unit_labels=ids, regions=regions),
     }

@@ -114,9 +114,10 @@ for s in range(joint.n_sessions):
 # ## One latent space for every day
 # Each file's latents are in the shared gauge, so the days' states can be drawn in one plane
 # (the short toy run of the test suite, `NWB_LRCONN_TUTORIAL_FAST=1`, fits only roughly). The
-# session's `M` and `K` rows are its units' loadings in that gauge; the whole network (every
-# day's units, whose mean-field sum is the exact dynamics) is in `joint.network_M` /
-# `joint.network_K`.
+# session's `M` and `K` rows are its units' loadings in that gauge, but its `K` is only its
+# units' share of the mean-field sum: the dynamics are the whole network's (every day's units),
+# in `joint.network_M`, `joint.network_K`, or as a fit to draw or analyse the flow with,
+# `joint.network_fit(results.fit)` (the report's figures use it).
 #
 # The limit to keep in mind: with no unit recorded twice, the gauge is pinned only by the
 # dynamics. Where the flow has a symmetry (a rotation of the ring, the four attractors of a
