@@ -25,6 +25,8 @@ _EXPORTS = {
     "RunConfig": "nwb_lrconn.config",
     "run": "nwb_lrconn.pipeline",
     "run_file": "nwb_lrconn.pipeline",
+    "run_joint": "nwb_lrconn.pipeline_joint",
+    "run_joint_files": "nwb_lrconn.pipeline_joint",
     "LowRankRNNEstimator": "nwb_lrconn.model",
     "laplace_posterior": "nwb_lrconn.inference.laplace",
     "compute_degeneracy": "nwb_lrconn.inference.degeneracy",

@@ -38,12 +38,16 @@ examples:
   nwb-lrconn report sub-1_ses-1_desc-lrconn_ecephys.nwb --figures figures/
   nwb-lrconn demo --out demo/
   nwb-lrconn batch sessions/*.nwb --ranks 1 2 3 --seeds 0 1 --output-dir fits/
+  nwb-lrconn fit day1.nwb day2.nwb day3.nwb --joint --rank 2 -o fits/
 
 The output of `fit` is a new, small NWB file holding only the results, with the source's
 subject and session identity and links to the source objects (named in the DANDI layout,
 sub-<subject>_ses-<session>_desc-lrconn_<modality>.nwb). --copy-source writes a full copy of the
 source plus the results instead; --in-place adds the results to the source itself. No mode ever
-changes anything in the source but the added results group.
+changes anything in the source but the added results group. With --joint, several sessions of
+one circuit (different units, same bin width and inputs) are fitted as one network: one derived
+file per session, each with a 'joint' group that names the sessions and checks, per session,
+that the joint fit predicts its held-out data as well as its own fit.
 """
 
 
@@ -111,9 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "input",
         metavar="IN",
-        nargs="?",
+        nargs="*",
         help="NWB file: a path, a URL, or a DANDI asset (DANDI:000207/sub-4/...nwb, "
-        "dandi://DANDI/000207/..., a dandiarchive.org or API URL)",
+        "dandi://DANDI/000207/..., a dandiarchive.org or API URL); several with --joint",
+    )
+    fit.add_argument(
+        "--joint",
+        action="store_true",
+        help="fit several sessions IN... of one circuit as one network (one output per session)",
     )
     _add_dandi(fit)
     fit.set_defaults(usage=fit)
@@ -176,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="OUT.nwb", help="output file (default: DANDI-style name beside IN)"
     )
     out.add_argument(
-        "--output-dir", metavar="DIR", help="write DIR/sub-<subject>/sub-..._desc-lrconn_*.nwb"
+        "--output-dir",
+        "-o",
+        metavar="DIR",
+        help="write DIR/sub-<subject>/sub-..._desc-lrconn_*.nwb",
     )
     out.add_argument("--in-place", action="store_true", help="add the results to IN itself")
     fit.add_argument(
@@ -400,6 +412,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     progress = not args.quiet
     start = time.perf_counter()
+    if args.joint:
+        return _fit_joint(args, config, start)
+    if len(args.inputs) > 1:
+        raise CLIError(
+            f"{len(args.inputs)} inputs given: fit several sessions of one circuit as one network "
+            f"with --joint, or each on its own with `{PROG} batch`"
+        )
     if args.in_place and args.copy_source:
         raise CLIError("--copy-source and --in-place exclude each other: choose one")
     mode = "in-place" if args.in_place else "copy" if args.copy_source else "derived"
@@ -435,6 +454,58 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         f"wrote fit '{results.name}' ({fit.n_units} units, rank {fit.rank}; held-out {quality}) "
         f"to {output} in {time.perf_counter() - start:.1f} s; next: {PROG} report {output}"
     )
+    return 0
+
+
+def _fit_joint(args: argparse.Namespace, config: RunConfig, start: float) -> int:
+    """``fit IN IN ... --joint``: one network over several sessions, one output per session."""
+    from .extension import read_results
+    from .pipeline_joint import run_joint_files
+
+    excluded = {
+        "--out": args.out,
+        "--in-place": args.in_place,
+        "--copy-source": args.copy_source,
+        "--sorting": args.sorting,
+        "--dandiset": args.dandiset,
+        "--asset": args.asset,
+    }
+    for flag, value in excluded.items():
+        if value:
+            raise CLIError(
+                f"--joint writes one derived file per session: leave out {flag} (choose the "
+                "folder with --output-dir; name DANDI assets as inputs DANDI:<id>/<path>)"
+            )
+    if len(args.inputs) < 2:
+        raise CLIError(
+            f"--joint needs at least 2 sessions; got {len(args.inputs)}: give every session's "
+            "file, or leave out --joint to fit one"
+        )
+    outputs = run_joint_files(
+        args.inputs,
+        config,
+        output_dir=args.output_dir,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        cache_dir=args.cache_dir,
+    )
+    first = read_results(outputs[0], config.name, module_name=config.module_name)
+    joint = first.joint
+    print(
+        f"wrote joint fit '{first.name}' of {joint.n_sessions} sessions "
+        f"({int(joint.n_units.sum())} units, rank {first.fit.rank}) in "
+        f"{time.perf_counter() - start:.1f} s; held-out log-likelihood per value, joint vs own:"
+    )
+    for s, output in enumerate(outputs):
+        verdict = "FLAGGED: worse than its own fit" if joint.worse[s] else "ok"
+        if s in joint.flagged:
+            verdict += "; distribution far from the others'"
+        print(
+            f"  {Path(joint.sources[s]).name}: {joint.joint_log_likelihood[s]:.4g} vs "
+            f"{joint.separate_log_likelihood[s]:.4g} ({joint.difference[s]:+.3g} ± "
+            f"{joint.stderr[s]:.2g}) {verdict} -> {output}"
+        )
+    print(f"next: {PROG} report {outputs[0]}")
     return 0
 
 
@@ -507,6 +578,7 @@ _BATCH_EPILOG = """examples:
   nwb-lrconn batch sessions/*.nwb --output-dir results --ranks 1 2 3 --seeds 0 1
   nwb-lrconn batch manifest.txt --output-dir results --config run.toml --n-workers 8
   nwb-lrconn batch manifest.csv --output-dir results --scheduler tcp://10.0.0.5:8786 --gpu
+  nwb-lrconn batch days/*.nwb --joint --ranks 2 --output-dir results
 
 Rerunning the same command skips every finished output; failed tasks are listed in the summary
 (results/summary.csv) and rerun next time.
@@ -562,6 +634,12 @@ def _add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument(
         "--cache-dir", metavar="DIR", help="keep streamed bytes of remote inputs in DIR"
     )
+    parser.add_argument(
+        "--joint",
+        action="store_true",
+        help="the inputs are sessions of one circuit: fit them as one network per rank and "
+        "seed, in this process (one output per session, summary rows with the warrant check)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -583,6 +661,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         device = device or "cuda"
     if device is not None:
         config = config.with_overrides(device=device)
+    if args.joint:
+        return _batch_joint(args, config)
     table = run_batch(
         args.inputs,
         ranks=args.ranks,
@@ -600,20 +680,56 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         cache_dir=args.cache_dir,
     )
-    counts = table["status"].value_counts()
-    n_failed = int(counts.get("failed", 0))
-    print(
-        f"{len(table)} task(s): {int(counts.get('done', 0))} done, "
-        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
-        f"{Path(args.output_dir) / args.summary}"
-    )
-    for row in table[table["status"] == "failed"].itertuples():
-        print(f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr)
+    n_failed = _batch_counts(table, args, "task(s)")
     for row in select_ranks(table).itertuples():
         if row.n_seeds:
             print(
                 f"{row.file}: rank {row.rank} (held-out log-likelihood {row.log_likelihood:.4g})"
             )
+    return 1 if n_failed else 0
+
+
+def _batch_counts(table, args: argparse.Namespace, what: str) -> int:
+    """Print the batch's counts by status and its failed rows; return how many failed."""
+    counts = table["status"].value_counts()
+    n_failed = int(counts.get("failed", 0))
+    print(
+        f"{len(table)} {what}: {int(counts.get('done', 0))} done, "
+        f"{int(counts.get('skipped', 0))} skipped, {n_failed} failed; summary in "
+        f"{Path(args.output_dir) / args.summary}"
+    )
+    for row in table[table["status"] == "failed"].itertuples():
+        print(f"failed: {row.file} rank={row.rank} seed={row.seed}: {row.error}", file=sys.stderr)
+    return n_failed
+
+
+def _batch_joint(args: argparse.Namespace, config: RunConfig) -> int:
+    """``batch --joint``: every input a session of one network, per rank and seed."""
+    from .batch import run_joint_batch
+
+    if args.scheduler is not None:
+        raise CLIError(
+            "--joint fits one network over every session in this process: leave out --scheduler"
+        )
+    table = run_joint_batch(
+        args.inputs,
+        ranks=args.ranks,
+        seeds=args.seeds,
+        config=config,
+        output_dir=args.output_dir,
+        summary=args.summary,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        cache_dir=args.cache_dir,
+    )
+    n_failed = _batch_counts(table, args, "session fit(s) in joint runs")
+    for row in table[table["status"] != "failed"].itertuples():
+        verdict = "FLAGGED: worse than its own fit" if row.worse else "ok"
+        print(
+            f"{row.file} rank={row.rank} seed={row.seed}: held-out {row.joint_log_likelihood:.4g} "
+            f"joint vs {row.separate_log_likelihood:.4g} own ({row.joint_minus_separate:+.3g} ± "
+            f"{row.stderr:.2g}) {verdict}"
+        )
     return 1 if n_failed else 0
 
 
@@ -631,6 +747,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "fit":  # IN... : one input, or several with --joint
+            args.inputs = args.input
+            args.input = args.inputs[0] if args.inputs else None
         named = getattr(args, "input", "") is not None or getattr(args, "dandiset", None)
         if args.command in ("fit", "inspect") and not named:
             if getattr(args, "asset", None) is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "DegeneracyReport",
     "ConnectivityDistribution",
     "Provenance",
+    "JointSummary",
     "Results",
 ]
 
@@ -759,6 +760,144 @@ class Provenance:
 
 
 @dataclass(frozen=True, repr=False)
+class JointSummary:
+    """Where one session's results sit in a joint fit of several sessions (one network).
+
+    A joint fit (:class:`~nwb_lrconn.model.joint.JointLowRankRNN`) fits one low-rank network
+    whose units are the union of every session's units; each session's results hold that
+    session's units and latents in the network's shared gauge. The rows of the per-session
+    arrays below follow the order of the sessions in the fit.
+
+    Attributes
+    ----------
+    session : int
+        Which session these results belong to.
+    reference : int
+        The session whose own fit started the network (its gauge).
+    sources : tuple of str
+        Path or URL of each session's source.
+    identifiers : tuple of str
+        ``NWBFile.identifier`` of each session's source ('' when not from NWB).
+    n_units, n_trials : ndarray of shape (n_sessions,), int
+        Units and trials of each session; session s's units are rows
+        ``n_units[:s].sum()`` to ``n_units[:s + 1].sum()`` of the network.
+    joint_log_likelihood, separate_log_likelihood : ndarray of shape (n_sessions,)
+        Held-out log-likelihood per observed value (nats) of each session under the joint fit
+        and under its own separate fit, on the same held-out trials.
+    difference, stderr : ndarray of shape (n_sessions,)
+        Joint minus separate, and its standard error over held-out trials.
+    worse : ndarray of shape (n_sessions,), bool
+        Sessions whose joint likelihood falls below their own fit's by more than two standard
+        errors: their dynamics disagree with the others'.
+    network_M, network_K : ndarray of shape (n_network_units, rank)
+        The whole network's loadings (every session's units, in session order): its exact
+        dynamics use all of them.
+    network_B : ndarray of shape (n_network_units, n_inputs)
+    network_d : ndarray of shape (n_network_units,)
+    gauge_note : str
+        What the shared gauge does and does not pin.
+    note : str, default: ""
+        Stages not run for the joint fit, and why.
+    pooled : ConnectivityDistribution, optional
+        The connectivity distribution on every session's units (shared gauge); the session's
+        own distribution is ``Results.distribution``.
+    dissimilarity : ndarray of shape (n_sessions, n_sessions), optional
+        Dissimilarity D between the sessions' distributions.
+    floor : ndarray of shape (n_sessions,), optional
+        Each session's within-session floor of D.
+    symmetry : ndarray of shape (n_sessions, rank, rank), optional
+        The map of each session's latents applied before pooling.
+    flagged : tuple of int, default: ()
+        Sessions whose distribution is far from the others' (beyond their floors).
+    pooled_reason : str, default: ""
+        One line on the pooled distribution's model and flags.
+    """
+
+    session: int
+    reference: int
+    sources: tuple[str, ...]
+    identifiers: tuple[str, ...]
+    n_units: np.ndarray
+    n_trials: np.ndarray
+    joint_log_likelihood: np.ndarray
+    separate_log_likelihood: np.ndarray
+    difference: np.ndarray
+    stderr: np.ndarray
+    worse: np.ndarray
+    network_M: np.ndarray
+    network_K: np.ndarray
+    network_B: np.ndarray
+    network_d: np.ndarray
+    gauge_note: str
+    note: str = ""
+    pooled: ConnectivityDistribution | None = None
+    dissimilarity: np.ndarray | None = None
+    floor: np.ndarray | None = None
+    symmetry: np.ndarray | None = None
+    flagged: tuple[int, ...] = ()
+    pooled_reason: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.sources)
+        if not 0 <= self.session < n or not 0 <= self.reference < n:
+            raise ValueError(
+                f"JointSummary: session ({self.session}) and reference ({self.reference}) must "
+                f"index one of the {n} sessions."
+            )
+        for name in ("identifiers", "n_units", "n_trials", "joint_log_likelihood", "worse"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"JointSummary.{name} must have one entry per session ({n}); got "
+                    f"{len(getattr(self, name))}."
+                )
+        if self.network_M.shape[0] != int(np.sum(self.n_units)):
+            raise ValueError(
+                f"JointSummary.network_M must have one row per unit of every session "
+                f"({int(np.sum(self.n_units))}); got {self.network_M.shape[0]}."
+            )
+
+    @property
+    def n_sessions(self) -> int:
+        """Number of sessions in the joint fit."""
+        return len(self.sources)
+
+    @property
+    def units(self) -> np.ndarray:
+        """Rows of this session's units in the network."""
+        offsets = np.concatenate([[0], np.cumsum(self.n_units)]).astype(np.int64)
+        return np.arange(offsets[self.session], offsets[self.session + 1])
+
+    def network_fit(self, fit: LowRankFit) -> LowRankFit:
+        """``fit`` (this session's) with the whole network's loadings: its M, K, B and d give
+        the joint model's exact latent dynamics, and its latents are the session's.
+
+        Only the dynamics are meaningful: the per-unit readout fields are placeholders (gain 1,
+        offset 0, noise 1, quality NaN) and the unit ids are the network's rows.
+        """
+        n = self.network_M.shape[0]
+        return replace(
+            fit,
+            M=self.network_M,
+            K=self.network_K,
+            B=self.network_B,
+            d=self.network_d,
+            readout_gain=np.ones(n),
+            readout_offset=np.zeros(n),
+            noise_std=np.ones(n),
+            unit_quality=np.full(n, np.nan),
+            unit_ids=np.arange(n),
+            unit_rows=None,
+        )
+
+    def __repr__(self) -> str:
+        return _summary(
+            "JointSummary", session=self.session, n_sessions=self.n_sessions,
+            reference=self.reference, worse=[int(s) for s in np.flatnonzero(self.worse)],
+            pooled=self.pooled is not None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, repr=False)
 class Results:
     """Everything one run produces, ready to write into NWB or plot.
 
@@ -776,6 +915,8 @@ class Results:
         Degeneracy analysis.
     distribution : ConnectivityDistribution, optional
         Stage 3.
+    joint : JointSummary, optional
+        Set when the fit is one session of a joint fit of several sessions.
     """
 
     name: str
@@ -784,6 +925,7 @@ class Results:
     posterior: PosteriorCovariance | None = None
     degeneracy: DegeneracyReport | None = None
     distribution: ConnectivityDistribution | None = None
+    joint: JointSummary | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -810,6 +952,8 @@ class Results:
             )
         if (dist := self.distribution) is not None:
             parts["distribution"] = f"{dist.model}, sigma {_short(dist.sigma)}"
+        if (joint := self.joint) is not None:
+            parts["joint"] = f"session {joint.session + 1} of {joint.n_sessions}"
         return parts
 
     def __repr__(self) -> str:

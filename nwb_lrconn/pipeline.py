@@ -35,6 +35,7 @@ __all__ = [
     "PipelineError",
     "FitFailedError",
     "assess_fit",
+    "judge_fit",
     "check_input",
     "check_recording",
     "read_recording",
@@ -391,17 +392,39 @@ def _stage_one(config: RunConfig, recording: Recording, *, progress: bool, log: 
     fit = fit_lowrank(config, recording, progress=progress, log=log)
     fit = dataclasses.replace(fit, unit_rows=recording.unit_rows)
     log(f"stage 1 (low-rank RNN fit) done in {time.perf_counter() - start:.1f} s")
+    where = recording.source.path or "the recording"
+    not_done = "the posterior and the distribution were not computed and "
+    return judge_fit(config, fit, where, log, not_done=not_done)
+
+
+def judge_fit(
+    config: RunConfig, fit: LowRankFit, where: str, log: Log, *, not_done: str = ""
+) -> tuple[LowRankFit, str | None]:
+    """Keep a stage-1 fit that can be trusted (:func:`assess_fit`); refuse one that cannot.
+
+    Returns
+    -------
+    fit : LowRankFit
+        Unchanged, or with ``metrics["failed"] = 1`` when it failed and ``config.keep_failed``.
+    reason : str or None
+        Why it failed, or None.
+
+    Raises
+    ------
+    FitFailedError
+        When it failed and ``config.keep_failed`` is False; the message names ``where``, what
+        was not done (``not_done``) and the flag that keeps a failed fit.
+    """
     reason = assess_fit(fit)
-    if reason is not None:
-        where = recording.source.path or "the recording"
-        if not config.keep_failed:
-            raise FitFailedError(
-                f"the fit of {where} failed: {reason}; the posterior and the distribution were "
-                "not computed and nothing was written (--keep-failed writes the failed fit)."
-            )
-        log(f"the fit FAILED: {reason}; kept as asked, without posterior or distribution")
-        fit = dataclasses.replace(fit, metrics={**fit.metrics, "failed": 1.0})
-    return fit, reason
+    if reason is None:
+        return fit, None
+    if not config.keep_failed:
+        raise FitFailedError(
+            f"the fit of {where} failed: {reason}; {not_done}nothing was written "
+            "(--keep-failed writes the failed fit)."
+        )
+    log(f"the fit of {where} FAILED: {reason}; kept as asked")
+    return dataclasses.replace(fit, metrics={**fit.metrics, "failed": 1.0}), reason
 
 
 def _results(config: RunConfig, recording: Recording, fit: LowRankFit, **parts) -> Results:

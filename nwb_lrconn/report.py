@@ -132,11 +132,46 @@ def format_report(results: Results, behaviour: BehaviourReport | None = None) ->
             lines.append(f"    check {key}: {value:.4g}")
     else:
         lines.append("  distribution: not computed")
+    if results.joint is not None:
+        lines += _joint_lines(results.joint)
     lines.append(
         f"  provenance: nwb_lrconn {prov.software_version}, seed {prov.random_seed}, "
         f"created {prov.created}"
     )
     return "\n".join(lines)
+
+
+def _joint_lines(joint) -> list[str]:
+    """The joint fit this fit is one session of: its sessions and the warrant check."""
+    import numpy as np
+
+    lines = [
+        f"  joint fit: session {joint.session + 1} of {joint.n_sessions}, one network of "
+        f"{int(np.sum(joint.n_units))} units (started from session {joint.reference + 1})",
+        f"    gauge: {joint.gauge_note}",
+        "    held-out log-likelihood per value, joint vs the session's own fit:",
+    ]
+    for s in range(joint.n_sessions):
+        verdict = "FLAGGED: worse than its own fit" if joint.worse[s] else "pooling warranted"
+        if s in joint.flagged:
+            verdict += "; distribution far from the others'"
+        mark = "*" if s == joint.session else " "
+        lines.append(
+            f"   {mark}{s + 1}. {Path(joint.sources[s]).name or joint.identifiers[s]} "
+            f"({joint.n_units[s]} units): {joint.joint_log_likelihood[s]:.5g} vs "
+            f"{joint.separate_log_likelihood[s]:.5g} ({joint.difference[s]:+.3g} ± "
+            f"{joint.stderr[s]:.2g}): {verdict}"
+        )
+    if joint.pooled is not None:
+        lines.append(f"    pooled distribution: {joint.pooled.model}; {joint.pooled_reason}")
+    if joint.dissimilarity is not None and joint.floor is not None:
+        lines.append("    dissimilarity D between the sessions' distributions (and each floor):")
+        for s, (row, floor) in enumerate(zip(joint.dissimilarity, joint.floor)):
+            values = " ".join(f"{v:.3g}" for v in row)
+            lines.append(f"      {s + 1}. {values}  (floor {floor:.3g})")
+    if joint.note:
+        lines.append(f"    note: {joint.note}")
+    return lines
 
 
 def load_recording(
@@ -364,12 +399,14 @@ def write_figures(
     labels, regions = [str(u) for u in fit.unit_ids], None
     if loaded is not None:
         labels, regions = unit_annotations(*loaded)
+    # one session of a joint fit: the whole network drives the session's latents
+    dynamics = fit if results.joint is None else results.joint.network_fit(fit)
     fixed_points = None
     if fit.rank == 2:
         fixed_points = find_fixed_points(
-            fit.M,
-            fit.K,
-            d=fit.d,
+            dynamics.M,
+            dynamics.K,
+            d=dynamics.d,
             nonlinearity=fit.nonlinearity,
             extent=plotting.latent_extent(fit),
             n_starts=100,
@@ -380,7 +417,7 @@ def write_figures(
             results, fixed_points=fixed_points, unit_labels=ids, regions=regions
         ),
         "training": plotting.plot_training_curves(fit),
-        "latents": plotting.plot_latent_dynamics(fit, fixed_points=fixed_points),
+        "latents": plotting.plot_latent_dynamics(dynamics, fixed_points=fixed_points),
         "loadings": plotting.plot_loadings(fit, results.distribution),
         "connectivity": plotting.plot_connectivity(fit, unit_labels=ids, regions=regions),
     }

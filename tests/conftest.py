@@ -92,3 +92,89 @@ def data_file(data_dir: Path):
         return path
 
     return get
+
+
+# ------------------------------------------------------------------ several sessions, one network
+JOINT_UNITS, JOINT_SESSIONS = 24, 2
+
+
+@pytest.fixture(scope="session")
+def joint_sources(tmp_path_factory) -> list[Path]:
+    """A 24-unit ring network recorded as 2 sessions of disjoint 12-unit halves, each with its
+    own trials (spikes), as NWB files of one subject with session ids day0, day1."""
+    import numpy as np
+
+    from nwb_lrconn.io import write_units_nwb
+    from nwb_lrconn.model.networks import grid_initial_conditions, sample_network
+    from nwb_lrconn.model.simulate import simulate_spikes
+
+    folder = tmp_path_factory.mktemp("joint_sources")
+    network = sample_network("ring", JOINT_UNITS, random_state=0)
+    halves = np.random.default_rng(1).permutation(JOINT_UNITS).reshape(JOINT_SESSIONS, -1)
+    paths = []
+    for s, units in enumerate(np.sort(halves, axis=1)):
+        sim = simulate_spikes(
+            network,
+            initial=grid_initial_conditions(4),
+            n_time=40,
+            rate_range=(1.0, 60.0),
+            random_state=10 + s,
+        )
+        paths.append(
+            write_units_nwb(
+                folder / f"day{s}.nwb",
+                [sim.spike_times[u] for u in units],
+                unit_ids=units.tolist(),
+                trials=sim.trials,
+                metadata={"session_id": f"day{s}"},
+            )
+        )
+    return paths
+
+
+@pytest.fixture(scope="session")
+def joint_config():
+    """A small, fast joint-fit configuration matching ``joint_sources``."""
+    from nwb_lrconn.config import DistributionConfig, FitConfig, ReadConfig, RunConfig
+
+    return RunConfig(
+        read=ReadConfig(bin_width=0.02, trials="trials"),
+        fit=FitConfig(rank=2, alpha=0.5, max_epochs=10, patience=2, lbfgs_rounds=2),
+        distribution=DistributionConfig(enabled=False),
+        seed=3,
+        name="joint",
+    )
+
+
+@pytest.fixture(scope="session")
+def joint_fitted(joint_sources, joint_config):
+    """(recordings, joint model, warrant rows) of ``joint_sources``: the one real joint fit the
+    pipeline, CLI and batch tests share (see ``reuse_joint_fit``)."""
+    from nwb_lrconn import pipeline_joint
+
+    recordings = pipeline_joint._read_sessions(
+        joint_config, joint_sources, lambda message: None, None, checked=False
+    )
+    labels = [path.name for path in joint_sources]
+    joint, warrant = pipeline_joint._fit_joint(
+        joint_config, recordings, labels, progress=False, log=lambda message: None
+    )
+    return recordings, joint, warrant
+
+
+@pytest.fixture
+def reuse_joint_fit(joint_fitted, monkeypatch):
+    """Make the pipeline's joint fit return ``joint_fitted``'s (every other step runs); returns
+    the list of calls (labels) so that a test can check whether the fit was reached."""
+    from nwb_lrconn import pipeline_joint
+
+    calls: list = []
+    _, joint, warrant = joint_fitted
+
+    def reused(config, recordings, labels, *, progress, log):
+        calls.append(list(labels))
+        log("joint fit (reused from the test session's fit)")
+        return joint, warrant
+
+    monkeypatch.setattr(pipeline_joint, "_fit_joint", reused)
+    return calls

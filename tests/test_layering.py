@@ -19,7 +19,7 @@ ROOT = "nwb_lrconn"
 
 # Subpackage (or top-level module) -> the lower layers it may import. Lowest first:
 # data <- io / model (siblings) <- inference <- extension / plotting (siblings) <- pipeline
-# <- report / batch <- demo <- cli.
+# <- pipeline_joint <- report / batch <- demo <- cli.
 _BASE = {"_validation", "data", "config"}
 ALLOWED: dict[str, set[str]] = {
     "_validation": set(),
@@ -34,6 +34,10 @@ ALLOWED: dict[str, set[str]] = {
     "report": _BASE | {"io", "model", "inference", "extension", "plotting", "pipeline"},
     "batch": _BASE | {"io", "model", "inference", "extension", "plotting", "pipeline"},
 }
+# Several sessions as one network: a pipeline over the single-session pipeline's steps.
+ALLOWED["pipeline_joint"] = ALLOWED["pipeline"] | {"pipeline"}
+ALLOWED["report"].add("pipeline_joint")
+ALLOWED["batch"].add("pipeline_joint")
 ALLOWED["demo"] = set(ALLOWED["report"]) | {"report", "batch"}
 ALLOWED["cli"] = set(ALLOWED["demo"]) | {"demo"}
 

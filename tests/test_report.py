@@ -269,3 +269,24 @@ def test_unit_regions_come_from_a_column_or_from_the_first_electrode(tmp_path):
 
     write_units_nwb(bare, [np.array([0.1])] * 4)
     assert unit_annotations(recording, bare) == (["10", "11", "13"], None)
+
+
+def test_report_of_a_joint_session_lists_the_sessions_and_the_warrant_check():
+    from nwb_lrconn.extension import mock_joint, mock_results
+    from nwb_lrconn.report import format_report
+
+    results = mock_joint(mock_results(), session=1)
+    joint = results.joint
+    text = format_report(results)
+    assert "joint fit: session 2 of 3, one network of" in text
+    assert f"{int(joint.n_units.sum())} units (started from session {joint.reference + 1})" in text
+    rows = [line for line in text.splitlines() if "session" in line and ".nwb (" in line]
+    assert [row.lstrip()[:3] for row in rows] == ["1. ", "*2.", "3. "]
+    for s, row in enumerate(rows):
+        expected = "FLAGGED: worse than its own fit" if joint.worse[s] else "pooling warranted"
+        assert expected in row
+    assert rows[2].endswith("; distribution far from the others'")  # mock_joint flags the last
+    assert f"pooled distribution: flows; {joint.pooled_reason}" in text
+    floors = [line for line in text.splitlines() if "(floor " in line]
+    assert len(floors) == 3 and floors[0].strip().startswith("1. 0 ")
+    assert f"note: {joint.note}" in text

@@ -21,12 +21,16 @@ Guarantees:
   table with its error while the other tasks finish; Dask reschedules the tasks of a worker that
   dies.
 
+With ``--joint`` (:func:`run_joint_batch`) the inputs are sessions of one circuit, fitted as one
+network per (rank, seed) in this process, one output per session.
+
 Inputs are opened by each task from their path or URL (streamed by the io readers); only the path
 string travels to the workers, never the data.
 """
 
 from __future__ import annotations
 
+from .joint import JOINT_COLUMNS, run_joint_batch
 from .plan import BatchTask, expand_inputs, output_name, plan_batch
 from .run import local_cluster, run_batch
 from .summary import select_ranks, summary_table, write_summary
@@ -51,6 +55,8 @@ __all__ = [
     "run_task",
     "summarise_output",
     "run_batch",
+    "run_joint_batch",
+    "JOINT_COLUMNS",
     "local_cluster",
     "select_ranks",
     "summary_table",

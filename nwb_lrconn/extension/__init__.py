@@ -13,6 +13,8 @@ from ._namespace import NAMESPACE, load_namespace, spec_path
 from .containers import (
     DegeneracyAnalysis,
     FitProvenance,
+    JointFitSummary,
+    JointSessionTable,
     LaplacePosterior,
     LatentTrajectories,
     LoadingDistribution,
@@ -22,7 +24,7 @@ from .containers import (
     NamedArrays,
     UnitLoadings,
 )
-from .mock import mock_ophys_nwb, mock_results, mock_units_nwb
+from .mock import mock_joint, mock_ophys_nwb, mock_results, mock_units_nwb
 from .read import list_results, read_results, read_unit_table
 from .write import MODES, write_results
 
@@ -37,6 +39,7 @@ __all__ = [
     "read_unit_table",
     "list_results",
     "mock_results",
+    "mock_joint",
     "mock_units_nwb",
     "mock_ophys_nwb",
     "LowRankRNNFit",
@@ -46,6 +49,8 @@ __all__ = [
     "DegeneracyAnalysis",
     "LoadingDistribution",
     "UnitLoadings",
+    "JointFitSummary",
+    "JointSessionTable",
     "MetricsTable",
     "NamedArrays",
     "NamedArray",

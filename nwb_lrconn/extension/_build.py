@@ -11,6 +11,8 @@ from .. import data
 from .containers import (
     DegeneracyAnalysis,
     FitProvenance,
+    JointFitSummary,
+    JointSessionTable,
     LaplacePosterior,
     LatentTrajectories,
     LoadingDistribution,
@@ -100,14 +102,16 @@ def _degeneracy(report: data.DegeneracyReport) -> DegeneracyAnalysis:
     )
 
 
-def _distribution(dist: data.ConnectivityDistribution) -> LoadingDistribution:
+def _distribution(
+    dist: data.ConnectivityDistribution, *, name: str = "distribution"
+) -> LoadingDistribution:
     optional = {}
     for key, attr in (("model", "model"), ("reason", "model_reason")):
         value = getattr(dist, key, "")
         if value:
             optional[attr] = str(value)
     return LoadingDistribution(
-        name="distribution",
+        name=name,
         architecture=_json(dist.architecture),
         sigma=float(dist.sigma),
         ridge_lambda=float(dist.ridge_lambda),
@@ -120,6 +124,56 @@ def _distribution(dist: data.ConnectivityDistribution) -> LoadingDistribution:
         validation=MetricsTable.from_dict(
             "validation", dist.validation_metrics, "Held-out checks of the distribution."
         ),
+        **optional,
+    )
+
+
+def _joint(joint: data.JointSummary) -> JointFitSummary:
+    columns = [
+        _column("source", np.asarray(joint.sources, dtype=str), "Source file of the session."),
+        _column("identifier", np.asarray(joint.identifiers, dtype=str), "NWBFile.identifier."),
+        _column("n_units", np.asarray(joint.n_units, np.int64), "Units of the session."),
+        _column("n_trials", np.asarray(joint.n_trials, np.int64), "Trials of the session."),
+    ]
+    for name, doc in (
+        ("joint_log_likelihood", "Held-out log-likelihood per value under the joint fit."),
+        ("separate_log_likelihood", "The same under the session's own fit."),
+        ("difference", "Joint minus separate."),
+        ("stderr", "Standard error of the difference."),
+    ):
+        columns.append(_column(name, np.asarray(getattr(joint, name), np.float64), doc))
+    columns.append(_column("worse", np.asarray(joint.worse, bool), "Joint fit worse (2 SE)."))
+    optional: dict = {}
+    if joint.pooled is not None:
+        n = joint.n_sessions
+        flagged = np.isin(np.arange(n), np.asarray(joint.flagged, np.int64))
+        if joint.floor is not None:
+            columns.append(_column("floor", np.asarray(joint.floor, np.float64), "Floor of D."))
+        columns.append(_column("flagged", flagged, "Distribution far from the others'."))
+        optional["pooled_distribution"] = _distribution(joint.pooled, name="pooled_distribution")
+    for key in ("dissimilarity", "symmetry"):
+        value = getattr(joint, key)
+        if value is not None:
+            optional[key] = compressed(np.asarray(value, np.float64))
+    for key in ("note", "pooled_reason"):
+        if getattr(joint, key):
+            optional[key] = str(getattr(joint, key))
+    table = JointSessionTable(
+        name="sessions",
+        description="The sessions of the joint fit, with the check that pooling is warranted.",
+        id=np.arange(joint.n_sessions),
+        columns=columns,
+    )
+    return JointFitSummary(
+        name="joint",
+        session_index=int(joint.session),
+        reference_session=int(joint.reference),
+        gauge_note=str(joint.gauge_note),
+        network_M=compressed(np.asarray(joint.network_M, np.float64)),
+        network_K=compressed(np.asarray(joint.network_K, np.float64)),
+        network_B=compressed(np.asarray(joint.network_B, np.float64)),
+        network_d=compressed(np.asarray(joint.network_d, np.float64)),
+        sessions=table,
         **optional,
     )
 
@@ -225,6 +279,8 @@ def build_fit(
         optional["degeneracy"] = _degeneracy(results.degeneracy)
     if results.distribution is not None:
         optional["distribution"] = _distribution(results.distribution)
+    if results.joint is not None:
+        optional["joint"] = _joint(results.joint)
     rows = np.asarray(unit_rows, dtype=np.int64)
     return LowRankRNNFit(
         name=results.name,

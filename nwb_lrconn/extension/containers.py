@@ -29,6 +29,8 @@ __all__ = [
     "DegeneracyAnalysis",
     "LoadingDistribution",
     "UnitLoadings",
+    "JointSessionTable",
+    "JointFitSummary",
     "LowRankRNNFit",
 ]
 
@@ -78,6 +80,8 @@ LaplacePosterior = get_class("LaplacePosterior", NAMESPACE)
 DegeneracyAnalysis = get_class("DegeneracyAnalysis", NAMESPACE)
 LoadingDistribution = get_class("LoadingDistribution", NAMESPACE)
 UnitLoadings = get_class("UnitLoadings", NAMESPACE)
+JointSessionTable = get_class("JointSessionTable", NAMESPACE)
+JointFitSummary = get_class("JointFitSummary", NAMESPACE)
 # The generated classes that gain methods here (typed Any: hdmf builds them at run time).
 _MetricsTableBase: Any = get_class("MetricsTable", NAMESPACE)
 _NamedArraysBase: Any = get_class("NamedArrays", NAMESPACE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import datetime, timezone
@@ -12,7 +13,14 @@ import numpy as np
 from .. import __version__, data
 from .._validation import check_choice, check_positive_int, make_rng
 
-__all__ = ["mock_results", "mock_units_nwb", "mock_ophys_nwb", "UNITS_TABLE", "OPHYS_SERIES"]
+__all__ = [
+    "mock_results",
+    "mock_joint",
+    "mock_units_nwb",
+    "mock_ophys_nwb",
+    "UNITS_TABLE",
+    "OPHYS_SERIES",
+]
 
 UNITS_TABLE = "units"
 """Path of the Units table in :func:`mock_units_nwb` files."""
@@ -205,6 +213,72 @@ def mock_results(
         degeneracy=degeneracy,
         distribution=distribution,
     )
+
+
+def mock_joint(
+    results: data.Results,
+    *,
+    n_sessions: int = 3,
+    session: int = 0,
+    with_pooled: bool = True,
+    random_state: int | np.random.Generator | None = 0,
+) -> data.Results:
+    """``results`` as session ``session`` of a random joint fit of ``n_sessions`` sessions.
+
+    The other sessions get random sizes; ``results``' units are the network's rows of
+    ``session``. With ``with_pooled`` the summary also holds a pooled distribution (a copy of
+    ``results.distribution``, which must then be set), a dissimilarity matrix, floors, maps and
+    one flagged session.
+    """
+    check_positive_int(n_sessions, "n_sessions", minimum=2)
+    rng = make_rng(random_state)
+    fit = results.fit
+    sizes = rng.integers(2, 9, n_sessions)
+    sizes[session] = fit.n_units
+    offset = int(sizes[:session].sum())
+    total = int(sizes.sum())
+
+    def network(own: np.ndarray) -> np.ndarray:
+        whole = rng.standard_normal((total, *own.shape[1:]))
+        whole[offset : offset + fit.n_units] = own
+        return whole
+
+    pooled: dict = {}
+    if with_pooled:
+        if results.distribution is None:
+            raise ValueError("mock_joint(with_pooled=True) needs results with a distribution.")
+        dissimilarity = rng.uniform(0, 1, (n_sessions, n_sessions))
+        pooled = {
+            "pooled": results.distribution,
+            "dissimilarity": (dissimilarity + dissimilarity.T) * (1 - np.eye(n_sessions)),
+            "floor": rng.uniform(0, 0.5, n_sessions),
+            "symmetry": np.repeat(np.eye(fit.rank)[None], n_sessions, axis=0),
+            "flagged": (n_sessions - 1,),
+            "pooled_reason": "flows on every session's units; the last session is far",
+        }
+    joint = rng.normal(-1.0, 0.1, n_sessions)
+    separate = joint + rng.normal(0, 0.01, n_sessions)
+    summary = data.JointSummary(
+        session=session,
+        reference=int(np.argmax(sizes)),
+        sources=tuple(f"session{s}.nwb" for s in range(n_sessions)),
+        identifiers=tuple(f"id-{s}" for s in range(n_sessions)),
+        n_units=sizes.astype(np.int64),
+        n_trials=rng.integers(3, 10, n_sessions).astype(np.int64),
+        joint_log_likelihood=joint,
+        separate_log_likelihood=separate,
+        difference=joint - separate,
+        stderr=np.full(n_sessions, 0.003),
+        worse=joint - separate < -0.006,
+        network_M=network(fit.M),
+        network_K=network(fit.K),
+        network_B=network(fit.B),
+        network_d=network(fit.d),
+        gauge_note="one canonical gauge for every session, up to symmetries of the flow",
+        note="posterior and degeneracy are not computed for joint fits",
+        **pooled,
+    )
+    return dataclasses.replace(results, joint=summary)
 
 
 _MOCK_SESSION = {

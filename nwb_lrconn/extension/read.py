@@ -32,13 +32,18 @@ def _fits(nwbfile, module_name: str) -> dict:
     }
 
 
+# Older schemas whose files this version reads unchanged (each later one only added optional
+# groups: 0.3.0 the joint-fit summary).
+_READABLE_SCHEMAS = ("0.2.0",)
+
+
 def _check_schema(path: Path, module_name: str) -> None:
     """Refuse fits written with an older, incompatible ndx-lrconn schema, in plain words."""
     with h5py.File(path, "r") as handle:
         cached = handle.get(f"specifications/{NAMESPACE}")
         versions = sorted(cached) if isinstance(cached, h5py.Group) else []
         has_fits = f"processing/{module_name}" in handle
-    if has_fits and versions and SPEC_VERSION not in versions:
+    if has_fits and versions and not set(versions) & {SPEC_VERSION, *_READABLE_SCHEMAS}:
         if max(map(_version_key, versions)) > _version_key(SPEC_VERSION):
             return  # newer schemas only add optional fields; read what we know
         raise ValueError(
@@ -312,6 +317,46 @@ def _distribution(container) -> data.ConnectivityDistribution:
     )
 
 
+def _joint(container) -> data.JointSummary:
+    table = container.sessions
+
+    def column(name: str) -> np.ndarray:
+        return copy_array(table[name].data)
+
+    optional: dict = {}
+    if container.pooled_distribution is not None:
+        optional["pooled"] = _distribution(container.pooled_distribution)
+        if "flagged" in table.colnames:
+            optional["flagged"] = tuple(int(s) for s in np.flatnonzero(column("flagged")))
+        if "floor" in table.colnames:
+            optional["floor"] = column("floor").astype(np.float64)
+    for key in ("dissimilarity", "symmetry"):
+        if getattr(container, key) is not None:
+            optional[key] = copy_array(getattr(container, key))
+    for key in ("note", "pooled_reason"):
+        if getattr(container, key) is not None:
+            optional[key] = _text(getattr(container, key))
+    return data.JointSummary(
+        session=int(container.session_index),
+        reference=int(container.reference_session),
+        sources=tuple(str(v) for v in column("source")),
+        identifiers=tuple(str(v) for v in column("identifier")),
+        n_units=column("n_units").astype(np.int64),
+        n_trials=column("n_trials").astype(np.int64),
+        joint_log_likelihood=column("joint_log_likelihood").astype(np.float64),
+        separate_log_likelihood=column("separate_log_likelihood").astype(np.float64),
+        difference=column("difference").astype(np.float64),
+        stderr=column("stderr").astype(np.float64),
+        worse=column("worse").astype(bool),
+        network_M=copy_array(container.network_M),
+        network_K=copy_array(container.network_K),
+        network_B=copy_array(container.network_B),
+        network_d=copy_array(container.network_d),
+        gauge_note=_text(container.gauge_note),
+        **optional,
+    )
+
+
 def fit_to_results(container: LowRankRNNFit) -> data.Results:
     """Convert a ``LowRankRNNFit`` container (read from a file) into :class:`Results`.
 
@@ -334,4 +379,5 @@ def fit_to_results(container: LowRankRNNFit) -> data.Results:
         distribution=(
             None if container.distribution is None else _distribution(container.distribution)
         ),
+        joint=None if getattr(container, "joint", None) is None else _joint(container.joint),
     )

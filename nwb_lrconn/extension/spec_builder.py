@@ -27,7 +27,7 @@ from pynwb.spec import (
 __all__ = ["NAMESPACE", "SPEC_VERSION", "REPO_SPEC_DIR", "build_spec", "main"]
 
 NAMESPACE = "ndx-lrconn"
-SPEC_VERSION = "0.2.0"
+SPEC_VERSION = "0.3.0"
 """Version of the schema; it moves only when the YAML changes (a test holds the YAML's hash)."""
 REPO_SPEC_DIR = Path(__file__).resolve().parents[2] / "spec"
 
@@ -343,6 +343,101 @@ def _unit_table_type() -> NWBGroupSpec:
     )
 
 
+def _joint_types() -> list:
+    def per_session(name: str, doc: str, dtype: str = "float64", optional: bool = False):
+        return _column(name, doc, dtype=dtype, dims=["num_sessions"], optional=optional)
+
+    table = NWBGroupSpec(
+        neurodata_type_def="JointSessionTable",
+        neurodata_type_inc="DynamicTable",
+        doc=(
+            "The sessions of a joint fit, one row per session in the order of the fit: where "
+            "each came from, its size, and whether pooling it with the others is warranted "
+            "(held-out log-likelihood per observed value under the joint fit against the "
+            "session's own separate fit, on the same held-out trials)."
+        ),
+        datasets=[
+            per_session("source", "Path or URL of the session's source file.", dtype="text"),
+            per_session("identifier", "NWBFile.identifier of the source.", dtype="text"),
+            per_session("n_units", "Units of the session in the network.", dtype="int64"),
+            per_session("n_trials", "Trials of the session.", dtype="int64"),
+            per_session("joint_log_likelihood", "Held-out log-likelihood, joint fit (nats)."),
+            per_session("separate_log_likelihood", "The same under the session's own fit."),
+            per_session("difference", "joint_log_likelihood - separate_log_likelihood."),
+            per_session("stderr", "Standard error of the difference over held-out trials."),
+            per_session(
+                "worse",
+                "True when the joint fit is worse by more than two standard errors: the "
+                "session's dynamics disagree with the others'.",
+                dtype="bool",
+            ),
+            per_session("floor", "Within-session floor of the dissimilarity D.", optional=True),
+            per_session(
+                "flagged",
+                "True when the session's distribution is far from the others' (D beyond floor).",
+                dtype="bool",
+                optional=True,
+            ),
+        ],
+    )
+    summary = NWBGroupSpec(
+        neurodata_type_def="JointFitSummary",
+        neurodata_type_inc="NWBDataInterface",
+        doc=(
+            "How this fit sits in a joint fit of several sessions that record different units "
+            "of one circuit: one low-rank network over the union of their units (rows in "
+            "session order), one latent dynamics, one shared gauge. The enclosing fit holds "
+            "this session's units and latents; its K is this session's share of the network's "
+            "mean-field sum, whose exact dynamics use network_M, network_K, network_B and "
+            "network_d."
+        ),
+        attributes=[
+            _attr("session_index", "int32", "Row of the enclosing fit's session in sessions."),
+            _attr("reference_session", "int32", "Session whose own fit started the network."),
+            _attr("gauge_note", "text", "What the shared gauge does and does not pin."),
+            _attr("note", "text", "Stages not run for the joint fit, and why.", required=False),
+            _attr(
+                "pooled_reason",
+                "text",
+                "The pooled distribution's model and flags.",
+                required=False,
+            ),
+        ],
+        datasets=[
+            _array("network_M", ["num_network_units", "rank"], "Input-side loadings, all units."),
+            _array("network_K", ["num_network_units", "rank"], "Output-side loadings, all units."),
+            _array("network_B", ["num_network_units", "num_inputs"], "Input weights, all units."),
+            _array("network_d", ["num_network_units"], "Biases, all units."),
+            _array(
+                "dissimilarity",
+                ["num_sessions", "num_sessions"],
+                "Dissimilarity D between the sessions' connectivity distributions.",
+                optional=True,
+            ),
+            _array(
+                "symmetry",
+                ["num_sessions", "rank", "rank"],
+                "Map of each session's latents applied before pooling.",
+                optional=True,
+            ),
+        ],
+        groups=[
+            NWBGroupSpec(
+                name="sessions",
+                neurodata_type_inc="JointSessionTable",
+                doc="The sessions of the joint fit.",
+            ),
+            NWBGroupSpec(
+                name="pooled_distribution",
+                neurodata_type_inc="LoadingDistribution",
+                doc="Connectivity distribution on every session's units (shared gauge).",
+                quantity="?",
+            ),
+        ],
+    )
+    return [table, summary]
+
+
 def _fit_type() -> NWBGroupSpec:
     def child(name: str, type_: str, doc: str, quantity: str | int = "?") -> NWBGroupSpec:
         return NWBGroupSpec(name=name, neurodata_type_inc=type_, doc=doc, quantity=quantity)
@@ -403,6 +498,7 @@ def _fit_type() -> NWBGroupSpec:
             child("posterior", "LaplacePosterior", "Laplace posterior at the fit."),
             child("degeneracy", "DegeneracyAnalysis", "Degeneracy analysis of the fit."),
             child("distribution", "LoadingDistribution", "Connectivity distribution."),
+            child("joint", "JointFitSummary", "The joint fit this fit is one session of."),
         ],
         links=[
             NWBLinkSpec(
@@ -426,6 +522,7 @@ def neurodata_types() -> list:
         _degeneracy_type(),
         _distribution_type(),
         _unit_table_type(),
+        *_joint_types(),
         _fit_type(),
     ]
 

@@ -64,7 +64,8 @@ def plot_summary(
 ) -> Any:
     """Draw the one-page summary of a fit: six panels.
 
-    Panels: training curves; latent dynamics (flow field and fixed points for rank 2); the
+    Panels: training curves; latent dynamics (flow field and fixed points for rank 2; for one
+    session of a joint fit, the whole network's flow); the
     degeneracy spectrum (when computed); loadings m₁ against k₁ (fitted and sampled); the
     connectivity matrix ordered by cluster; a text panel (:func:`summary_text`).
 
@@ -88,7 +89,9 @@ def plot_summary(
     grid = fig.subplots(2, 3)
     fit = results.fit
     plot_training_curves(fit, ax=grid[0, 0])
-    plot_latent_dynamics(fit, ax=grid[0, 1], fixed_points=fixed_points)
+    # one session of a joint fit: its latents under the whole network's flow
+    dynamics = fit if results.joint is None else results.joint.network_fit(fit)
+    plot_latent_dynamics(dynamics, ax=grid[0, 1], fixed_points=fixed_points)
     if results.degeneracy is not None:
         plot_degeneracy_spectrum(results.degeneracy, ax=grid[0, 2])
     else:

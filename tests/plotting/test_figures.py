@@ -357,3 +357,20 @@ def test_latent_behaviour_figure_shows_the_plane_the_decoding_and_the_scores(res
     np.testing.assert_allclose(widths, list(report.scores.values()))
     assert [t.get_text() for t in scores.get_yticklabels()][0] == "latent"
     assert fig.get_suptitle().startswith("the latent angle reaches")
+
+
+def test_summary_of_a_joint_session_draws_the_whole_networks_flow(monkeypatch):
+    import nwb_lrconn.plotting.summary as summary
+    from nwb_lrconn.extension import mock_joint, mock_results
+
+    results = mock_joint(mock_results(), session=1)
+    drawn = []
+    monkeypatch.setattr(summary, "plot_latent_dynamics", lambda fit, **kw: drawn.append(fit))
+    summary.plot_summary(results)
+    (dynamics,) = drawn
+    joint = results.joint
+    np.testing.assert_array_equal(dynamics.M, joint.network_M)
+    np.testing.assert_array_equal(dynamics.K, joint.network_K)
+    np.testing.assert_array_equal(dynamics.d, joint.network_d)
+    np.testing.assert_array_equal(dynamics.latents, results.fit.latents)
+    np.testing.assert_array_equal(dynamics.M[joint.units], results.fit.M)  # the session's rows
