@@ -267,3 +267,27 @@ def test_with_the_pooled_module_of_this_version(joint_fitted, joint_config, reus
         assert summary.dissimilarity.shape == (2, 2) and summary.floor.shape == (2,)
         assert summary.symmetry.shape == (2, 2, 2)
         assert set(summary.flagged) <= {0, 1} and summary.pooled_reason
+
+
+def test_sessions_from_a_dandi_asset_and_a_streamed_url(
+    joint_sources, joint_config, joint_fitted, reuse_joint_fit, mock_dandi, tmp_path, monkeypatch
+):
+    # One session named by its DANDI id, the other by the URL of its bytes: both are read through
+    # the package's remote readers (a local mock archive) and get their own derived file.
+    server = mock_dandi(
+        {"sub-synthetic1/day0.nwb": joint_sources[0], "sub-synthetic1/day1.nwb": joint_sources[1]}
+    )
+    monkeypatch.setenv("NWB_LRCONN_DANDI_INSTANCE", server.api_url)
+    sources = ["DANDI:000207/sub-synthetic1/day0.nwb", server.blob_url("sub-synthetic1/day1.nwb")]
+    outputs = run_joint_files(
+        sources, joint_config, output_dir=tmp_path / "out", progress=False,
+        cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    recordings = joint_fitted[0]
+    assert len(reuse_joint_fit) == 1
+    for s, (path, kind) in enumerate(zip(outputs, ("dandi", "url"))):
+        results = read_results(path)
+        np.testing.assert_array_equal(results.fit.unit_ids, recordings[s].unit_ids)
+        assert results.joint.session == s and results.joint.n_sessions == 2
+        assert path.is_relative_to(tmp_path / "out")
+        assert results.provenance.source.origin["kind"] == kind
