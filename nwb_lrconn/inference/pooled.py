@@ -418,9 +418,7 @@ def flag_sessions(dissimilarity: np.ndarray, floor: np.ndarray) -> tuple[int, ..
     n = len(floor)
     flagged = []
     for s in range(n):
-        ratios = [
-            dissimilarity[s, t] / max(floor[s], floor[t], 1e-12) for t in range(n) if t != s
-        ]
+        ratios = [dissimilarity[s, t] / max(floor[s], floor[t], 1e-12) for t in range(n) if t != s]
         if ratios and all(np.isfinite(ratios)) and min(ratios) > FLAG_RATIO:
             flagged.append(s)
     return tuple(flagged)
