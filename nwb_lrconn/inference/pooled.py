@@ -9,24 +9,29 @@ the sessions' distributions lie apart against how far two halves of one session'
 **Gauge symmetry.** Without shared units the joint fit ties the sessions' latent coordinates
 together only through the flow. Where the flow has a symmetry S (orthogonal, F(S κ) = S F(κ),
 e.g. a quarter turn of the four attractors of a square), a session may sit in the network turned
-by S at no cost in likelihood: its latents S κ, its loadings S m and S k. Pooled as they are,
-such sessions would smear the distribution over copies of itself. Before pooling, each session
-is therefore turned back: among the candidate maps (below) under which the joint flow is
-invariant on the session's visited states and inputs (relative RMS of F(S κ, u) − S F(κ, u) at
-most :data:`SYMMETRY_TOLERANCE`), the one that brings the session's (m, k) closest to the
-reference session's (Sinkhorn divergence; m and k each scaled by the reference's RMS, which
-keeps the cost rotation-invariant) is applied as the gauge map A = S of
-:func:`~nwb_lrconn.model.gauge.apply_gauge`: m → S m, k → S k, κ → S κ, b and d unchanged. Then
-J = M Kᵀ/N = (M Sᵀ)(K Sᵀ)ᵀ/N and every potential m·κ are unchanged, and since F is S-invariant
-the turned latents are still trajectories of the joint network. A map that is not a symmetry of
-the flow is never applied, however much closer it brings the loadings: the session's latents
-would no longer follow the network's dynamics, and the distribution learned from them (k is
-read off the latent dynamics) would describe neither.
+by S at almost no cost in likelihood: its latents S κ, its loadings S m and S k. Pooled as they
+are, such sessions would smear the distribution over turned copies of itself. Before pooling,
+each session is therefore turned back: among the candidate maps (below) under which the joint
+flow is invariant on the session's visited states and inputs (:func:`flow_asymmetry` at most
+:data:`SYMMETRY_TOLERANCE`), the one that brings the session's (m, k) closest to the reference
+session's (Sinkhorn divergence; m and k each scaled by the reference's RMS, which keeps the cost
+invariant under orthogonal maps) is applied to the session as the gauge map A = S of
+:func:`~nwb_lrconn.model.gauge.apply_gauge`: m → S m, k → S k, κ → S κ, b and d unchanged.
 
-Candidates: for rank 2 the rotations by multiples of 15° and their reflections (the square's
-eight symmetries among them, a ring's continuous ones to within 7.5°); for rank 3 and 4 the
-signed permutations; above, the sign flips of the axes. The joint fit's canonical gauge makes
-the visited latents white, so a symmetry that preserves them is orthogonal.
+What the turn keeps: every potential m·κ, the session's own block of J = M Kᵀ/N
+(M_s Sᵀ (K_s Sᵀ)ᵀ = M_s K_sᵀ) and, since F is S-invariant, the latents as trajectories of the
+network. What it changes: the blocks of J that link the session's units to other sessions'
+(M_s Sᵀ K_tᵀ), which recordings of disjoint units cannot pin beyond the symmetry; the turn picks
+them so that the sessions' units follow one law, the premise of pooling them at all. A map that
+is not a symmetry of the flow is never applied, however much closer it brings the loadings: the
+session's latents would no longer follow the network's dynamics, and the distribution learned
+from them (k is read off the latent dynamics) would describe neither.
+
+Candidates are the signed permutations (rank 2: the square's eight symmetries) up to rank 4 and
+the sign flips of the axes above; continuous symmetries (a ring's rotations) are not searched:
+their turns leave a rotation-invariant law unchanged anyway. Finer candidates would not help:
+a small rotation is always nearly a symmetry (its asymmetry grows with the angle), so only maps
+far apart can be told from each other by the flow.
 
 **Dissimilarity.** Between the distributions A and B of two sessions, in the shared gauge,
 D(A, B) = ½ [D(A → B) + D(B → A)] with D(A → B) =
@@ -67,6 +72,7 @@ __all__ = [
     "flag_sessions",
     "flow_asymmetry",
     "pooled_distribution",
+    "session_symmetries",
 ]
 
 # Largest relative RMS of F(S κ, u) − S F(κ, u) on a session's visited states for S to count as
@@ -171,17 +177,11 @@ def pooled_distribution(
     recordings = _check_sessions(joint, recordings)
     n_samples = check_positive_int(n_samples, "n_samples")
     rng = make_rng(random_state)
-    reference = int(joint.seed_session_)
-    symmetry, asymmetry, parts = [], [], []
-    for s, (view, rec) in enumerate(zip(joint.sessions_, recordings)):
-        S, error = (
-            (np.eye(joint.model_.rank), 0.0)
-            if s == reference
-            else _resolve_symmetry(joint, view, rec, joint.sessions_[reference], rng)
-        )
-        symmetry.append(S)
-        asymmetry.append(error)
-        parts.append(_session_data(joint, view, rec, S))
+    symmetry, asymmetry = _symmetries(joint, recordings, rng)
+    parts = [
+        _session_data(joint, view, rec, S)
+        for view, rec, S in zip(joint.sessions_, recordings, symmetry)
+    ]
     fit = {
         "model": model,
         "n_samples": n_samples,
@@ -203,11 +203,11 @@ def pooled_distribution(
         sessions=sessions,
         dissimilarity=D,
         floor=floor,
-        symmetry=tuple(symmetry),
+        symmetry=symmetry,
         flagged=flag_sessions(D, floor),
         reason=f"{pooled.reason} (pooled over {len(parts)} sessions)",
-        reference=reference,
-        asymmetry=np.asarray(asymmetry, dtype=np.float64),
+        reference=int(joint.seed_session_),
+        asymmetry=asymmetry,
     )
 
 
@@ -264,6 +264,52 @@ def flow_asymmetry(S: np.ndarray, states: np.ndarray, M, K, d, drive=None, nonli
     # where trajectories spend most of their time, the recurrent drive does not.
     scale = max(float(np.sqrt(np.mean((flow + states) ** 2))), 1e-12)
     return float(np.sqrt(np.mean((turned - flow @ S.T) ** 2))) / scale
+
+
+def session_symmetries(
+    joint: JointLowRankRNN, recordings, *, random_state: int | None = None
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The gauge symmetry that turns each session of a joint fit back onto the reference's.
+
+    Parameters
+    ----------
+    joint : JointLowRankRNN
+        A fitted joint model.
+    recordings : list of Recording
+        The recordings given to ``joint.fit`` (their inputs enter the flow).
+    random_state : int or None
+        Seed of the visited states on which the flow's invariance is measured.
+
+    Returns
+    -------
+    symmetry : tuple of ndarray of shape (rank, rank)
+        Per session, the orthogonal S to apply (m → S m, k → S k, κ → S κ); the identity for
+        the reference session (``joint.seed_session_``).
+    asymmetry : ndarray of shape (n_sessions,)
+        :func:`flow_asymmetry` of each applied S on the session's visited states.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`pooled_distribution`.
+    """
+    if not isinstance(joint, JointLowRankRNN):
+        raise TypeError(f"joint must be a fitted JointLowRankRNN; got {type(joint).__name__}.")
+    check_is_fitted(joint, "model_")
+    return _symmetries(joint, _check_sessions(joint, recordings), make_rng(random_state))
+
+
+def _symmetries(joint, recordings, rng) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    reference = int(joint.seed_session_)
+    symmetry, asymmetry = [], []
+    for s, (view, rec) in enumerate(zip(joint.sessions_, recordings)):
+        if s == reference:
+            S, error = np.eye(joint.model_.rank), 0.0
+        else:
+            S, error = _resolve_symmetry(joint, view, rec, joint.sessions_[reference], rng)
+        symmetry.append(S)
+        asymmetry.append(error)
+    return tuple(symmetry), np.asarray(asymmetry, dtype=np.float64)
 
 
 def _resolve_symmetry(joint, view, rec: Recording, reference, rng) -> tuple[np.ndarray, float]:
