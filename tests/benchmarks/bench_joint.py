@@ -250,7 +250,7 @@ def _print_distances(result, rows) -> None:
     print(f"flagged (D > {FLAG_RATIO:g} × floor to every other session): {list(result.flagged)}")
 
 
-def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, other: str) -> None:
+def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, others) -> None:
     """Stage 3 of a joint fit against the truth, then with one session of another network."""
     net = load_published_network("quadstable")
     recordings, truths, _ = _sessions(net, kind, 3, n_units, n_trials, seed)
@@ -293,12 +293,13 @@ def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, other:
     _print_distances(result, joint.compare_to_separate(recordings))
     print(f"time: joint fit {fit_time:.1f} s, pooled_distribution {dist_time:.1f} s", flush=True)
 
-    odd = load_published_network(other)
-    recordings, _, _ = _sessions(net, kind, 3, n_units, n_trials, seed, other=odd)
-    joint = JointLowRankRNN(LowRankRNNEstimator(rank=2, random_state=seed)).fit(recordings)
-    result = pooled_distribution(joint, recordings, random_state=seed)
-    print(f"\n{kind}: sessions 0 and 1 quadstable, session 2 the {other} network")
-    _print_distances(result, joint.compare_to_separate(recordings))
+    for name in others:
+        odd = load_published_network(name)
+        recordings, _, _ = _sessions(net, kind, 3, n_units, n_trials, seed, other=odd)
+        joint = JointLowRankRNN(LowRankRNNEstimator(rank=2, random_state=seed)).fit(recordings)
+        result = pooled_distribution(joint, recordings, random_state=seed)
+        print(f"\n{kind}: sessions 0 and 1 quadstable, session 2 the {name} network")
+        _print_distances(result, joint.compare_to_separate(recordings))
 
 
 if __name__ == "__main__":
@@ -312,7 +313,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--distribution", action="store_true", help="only the pooled distribution (stage 3)"
     )
-    parser.add_argument("--other", default="bistable", help="network of the odd session")
+    parser.add_argument(
+        "--other", nargs="*", default=["bistable", "limit_cycle"], help="odd sessions' networks"
+    )
     parser.add_argument(
         "--no-bound", action="store_true", help="skip the all-units fit (the slowest part)"
     )
