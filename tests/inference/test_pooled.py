@@ -148,13 +148,19 @@ def test_flag_rule_needs_the_nearest_session_far_above_both_floors():
 
 
 @pytest.mark.slow
-def test_a_session_of_another_network_is_flagged(joint_case):
+@pytest.mark.parametrize("other", ["bistable", "limit_cycle"])
+def test_a_session_of_another_network_is_flagged(joint_case, other):
     record_sessions, fit_joint = joint_case
-    _, recordings, _ = record_sessions("bistable", per_session=60)
+    _, recordings, _ = record_sessions(other, per_session=60)
     joint = fit_joint(recordings)
     result = pooled_distribution(joint, recordings, n_samples=300, random_state=0)
     assert result.flagged == (2,)
-    assert joint.compare_to_separate(recordings)[2]["worse"]
+    assert min(result.dissimilarity[2, :2]) > 10 * result.floor.max()
+    if other == "limit_cycle":  # no fixed point of the square's flow makes a cycle
+        assert joint.compare_to_separate(recordings)[2]["worse"]
+    # The bistable session is not flagged by its likelihood: two of the square's four
+    # attractors reproduce its dynamics (tests/benchmarks/bench_joint.py --distribution); its
+    # units' law gives it away.
 
 
 def test_bad_arguments_are_refused(joint_sessions, joint_fit):
