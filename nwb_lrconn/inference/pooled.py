@@ -10,7 +10,8 @@ the sessions' distributions lie apart against how far two halves of one session'
 together only through the flow. Where the flow has a symmetry S (orthogonal, F(S κ) = S F(κ),
 e.g. a quarter turn of the four attractors of a square), a session may sit in the network turned
 by S at almost no cost in likelihood: its latents S κ, its loadings S m and S k. Pooled as they
-are, such sessions would smear the distribution over turned copies of itself. Before pooling,
+are, such sessions would smear the distribution over turned copies of itself (unless its law
+shares the symmetry, as the square's does, when the turn does not matter). Before pooling,
 each session is therefore turned back: among the candidate maps (below) under which the joint
 flow is invariant on the session's visited states and inputs (:func:`flow_asymmetry` at most
 :data:`SYMMETRY_TOLERANCE`), the one that brings the session's (m, k) closest to the reference
@@ -79,7 +80,10 @@ __all__ = [
 # of the joint flow. Measured (tests/benchmarks/bench_joint.py --distribution) on the quadstable
 # network fitted from 3 sessions of 200 units: −I 0.005, the quarter turns 0.06, while the four
 # reflections of the canonical axes, which are not symmetries of that square as it lies in the
-# fitted frame, measure 0.16; the tolerance sits between them.
+# fitted frame, measure 0.16; the tolerance sits between them. With 3 sessions of 20 units the
+# levels blur (−I 0.07–0.08, reflections 0.09–0.16, quarter turns 0.3): a finite network is
+# only nearly symmetric, and a map accepted there may be slightly off the flow (at most 10% of
+# the recurrent drive).
 SYMMETRY_TOLERANCE = 0.1
 # A session is flagged when its D to the nearest other session exceeds this many times the
 # larger of the two floors (tests/benchmarks/bench_joint.py --distribution prints D / floor for

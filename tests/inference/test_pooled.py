@@ -23,10 +23,14 @@ from nwb_lrconn.inference.pooled import (
 )
 from nwb_lrconn.model.joint import JointLowRankRNN
 
+FAST = {"max_components": 2, "n_folds": 3}  # the mixtures' search, cut for speed
+
 
 @pytest.fixture(scope="module")
 def pooled(joint_sessions, joint_fit):
-    return pooled_distribution(joint_fit, joint_sessions[1], n_samples=300, random_state=0)
+    return pooled_distribution(
+        joint_fit, joint_sessions[1], n_samples=300, mixture_params=FAST, random_state=0
+    )
 
 
 def test_one_network_gives_symmetric_distances_near_the_floor(joint_fit, pooled):
@@ -153,7 +157,9 @@ def test_a_session_of_another_network_is_flagged(joint_case, other):
     record_sessions, fit_joint = joint_case
     _, recordings, _ = record_sessions(other, per_session=60)
     joint = fit_joint(recordings)
-    result = pooled_distribution(joint, recordings, n_samples=300, random_state=0)
+    result = pooled_distribution(
+        joint, recordings, n_samples=300, mixture_params=FAST, random_state=0
+    )
     assert result.flagged == (2,)
     assert min(result.dissimilarity[2, :2]) > 10 * result.floor.max()
     if other == "limit_cycle":  # no fixed point of the square's flow makes a cycle
