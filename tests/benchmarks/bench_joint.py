@@ -295,6 +295,12 @@ def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, others
             f"{label:>13s} {dist.model:>8s} {r['sinkhorn']:11.4f} {r['cond_err']:9.3f} "
             f"{r['ff_rmse']:8.4f}"
         )
+    maps = [align_latents(t, truth, m)[0] for t, truth, m in zip(turned, truths, masks)]
+    for s, A in enumerate(maps):
+        relative = np.round(A @ np.linalg.inv(maps[ref]), 2).tolist()
+        print(
+            f"session {s} after its turn, against the reference, in truth coordinates {relative}"
+        )
     _print_distances(result, joint.compare_to_separate(recordings))
     print(f"time: joint fit {fit_time:.1f} s, pooled_distribution {dist_time:.1f} s", flush=True)
 
