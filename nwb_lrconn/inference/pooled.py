@@ -16,7 +16,8 @@ each session is therefore turned back: among the candidate maps (below) under wh
 flow is invariant on the session's visited states and inputs (:func:`flow_asymmetry` at most
 :data:`SYMMETRY_TOLERANCE`), the one that brings the session's (m, k) closest to the reference
 session's (Sinkhorn divergence; m and k each scaled by the reference's RMS, which keeps the cost
-invariant under orthogonal maps) is applied to the session as the gauge map A = S of
+invariant under orthogonal maps) is applied, if it at least halves that distance, to the session
+as the gauge map A = S of
 :func:`~nwb_lrconn.model.gauge.apply_gauge`: m → S m, k → S k, κ → S κ, b and d unchanged.
 
 What the turn keeps: every potential m·κ, the session's own block of J = M Kᵀ/N
@@ -90,6 +91,12 @@ SYMMETRY_TOLERANCE = 0.1
 # sessions of one network and for a session of another one).
 FLAG_RATIO = 3.0
 _STATES = 500  # visited states per session on which the flow's invariance is measured
+# A turn is applied only when it at least halves the loadings' distance to the reference's:
+# where the law shares the symmetry (the square's law and its quarter turns, any law of an odd
+# network and −I), the distances of the turns differ by noise alone, and a turn picked on noise
+# would only move the session away from the gauge the joint fit gave it (measured:
+# tests/benchmarks/bench_joint.py --distribution prints each session's residual turn).
+_TURN_GAIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ class PooledDistribution:
         half has too few units for a distribution.
     symmetry : tuple of ndarray of shape (rank, rank)
         Per session, the orthogonal map S applied to its loadings and latents before pooling
-        (the identity for the reference session and where no symmetry was needed).
+        (the identity for the reference session and where no symmetry of the flow halved the
+        distance of its loadings to the reference's).
     flagged : tuple of int
         Sessions whose D to the nearest other session exceeds :data:`FLAG_RATIO` times the
         larger of the two floors.
@@ -331,8 +339,11 @@ def _resolve_symmetry(joint, view, rec: Recording, reference, rng) -> tuple[np.n
     scale_m = np.sqrt(np.mean(reference.M**2))
     scale_k = max(np.sqrt(np.mean(reference.K**2)), 1e-12)
     target = np.concatenate([reference.M / scale_m, reference.K / scale_k], axis=1)
-    best = (np.inf, np.eye(view.M.shape[1]), 0.0)
-    for S in candidate_symmetries(view.M.shape[1]):
+    identity, *others = candidate_symmetries(view.M.shape[1])
+    loadings = np.concatenate([view.M / scale_m, view.K / scale_k], axis=1)
+    best = (sinkhorn_divergence(loadings, target), identity, 0.0)
+    stay = _TURN_GAIN * best[0]
+    for S in others:
         error = flow_asymmetry(
             S, states, net["M"], net["K"], net["d"], drive, joint.model_.nonlinearity
         )
@@ -340,7 +351,7 @@ def _resolve_symmetry(joint, view, rec: Recording, reference, rng) -> tuple[np.n
             continue
         turned = np.concatenate([view.M @ S.T / scale_m, view.K @ S.T / scale_k], axis=1)
         distance = sinkhorn_divergence(turned, target)
-        if distance < best[0] - 1e-9:
+        if distance < min(best[0], stay):
             best = (distance, S, error)
     return best[1], best[2]
 

@@ -68,22 +68,36 @@ def test_pooled_distribution_holds_every_unit_in_the_shared_gauge(joint_fit, poo
 
 
 def _odd_network_copy(joint, session: int, *, flip: bool):
-    """``joint`` with d = 0 (its flow then odd, F(−κ) = −F(κ)) and, with ``flip``, one session's
-    units and latents negated: (−m, −k) contribute k φ(m·κ) as before, so the network, its flow
-    and every potential are unchanged and the session sits turned by −I."""
+    """``joint`` made odd and lopsided, and with ``flip`` one session turned by −I.
+
+    With d = 0 a tanh network is odd, and a unit (m, k, g) and its mirror (−m, −k, −g) drive the
+    latents (k φ(m·κ)) and read out (g φ(m·κ)) alike: every unit is first mirrored into the half
+    space m₁ > 0 (the network, its flow and its likelihood unchanged; its law no longer −I
+    symmetric). With ``flip`` the session's units are then all mirrored and its latents negated:
+    an exactly equal fit with the session turned by −I.
+    """
     out = copy.deepcopy(joint)
+    model = out.model_
     with torch.no_grad():
-        out.model_.d.zero_()
+        model.d.zero_()
+        sign = torch.where(model.M[:, 0] < 0, -1.0, 1.0)
         if flip:
-            rows = torch.as_tensor(out.sessions_[session].units)
-            out.model_.M[rows] *= -1
-            out.model_.K[rows] *= -1
+            sign[torch.as_tensor(out.sessions_[session].units)] *= -1
+        for name in ("M", "K"):
+            getattr(model, name).mul_(sign[:, None])
+        model.readout_gain.mul_(sign)
+    signs = sign.double().numpy()
     views = []
     for s, view in enumerate(out.sessions_):
-        sign = -1.0 if flip and s == session else 1.0
+        unit = signs[view.units]
         views.append(
             dataclasses.replace(
-                view, M=sign * view.M, K=sign * view.K, d=0 * view.d, latents=sign * view.latents
+                view,
+                M=unit[:, None] * view.M,
+                K=unit[:, None] * view.K,
+                d=0 * view.d,
+                readout_gain=unit * view.readout_gain,
+                latents=(-1.0 if flip and s == session else 1.0) * view.latents,
             )
         )
     out.sessions_ = views
@@ -109,14 +123,14 @@ def test_a_session_turned_by_a_symmetry_of_the_flow_is_turned_back(joint_session
     assert flow_asymmetry(-np.eye(2), states, M2, K2, np.zeros(len(M2))) < 1e-12
     S_plain, _ = session_symmetries(plain, recordings, random_state=0)
     S_turned, error = session_symmetries(turned, recordings, random_state=0)
-    np.testing.assert_allclose(S_turned[other], -S_plain[other], atol=1e-12)
+    for S in S_plain:  # every session already in the reference's half space: no turn
+        np.testing.assert_array_equal(S, np.eye(2))
+    # Turned back into the half space m₁ > 0: by −I, or by the mirror of the first axis, which
+    # the law (symmetric in m₂) cannot tell from it and the 60-unit flow nearly shares.
+    back = S_turned[other]
+    np.testing.assert_array_equal(back[:, 0], [-1.0, 0.0])
+    assert np.all(turned.sessions_[other].M @ back.T[:, 0] > 0)
     assert error[other] <= SYMMETRY_TOLERANCE
-    # Turned back, the session's loadings are those of the plain copy.
-    np.testing.assert_allclose(
-        turned.sessions_[other].M @ S_turned[other].T,
-        plain.sessions_[other].M @ S_plain[other].T,
-        atol=1e-12,
-    )
 
 
 def test_a_map_that_is_not_a_symmetry_is_measured_as_such(joint_fit):
@@ -164,9 +178,10 @@ def test_a_session_of_another_network_is_flagged(joint_case, other):
     assert min(result.dissimilarity[2, :2]) > 10 * result.floor.max()
     if other == "limit_cycle":  # no fixed point of the square's flow makes a cycle
         assert joint.compare_to_separate(recordings)[2]["worse"]
-    # The bistable session is not flagged by its likelihood: two of the square's four
-    # attractors reproduce its dynamics (tests/benchmarks/bench_joint.py --distribution); its
-    # units' law gives it away.
+    # The bistable session's likelihood check is not asserted: with this short training its
+    # own fit is poor (held-out log-likelihood below the joint fit's), so the joint fit cannot
+    # lose against it; with 200 units and full training it is flagged
+    # (tests/benchmarks/bench_joint.py --distribution). Its units' law gives it away here too.
 
 
 def test_bad_arguments_are_refused(joint_sessions, joint_fit):
