@@ -87,8 +87,11 @@ __all__ = [
 # the recurrent drive).
 SYMMETRY_TOLERANCE = 0.1
 # A session is flagged when its D to the nearest other session exceeds this many times the
-# larger of the two floors (tests/benchmarks/bench_joint.py --distribution prints D / floor for
-# sessions of one network and for a session of another one).
+# larger of the two floors. Measured (tests/benchmarks/bench_joint.py --distribution, 3
+# sessions of 200 units): sessions of one quadstable network 0.46 (rates) and 0.9–1.0
+# (spikes); a session of the bistable network among them 96 (rates) and 26 (spikes), of the
+# limit-cycle network 6.9 (rates), while the two quadstable sessions beside it, whose joint
+# fit it distorts, reach 1.7.
 FLAG_RATIO = 3.0
 _STATES = 500  # visited states per session on which the flow's invariance is measured
 # A turn is applied only when it at least halves the loadings' distance to the reference's:
