@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_joint.py                      # rates and spikes, 3 sessions
     python tests/benchmarks/bench_joint.py --kind spikes --sessions 5 --units 150
+    python tests/benchmarks/bench_joint.py --distribution --kind rates --other bistable
 
 The published quadstable network (N = 1000, from ``$NWB_LRCONN_DATA``) is recorded as several
 sessions, each through its own disjoint random subset of units and with its own trials (κ(0)
@@ -21,6 +22,15 @@ Poisson spikes (20-ms bins). One run prints, per kind:
 With ``--engine``: the time of one training step (``batch_loss`` forward and backward, 64 trials ×
 100 bins × 600 units) without unit masks, with an all-True mask and with three sessions' masks,
 side by side in one run (the masked path's cost; the unmasked path is the estimator's).
+
+With ``--distribution``: stage 3 of the joint fit (:func:`~nwb_lrconn.inference.pooled.
+pooled_distribution`, 3 sessions): each candidate symmetry's flow asymmetry per session and the
+one applied; against the truth, Sinkhorn(m), mean ‖k − g(m)‖² and the flow-field RMSE of the
+pooled distribution (aligned on the reference session's latents, and on all sessions' together),
+of each session's own separate fit's distribution and of its distribution in the joint gauge;
+each session's residual turn against the reference in truth coordinates; the D matrix, floors,
+D / floor and ``compare_to_separate``'s flags; then the same D table with session 2 recorded
+from another published network (``--other``, default bistable and limit_cycle).
 
 Everything runs in this process on one thread (``torch.set_num_threads(1)``); pin it to a core
 (``taskset -c N``) and say whether the machine was shared.
