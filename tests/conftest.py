@@ -1,5 +1,6 @@
-"""Shared fixtures: the real-data folder (env var NWB_LRCONN_DATA, default ../shared/data) and a
-local mock DANDI Archive (``mock_dandi``)."""
+"""Shared fixtures: the real-data folder (env var NWB_LRCONN_DATA, default ../shared/data), a
+local mock DANDI Archive (``mock_dandi``) and a small network recorded as several sessions with
+its joint fit (``joint_sessions``, ``joint_fit``; stage 1 and stage 3 of the joint fit)."""
 
 from __future__ import annotations
 
@@ -94,8 +95,71 @@ def data_file(data_dir: Path):
     return get
 
 
+JOINT_SESSIONS, JOINT_UNITS = 3, 20  # the model's joint-fit case: sessions × disjoint units each
+
+
+def record_sessions(other: str | None = None, *, per_session: int = JOINT_UNITS, seed: int = 0):
+    """A quadstable network of 3 × ``per_session`` units recorded as 3 sessions of disjoint units.
+
+    Each session has its own 15 trials (rates, noise 0.05). With ``other`` (a law of
+    :func:`~nwb_lrconn.model.networks.sample_network`), the last session records a network of
+    that law instead. Returns (network, recordings, true latents per session).
+    """
+    import numpy as np
+
+    from nwb_lrconn.model.networks import sample_network
+    from nwb_lrconn.model.simulate import simulate_rates
+
+    net = sample_network("quadstable", JOINT_SESSIONS * per_session, random_state=seed)
+    rng = np.random.default_rng(seed + 1)
+    order = rng.permutation(net.n_units)
+    recordings, truths = [], []
+    for s in range(JOINT_SESSIONS):
+        source = net
+        if other is not None and s == JOINT_SESSIONS - 1:
+            source = sample_network(other, net.n_units, random_state=seed + 2)
+        sim = simulate_rates(
+            source,
+            initial=rng.uniform(-2, 2, (15, 2)),
+            n_time=60,
+            noise_std=0.05,
+            random_state=10 + s,
+        )
+        units = np.sort(order[s * per_session : (s + 1) * per_session])
+        recordings.append(sim.to_recording().select_units(units))
+        truths.append(sim.latents)
+    return net, recordings, truths
+
+
+def fit_joint(recordings):
+    """The joint fit of the tests: rank 2, short training."""
+    from nwb_lrconn.model.estimator import LowRankRNNEstimator
+    from nwb_lrconn.model.joint import JointLowRankRNN
+
+    template = LowRankRNNEstimator(rank=2, max_epochs=60, lbfgs_rounds=5, random_state=0)
+    return JointLowRankRNN(template).fit(recordings)
+
+
+@pytest.fixture(scope="session")
+def joint_sessions():
+    """(network, recordings, true latents): 60 quadstable units as 3 sessions of 20."""
+    return record_sessions()
+
+
+@pytest.fixture(scope="session")
+def joint_fit(joint_sessions):
+    """The JointLowRankRNN of ``joint_sessions`` (never modify it)."""
+    return fit_joint(joint_sessions[1])
+
+
+@pytest.fixture(scope="session")
+def joint_case():
+    """The helpers behind ``joint_sessions`` and ``joint_fit``: (record_sessions, fit_joint)."""
+    return record_sessions, fit_joint
+
+
 # ------------------------------------------------------------------ several sessions, one network
-JOINT_UNITS, JOINT_SESSIONS = 24, 2
+RING_UNITS, RING_SESSIONS = 24, 2  # the pipeline's joint-fit case
 
 
 @pytest.fixture(scope="session")
@@ -109,8 +173,8 @@ def joint_sources(tmp_path_factory) -> list[Path]:
     from nwb_lrconn.model.simulate import simulate_spikes
 
     folder = tmp_path_factory.mktemp("joint_sources")
-    network = sample_network("ring", JOINT_UNITS, random_state=0)
-    halves = np.random.default_rng(1).permutation(JOINT_UNITS).reshape(JOINT_SESSIONS, -1)
+    network = sample_network("ring", RING_UNITS, random_state=0)
+    halves = np.random.default_rng(1).permutation(RING_UNITS).reshape(RING_SESSIONS, -1)
     paths = []
     for s, units in enumerate(np.sort(halves, axis=1)):
         sim = simulate_spikes(

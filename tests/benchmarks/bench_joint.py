@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_joint.py                      # rates and spikes, 3 sessions
     python tests/benchmarks/bench_joint.py --kind spikes --sessions 5 --units 150
+    python tests/benchmarks/bench_joint.py --distribution --kind rates --other bistable
 
 The published quadstable network (N = 1000, from ``$NWB_LRCONN_DATA``) is recorded as several
 sessions, each through its own disjoint random subset of units and with its own trials (κ(0)
@@ -22,6 +23,15 @@ With ``--engine``: the time of one training step (``batch_loss`` forward and bac
 100 bins × 600 units) without unit masks, with an all-True mask and with three sessions' masks,
 side by side in one run (the masked path's cost; the unmasked path is the estimator's).
 
+With ``--distribution``: stage 3 of the joint fit (:func:`~nwb_lrconn.inference.pooled.
+pooled_distribution`, 3 sessions): each candidate symmetry's flow asymmetry per session and the
+one applied; against the truth, Sinkhorn(m), mean ‖k − g(m)‖² and the flow-field RMSE of the
+pooled distribution (aligned on the reference session's latents, and on all sessions' together),
+of each session's own separate fit's distribution and of its distribution in the joint gauge;
+each session's residual turn against the reference in truth coordinates; the D matrix, floors,
+D / floor and ``compare_to_separate``'s flags; then the same D table with session 2 recorded
+from another published network (``--other``, default bistable and limit_cycle).
+
 Everything runs in this process on one thread (``torch.set_num_threads(1)``); pin it to a core
 (``taskset -c N``) and say whether the machine was shared.
 """
@@ -30,18 +40,31 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from nwb_lrconn.data import Recording
-from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_velocity
-from nwb_lrconn.model.estimator import LowRankRNNEstimator
-from nwb_lrconn.model.gauge import align_latents
-from nwb_lrconn.model.joint import JointLowRankRNN
-from nwb_lrconn.model.networks import load_published_network
-from nwb_lrconn.model.simulate import simulate_rates, simulate_spikes
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_connector import loading_metrics  # noqa: E402
+
+from nwb_lrconn.data import Recording  # noqa: E402
+from nwb_lrconn.inference.distribution import fit_distribution  # noqa: E402
+from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_velocity  # noqa: E402
+from nwb_lrconn.inference.pooled import (  # noqa: E402
+    FLAG_RATIO,
+    candidate_symmetries,
+    flow_asymmetry,
+    pooled_distribution,
+)
+from nwb_lrconn.model.estimator import LowRankRNNEstimator  # noqa: E402
+from nwb_lrconn.model.gauge import align_latents  # noqa: E402
+from nwb_lrconn.model.joint import JointLowRankRNN  # noqa: E402
+from nwb_lrconn.model.networks import load_published_network  # noqa: E402
+from nwb_lrconn.model.simulate import simulate_rates, simulate_spikes  # noqa: E402
 
 
 def bench_engine(repeats: int = 20) -> None:
@@ -92,16 +115,18 @@ def _flow_rmse(net, latents, truth, mask, M, K, d) -> float:
     return flow_field_rmse(true_flow, fitted)
 
 
-def _sessions(net, kind, n_sessions, n_units, n_trials, seed):
+def _sessions(net, kind, n_sessions, n_units, n_trials, seed, other=None):
+    """Sessions of disjoint units of ``net``; with ``other``, the last one records that network."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(net.n_units)
     full, recordings, truths = [], [], []
     for s in range(n_sessions):
         initial = rng.uniform(-2.4, 2.4, (n_trials, 2))
+        source = other if other is not None and s == n_sessions - 1 else net
         if kind == "rates":
-            sim = simulate_rates(net, initial=initial, n_time=100)
+            sim = simulate_rates(source, initial=initial, n_time=100)
         else:
-            sim = simulate_spikes(net, initial=initial, n_time=100, random_state=seed + 1 + s)
+            sim = simulate_spikes(source, initial=initial, n_time=100, random_state=seed + 1 + s)
         rec = sim.to_recording()
         full.append(rec)
         recordings.append(rec.select_units(np.sort(order[s * n_units : (s + 1) * n_units])))
@@ -210,6 +235,94 @@ def bench(kind: str, n_sessions: int, n_units: int, n_trials: int, seed: int, bo
         )
 
 
+def _truth_metrics(dist, net, latents, truth, mask) -> dict:
+    """Sinkhorn(m), ‖k − g(m)‖² and flow-field RMSE of ``dist``'s drawn units against the truth,
+    the gauge read off ``latents`` (the frame of ``dist``) against the true latents."""
+    A, c = align_latents(latents, truth, mask)
+    z, k = dist.samples_z, dist.samples_k
+    return loading_metrics("quadstable", net.M, net.K, z[:, :2], k, d=z[:, 2], A=A, c=c)
+
+
+def _print_distances(result, rows) -> None:
+    n = len(result.sessions)
+    print("D between session distributions (shared gauge), floors (two halves of a session):")
+    print("         " + " ".join(f"{t:>8d}" for t in range(n)) + "    floor  min D/floor  worse")
+    for s in range(n):
+        ratio = min(
+            result.dissimilarity[s, t] / max(result.floor[s], result.floor[t])
+            for t in range(n)
+            if t != s
+        )
+        print(
+            f"{s:8d} " + " ".join(f"{v:8.4f}" for v in result.dissimilarity[s])
+            + f" {result.floor[s]:8.4f} {ratio:12.2f}  {rows[s]['worse']}"
+        )  # fmt: skip
+    print(f"flagged (D > {FLAG_RATIO:g} × floor to every other session): {list(result.flagged)}")
+
+
+def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, others) -> None:
+    """Stage 3 of a joint fit against the truth, then with one session of another network."""
+    net = load_published_network("quadstable")
+    recordings, truths, _ = _sessions(net, kind, 3, n_units, n_trials, seed)
+    start = time.perf_counter()
+    joint = JointLowRankRNN(LowRankRNNEstimator(rank=2, random_state=seed)).fit(recordings)
+    fit_time = time.perf_counter() - start
+    start = time.perf_counter()
+    result = pooled_distribution(joint, recordings, random_state=seed)
+    dist_time = time.perf_counter() - start
+    print(
+        f"\n{kind}: 3 sessions × {n_units} units × {n_trials} trials of the quadstable network; "
+        f"pooled: {result.reason}"
+    )
+    print("flow asymmetry of the candidate symmetries on each session's states (row: session):")
+    M, K, d = (getattr(joint.model_, n).detach().double().numpy() for n in ("M", "K", "d"))
+    candidates = candidate_symmetries(2)
+    print("  " + " ".join(f"{str(np.round(S).astype(int).tolist()):>17s}" for S in candidates))
+    for s, view in enumerate(joint.sessions_):
+        states = view.latents[view.latent_mask]
+        errors = [flow_asymmetry(S, states, M, K, d) for S in candidates]
+        applied = np.round(result.symmetry[s]).astype(int).tolist()
+        print(f"{s} " + " ".join(f"{e:17.3f}" for e in errors) + f"   applied {applied}")
+    turned = [v.latents @ S.T for v, S in zip(joint.sessions_, result.symmetry)]
+    masks = [v.latent_mask for v in joint.sessions_]
+    # The pooled distribution lives in the reference session's gauge; aligned on every session's
+    # latents together it also pays for any session left turned by a symmetry that its law
+    # shares (which pooling does not mind, and the loadings cannot tell).
+    ref = result.reference
+    table = [
+        ("pooled (ref)", result.pooled, turned[ref], truths[ref], [masks[ref]]),
+        ("pooled (all)", result.pooled, np.concatenate(turned), np.concatenate(truths), masks),
+    ]
+    for s, (view, single) in enumerate(zip(joint.sessions_, joint.separate_)):
+        train = view.train_trials
+        own = fit_distribution(single.fit_, random_state=seed)
+        table.append((f"{s} own fit", own, single.latents_, truths[s][train], [masks[s][train]]))
+        table.append((f"{s} joint", result.sessions[s], turned[s], truths[s], [masks[s]]))
+    print(f"{'distribution':>13s} {'model':>8s} Sinkhorn(m) |k-g(m)|²  FF RMSE")
+    for label, dist, latents, truth, mask in table:
+        r = _truth_metrics(dist, net, latents, truth, np.concatenate(mask))
+        print(
+            f"{label:>13s} {dist.model:>8s} {r['sinkhorn']:11.4f} {r['cond_err']:9.3f} "
+            f"{r['ff_rmse']:8.4f}"
+        )
+    maps = [align_latents(t, truth, m)[0] for t, truth, m in zip(turned, truths, masks)]
+    for s, A in enumerate(maps):
+        relative = np.round(A @ np.linalg.inv(maps[ref]), 2).tolist()
+        print(
+            f"session {s} after its turn, against the reference, in truth coordinates {relative}"
+        )
+    _print_distances(result, joint.compare_to_separate(recordings))
+    print(f"time: joint fit {fit_time:.1f} s, pooled_distribution {dist_time:.1f} s", flush=True)
+
+    for name in others:
+        odd = load_published_network(name)
+        recordings, _, _ = _sessions(net, kind, 3, n_units, n_trials, seed, other=odd)
+        joint = JointLowRankRNN(LowRankRNNEstimator(rank=2, random_state=seed)).fit(recordings)
+        result = pooled_distribution(joint, recordings, random_state=seed)
+        print(f"\n{kind}: sessions 0 and 1 quadstable, session 2 the {name} network")
+        _print_distances(result, joint.compare_to_separate(recordings))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=["rates", "spikes"], nargs="+", default=None)
@@ -219,12 +332,22 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", action="store_true", help="only the training-step timing")
     parser.add_argument(
+        "--distribution", action="store_true", help="only the pooled distribution (stage 3)"
+    )
+    parser.add_argument(
+        "--other", nargs="*", default=["bistable", "limit_cycle"], help="odd sessions' networks"
+    )
+    parser.add_argument(
         "--no-bound", action="store_true", help="skip the all-units fit (the slowest part)"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.engine:
         bench_engine()
+        raise SystemExit
+    if args.distribution:
+        for kind in args.kind or ["rates", "spikes"]:
+            bench_distribution(kind, args.units, args.trials, args.seed, args.other)
         raise SystemExit
     for kind in args.kind or ["rates", "spikes"]:
         bench(kind, args.sessions, args.units, args.trials, args.seed, not args.no_bound)

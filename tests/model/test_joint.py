@@ -11,10 +11,8 @@ from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_ve
 from nwb_lrconn.model.estimator import LowRankRNNEstimator
 from nwb_lrconn.model.gauge import align_latents
 from nwb_lrconn.model.joint import JointLowRankRNN
-from nwb_lrconn.model.networks import sample_network
-from nwb_lrconn.model.simulate import simulate_rates
 
-N_SESSIONS, PER_SESSION = 3, 20
+N_SESSIONS, PER_SESSION = 3, 20  # as in the ``joint_sessions`` fixture (tests/conftest.py)
 
 
 def _flow_rmse(net, latents, truth, mask, M, K, d):
@@ -25,38 +23,10 @@ def _flow_rmse(net, latents, truth, mask, M, K, d):
     return flow_field_rmse(true_flow, fitted)
 
 
-@pytest.fixture(scope="module")
-def sessions():
-    """A 60-unit network recorded as 3 sessions of 20 disjoint units, each with its own trials."""
-    net = sample_network("quadstable", N_SESSIONS * PER_SESSION, random_state=0)
-    rng = np.random.default_rng(1)
-    order = rng.permutation(net.n_units)
-    recordings, truths = [], []
-    for s in range(N_SESSIONS):
-        sim = simulate_rates(
-            net,
-            initial=rng.uniform(-2, 2, (15, 2)),
-            n_time=60,
-            noise_std=0.05,
-            random_state=10 + s,
-        )
-        units = np.sort(order[s * PER_SESSION : (s + 1) * PER_SESSION])
-        recordings.append(sim.to_recording().select_units(units))
-        truths.append(sim.latents)
-    return net, recordings, truths
-
-
-@pytest.fixture(scope="module")
-def joint(sessions):
-    _, recordings, _ = sessions
-    template = LowRankRNNEstimator(rank=2, max_epochs=60, lbfgs_rounds=5, random_state=0)
-    return JointLowRankRNN(template).fit(recordings)
-
-
-def test_joint_flow_beats_every_separate_fit(sessions, joint):
-    net, _, truths = sessions
-    params = {n: getattr(joint.model_, n).detach().double().numpy() for n in ("M", "K", "d")}
-    for s, (view, single) in enumerate(zip(joint.sessions_, joint.separate_)):
+def test_joint_flow_beats_every_separate_fit(joint_sessions, joint_fit):
+    net, _, truths = joint_sessions
+    params = {n: getattr(joint_fit.model_, n).detach().double().numpy() for n in ("M", "K", "d")}
+    for s, (view, single) in enumerate(zip(joint_fit.sessions_, joint_fit.separate_)):
         train = view.train_trials
         mask = view.latent_mask[train]
         alone = _flow_rmse(
@@ -71,16 +41,16 @@ def test_joint_flow_beats_every_separate_fit(sessions, joint):
         assert together < 0.15  # |F|_rms ≈ 0.67
 
 
-def test_session_views_partition_the_network_in_one_canonical_gauge(sessions, joint):
-    _, recordings, _ = sessions
-    model = joint.model_
+def test_session_views_partition_the_network_in_one_canonical_gauge(joint_sessions, joint_fit):
+    _, recordings, _ = joint_sessions
+    model = joint_fit.model_
     assert model.n_units == N_SESSIONS * PER_SESSION
-    units = np.concatenate([view.units for view in joint.sessions_])
+    units = np.concatenate([view.units for view in joint_fit.sessions_])
     np.testing.assert_array_equal(units, np.arange(model.n_units))
-    np.testing.assert_array_equal(joint.unit_session_, np.repeat(np.arange(3), PER_SESSION))
+    np.testing.assert_array_equal(joint_fit.unit_session_, np.repeat(np.arange(3), PER_SESSION))
     M = model.M.detach().double().numpy()
     visited = []
-    for rec, view in zip(recordings, joint.sessions_):
+    for rec, view in zip(recordings, joint_fit.sessions_):
         np.testing.assert_array_equal(view.unit_ids, rec.unit_ids)
         np.testing.assert_allclose(view.M, M[view.units], rtol=1e-6)
         assert view.latents.shape == (rec.n_trials, rec.n_time, 2)
@@ -95,11 +65,11 @@ def test_session_views_partition_the_network_in_one_canonical_gauge(sessions, jo
     assert abs(gram[0, 1]) < 1e-3 * gram[0, 0] and gram[0, 0] >= gram[1, 1]
 
 
-def test_compare_to_separate_reports_each_session(sessions, joint):
-    _, recordings, _ = sessions
-    rows = joint.compare_to_separate(recordings)
+def test_compare_to_separate_reports_each_session(joint_sessions, joint_fit):
+    _, recordings, _ = joint_sessions
+    rows = joint_fit.compare_to_separate(recordings)
     assert len(rows) == N_SESSIONS
-    for row, view in zip(rows, joint.sessions_):
+    for row, view in zip(rows, joint_fit.sessions_):
         assert row["difference"] == pytest.approx(row["joint"] - row["separate"], abs=1e-9)
         assert row["joint"] == pytest.approx(view.metrics["log_likelihood"], rel=1e-4)
         assert row["stderr"] > 0
@@ -155,11 +125,11 @@ def test_bad_recordings_arguments_are_refused():
         JointLowRankRNN(LowRankRNNEstimator(rank=2)).fit([rec, small])
 
 
-def test_unobserved_values_do_not_matter(sessions):
+def test_unobserved_values_do_not_matter(joint_sessions):
     """Padding of shorter sessions and other sessions' units never reach the fit."""
     from nwb_lrconn.model.joint import _joint_batch
 
-    _, recordings, _ = sessions
+    _, recordings, _ = joint_sessions
     short = dataclasses.replace(
         recordings[1],
         data=recordings[1].data[:, :40],
