@@ -497,9 +497,7 @@ def _fit_joint(args: argparse.Namespace, config: RunConfig, start: float) -> int
         f"{time.perf_counter() - start:.1f} s; held-out log-likelihood per value, joint vs own:"
     )
     for s, output in enumerate(outputs):
-        verdict = "FLAGGED: worse than its own fit" if joint.worse[s] else "ok"
-        if s in joint.flagged:
-            verdict += "; distribution far from the others'"
+        verdict = joint.verdict(s)
         print(
             f"  {Path(joint.sources[s]).name}: {joint.joint_log_likelihood[s]:.4g} vs "
             f"{joint.separate_log_likelihood[s]:.4g} ({joint.difference[s]:+.3g} ± "
@@ -724,11 +722,10 @@ def _batch_joint(args: argparse.Namespace, config: RunConfig) -> int:
     )
     n_failed = _batch_counts(table, args, "session fit(s) in joint runs")
     for row in table[table["status"] != "failed"].itertuples():
-        verdict = "FLAGGED: worse than its own fit" if row.worse else "ok"
         print(
             f"{row.file} rank={row.rank} seed={row.seed}: held-out {row.joint_log_likelihood:.4g} "
             f"joint vs {row.separate_log_likelihood:.4g} own ({row.joint_minus_separate:+.3g} ± "
-            f"{row.stderr:.2g}) {verdict}"
+            f"{row.stderr:.2g}) {row.verdict}"
         )
     return 1 if n_failed else 0
 

@@ -867,6 +867,22 @@ class JointSummary:
         offsets = np.concatenate([[0], np.cumsum(self.n_units)]).astype(np.int64)
         return np.arange(offsets[self.session], offsets[self.session + 1])
 
+    def verdict(self, session: int) -> str:
+        """Whether pooling ``session`` with the others is warranted, in words.
+
+        A session is flagged when the joint fit explains its held-out trials worse than its own
+        fit does (``worse``: its dynamics disagree), or when its units' loading distribution is
+        far from every other session's (``flagged``: a likelihood check cannot see a session
+        whose dynamics are a part of the others', e.g. two of four attractors, recorded from a
+        different circuit).
+        """
+        reasons = []
+        if self.worse[session]:
+            reasons.append("worse than its own fit")
+        if session in self.flagged:
+            reasons.append("its units' distribution is far from the others'")
+        return "FLAGGED: " + "; ".join(reasons) if reasons else "pooling warranted"
+
     def network_fit(self, fit: LowRankFit) -> LowRankFit:
         """``fit`` (this session's) with the whole network's loadings: its M, K, B and d give
         the joint model's exact latent dynamics, and its latents are the session's.

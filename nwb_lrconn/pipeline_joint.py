@@ -196,14 +196,13 @@ def joint_summaries(
     ]
 
 
-def _pooled_distribution(config: RunConfig, joint, recordings, *, progress: bool, log: Log):
-    """The pooled distribution, or None (stage off, or not in this version)."""
+def _pooled_distribution(
+    config: RunConfig, joint, recordings, labels, *, progress: bool, log: Log
+):
+    """The pooled distribution (None when the stage is off); logs the sessions it flags."""
+    from .inference.pooled import pooled_distribution
+
     if not config.distribution.enabled:
-        return None
-    try:
-        from .inference.pooled import pooled_distribution
-    except ImportError:
-        log("pooled connectivity distribution: not available in this version; skipped")
         return None
     start = time.perf_counter()
     log("pooled connectivity distribution (every session's units, shared gauge)")
@@ -218,6 +217,13 @@ def _pooled_distribution(config: RunConfig, joint, recordings, *, progress: bool
         random_state=config.seed,
     )
     log(f"pooled distribution: {pooled.reason}")
+    for s in pooled.flagged:
+        others = [pooled.dissimilarity[s, o] for o in range(len(labels)) if o != s]
+        log(
+            f"{labels[s]}: its units' loading distribution is far from every other session's "
+            f"(D {min(others):.3g} against within-session floor {pooled.floor[s]:.3g}): FLAGGED, "
+            "pooling it is not warranted even where its likelihood agrees"
+        )
     log(f"pooled connectivity distribution done in {time.perf_counter() - start:.1f} s")
     return pooled
 
@@ -384,7 +390,7 @@ def run_joint(
     joint, warrant = _fit_joint(config, recordings, labels, progress=progress, log=log)
     _report_warrant(labels, warrant, log)
     fits = _judged_fits(config, joint, recordings, log)
-    pooled = _pooled_distribution(config, joint, recordings, progress=progress, log=log)
+    pooled = _pooled_distribution(config, joint, recordings, labels, progress=progress, log=log)
     return _session_results(config, recordings, fits, joint, warrant, pooled, log)
 
 
@@ -467,7 +473,7 @@ def run_joint_files(
     joint, warrant = _fit_joint(config, recordings, labels, progress=progress, log=log)
     _report_warrant(labels, warrant, log)
     fits = _judged_fits(config, joint, recordings, log)
-    pooled = _pooled_distribution(config, joint, recordings, progress=progress, log=log)
+    pooled = _pooled_distribution(config, joint, recordings, labels, progress=progress, log=log)
     results = _session_results(config, recordings, fits, joint, warrant, pooled, log)
     for folder in missing:
         folder.mkdir(exist_ok=True)

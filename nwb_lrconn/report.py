@@ -152,9 +152,7 @@ def _joint_lines(joint) -> list[str]:
         "    held-out log-likelihood per value, joint vs the session's own fit:",
     ]
     for s in range(joint.n_sessions):
-        verdict = "FLAGGED: worse than its own fit" if joint.worse[s] else "pooling warranted"
-        if s in joint.flagged:
-            verdict += "; distribution far from the others'"
+        verdict = joint.verdict(s)
         mark = "*" if s == joint.session else " "
         lines.append(
             f"   {mark}{s + 1}. {Path(joint.sources[s]).name or joint.identifiers[s]} "

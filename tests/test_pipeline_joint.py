@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import shutil
 import sys
@@ -22,7 +21,6 @@ from nwb_lrconn.pipeline_joint import (
     GAUGE_NOTE,
     SKIPPED_NOTE,
     check_sessions,
-    joint_summaries,
     run_joint,
     run_joint_files,
 )
@@ -224,7 +222,16 @@ def test_the_pooled_distribution_goes_into_every_file(
     module.pooled_distribution = pooled_distribution
     monkeypatch.setitem(sys.modules, "nwb_lrconn.inference.pooled", module)
     config = joint_config.with_overrides(**{"distribution.enabled": True, "model": "gmm"})
-    outputs = run_joint_files(joint_sources, config, output_dir=tmp_path, progress=False)
+    messages: list[str] = []
+    outputs = run_joint_files(
+        joint_sources, config, output_dir=tmp_path, progress=False, log=messages.append
+    )
+    flagged = [m for m in messages if "FLAGGED" in m and "distribution" in m]
+    assert flagged == [
+        f"{joint_sources[1].name}: its units' loading distribution is far from every other "
+        "session's (D 0.3 against within-session floor 0.2): FLAGGED, pooling it is not "
+        "warranted even where its likelihood agrees"
+    ]
     assert seen["n_recordings"] == 2 and seen["model"] == "gmm" and seen["random_state"] == 3
     for s, path in enumerate(outputs):
         results = read_results(path)
@@ -235,28 +242,11 @@ def test_the_pooled_distribution_goes_into_every_file(
         np.testing.assert_array_equal(summary.floor, fake.floor)
         np.testing.assert_array_equal(summary.symmetry, np.stack(fake.symmetry))
         assert summary.flagged == (1,) and summary.pooled_reason == fake.reason
+        assert summary.verdict(1).startswith("FLAGGED: ") and "far from the others" in (
+            summary.verdict(1)
+        )
 
 
-def test_without_the_pooled_module_the_stage_is_skipped_with_a_note(
-    joint_fitted, joint_config, monkeypatch
-):
-    recordings, joint, warrant = joint_fitted
-    monkeypatch.setitem(sys.modules, "nwb_lrconn.inference.pooled", None)  # import fails
-    config = joint_config.with_overrides(**{"distribution.enabled": True})
-    messages: list[str] = []
-    found = pipeline_joint._pooled_distribution(
-        config, joint, recordings, progress=False, log=messages.append
-    )
-    assert found is None
-    assert messages == ["pooled connectivity distribution: not available in this version; skipped"]
-    summaries = joint_summaries(joint, recordings, warrant)
-    assert all(s.pooled is None and s.flagged == () for s in summaries)
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("nwb_lrconn.inference.pooled") is None,
-    reason="this version has no pooled distribution (nwb_lrconn.inference.pooled)",
-)
 def test_with_the_pooled_module_of_this_version(joint_fitted, joint_config, reuse_joint_fit):
     recordings, _, _ = joint_fitted
     overrides = {"distribution.enabled": True, "model": "gaussian", "n_samples": 50}

@@ -37,6 +37,7 @@ JOINT_COLUMNS = (
     "stderr",
     "worse",
     "flagged",
+    "verdict",
 )
 """Columns a joint batch adds to :data:`~nwb_lrconn.batch.SUMMARY_COLUMNS`."""
 
@@ -64,6 +65,7 @@ def _session_row(results: Results, path: Path, source: str, rank, seed, **values
         stderr=float(joint.stderr[s]),
         worse=bool(joint.worse[s]),
         flagged=None if joint.pooled is None else s in joint.flagged,
+        verdict=joint.verdict(s),
         output=str(path),
         **values,
     )
@@ -140,7 +142,8 @@ def run_joint_batch(
         :data:`JOINT_COLUMNS`: ``joint_log_likelihood`` and ``separate_log_likelihood``
         (held-out, per value, same trials), ``joint_minus_separate`` and its ``stderr``,
         ``worse`` (the session's dynamics disagree with the others') and ``flagged`` (its
-        distribution is far from the others'; empty without the pooled distribution). A run
+        distribution is far from the others'; empty without the pooled distribution) and the
+        ``verdict`` in words (:meth:`~nwb_lrconn.data.JointSummary.verdict`). A run
         that fails gives every session a "failed" row with the error.
 
     Raises

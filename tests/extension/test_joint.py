@@ -104,3 +104,15 @@ def test_the_joint_group_adds_no_nwbinspector_message(tmp_path, units_source, un
     plain = write_results(units_results, units_source, tmp_path / "plain.nwb")
     joint = write_results(mock_joint(units_results), units_source, tmp_path / "joint.nwb")
     assert messages(joint) == messages(plain)
+
+
+def test_the_verdict_names_each_reason():
+    joint = mock_joint(mock_results(), with_pooled=False).joint
+    worse = np.zeros(joint.n_sessions, bool)
+    worse[0] = True
+    summary = dataclasses.replace(joint, worse=worse, flagged=(0, 1))
+    assert summary.verdict(0) == (
+        "FLAGGED: worse than its own fit; its units' distribution is far from the others'"
+    )
+    assert summary.verdict(1) == "FLAGGED: its units' distribution is far from the others'"
+    assert summary.verdict(2) == "pooling warranted"
