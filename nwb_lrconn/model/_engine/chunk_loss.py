@@ -149,6 +149,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         n_units = M.shape[0]
         alpha, scale = ctx.alpha, ctx.alpha / n_units
         needs = ctx.needs_input_grad
+        factor = float(grad_total)
         # Skinny right-hand sides are stored transposed (see forward).
         pairs_t = (K.unsqueeze(2) * M.unsqueeze(1)).reshape(n_units, rank * rank).T.contiguous()
         Mt = M.T.contiguous()
@@ -181,14 +182,16 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                     grads = torch.autograd.grad(loss, [y_leaf, *leaves], allow_unused=True)
             for index, g in enumerate(grads[1:]):
                 if g is not None:
-                    grad_params[index].add_(g, alpha=float(grad_total))
+                    grad_params[index].add_(g, alpha=factor)
                     used[index] = True
             slope = slope_buffer[: flat * n_units].view(flat, n_units)
             activation_slope(y.view(flat, n_units), ctx.nonlinearity, out=slope)
             if grads[0] is None:
                 direct = torch.zeros_like(slope)
             else:  # ∂L/∂y ⊙ φ', in place in the loss's own gradient array
-                direct = grads[0].reshape(flat, n_units).mul_(slope).mul_(grad_total)
+                direct = grads[0].reshape(flat, n_units).mul_(slope)
+                if factor != 1.0:  # (a loss used as it is needs no scaling)
+                    direct.mul_(factor)
             drive = (direct @ Mt.T).view(n_trials, steps, rank)
             jac = (slope @ pairs_t.T).mul_(scale).view(flat, rank, rank)
             jac.diagonal(dim1=1, dim2=2).add_(1.0 - alpha)

@@ -332,7 +332,7 @@ class ChunkObjective:
         data, weights = self._chunk(start, stop)
         if self.observation == "poisson":
             rate, _ = self._poisson_rate(activity, gain, offset)
-            values = rate - data * torch.log(rate)
+            values = rate - torch.log(rate).mul_(data)
             if weights is not None:
                 values = values * weights
             return values.sum() / self.count
@@ -354,7 +354,7 @@ class ChunkObjective:
             rate, readout = self._poisson_rate(activity, gain, offset)
             sigmoid = readout.sigmoid_()
             # dℓ/dr = (1 − y/λ) Δt σ(r)
-            h = torch.div(data, rate).neg_().add_(1.0)
+            h = torch.addcdiv(rate.new_ones(()), data, rate, value=-1.0)
             h.mul_(sigmoid).mul_(self.bin_width / self.count)
             if weights is not None:
                 h.mul_(weights)
