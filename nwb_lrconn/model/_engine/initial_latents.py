@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..observation import _RATE_FLOOR
-from ..rollout import activation_, activation_slope, unit_offset
+from ..rollout import activation_scaled_, activation_slope, input_scale, unit_offset
 
 __all__ = ["infer_initial", "initial_prior"]
 
@@ -218,7 +218,9 @@ def _trial_terms(
     grad = torch.zeros(n_trials, rank, dtype=f64, device=M.device) if derivatives else None
     gn = torch.zeros(n_trials, rank, rank, dtype=f64, device=M.device) if derivatives else None
     one = torch.ones((), dtype=M.dtype, device=M.device)
-    Mt = M.T
+    s = input_scale(model.nonlinearity)  # x is computed as s x (see activation_scaled_)
+    Mt = M.T if s == 1.0 else (s * M).T
+    offset_s = offset if offset is None or s == 1.0 else s * offset
     storage = M.new_empty(n_trials * min(chunk_size, n_time) * n_units)
     for start in range(0, n_time, chunk_size):
         stop = min(start + chunk_size, n_time)
@@ -226,11 +228,12 @@ def _trial_terms(
         phi = storage[: n_trials * steps * n_units].view(n_trials, steps, n_units)
         for t in range(start, stop):
             phi_t = phi[:, t - start]
-            if offset is None:
+            if offset_s is None:
                 torch.mm(kappa, Mt, out=phi_t)
             else:
-                torch.addmm(offset if offset.dim() == 1 else offset[:, t], kappa, Mt, out=phi_t)
-            activation_(phi_t, model.nonlinearity)
+                o = offset_s if offset_s.dim() == 1 else offset_s[:, t]
+                torch.addmm(o, kappa, Mt, out=phi_t)
+            activation_scaled_(phi_t, model.nonlinearity)
             if t + 1 < n_time:
                 kappa = torch.addmm(kappa, phi_t, Kr, beta=1.0 - alpha, alpha=scale)
         r = torch.addcmul(bias, gain, phi)
