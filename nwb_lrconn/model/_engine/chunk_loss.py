@@ -5,11 +5,9 @@ itself. :func:`rollout_loss` rolls the latent dynamics forward and evaluates ℓ
 steps at a time, so the activity never exists in full: each chunk (about two megabytes) stays in
 the CPU cache while its loss, its slope φ' and its gradients are computed. The backward pass
 recomputes the activity of one chunk at a time from the stored latents (n_time × n_trials × R
-numbers) and carries the rank-R adjoint backwards through time (the equations are in
-:class:`~nwb_lrconn.model.rollout._ActivityRollout`). The loss's gradient on a chunk (closed form
-when given, else autograd) is taken there too, unless the closed form is given and a backward
-will follow: the forward then takes it next to the value, from the same readout, and keeps only
-its products with the rank-R factors (a few numbers per trial and step).
+numbers), takes the loss's gradient on that chunk (closed form when given, else autograd), and
+carries the rank-R adjoint backwards through time (the equations are in
+:class:`~nwb_lrconn.model.rollout._ActivityRollout`).
 
 The result equals ``loss_fn`` applied to :func:`~nwb_lrconn.model.rollout.rollout_activity`'s
 activity, with the same gradients (first order only).
@@ -81,16 +79,6 @@ def rollout_loss(
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // max(1, n_trials * n_units))
     offset = unit_offset(B, d, inputs)
-    # With a closed-form gradient, and when a backward will follow, the forward computes each
-    # chunk's loss gradient next to its value, from the same readout (see _ChunkedRolloutLoss).
-    eager = (
-        loss_grad is not None
-        and torch.is_grad_enabled()
-        and (offset is None or offset.dim() == 1)
-        and any(
-            t is not None and t.requires_grad for t in (M, K, offset, initial, noise, *loss_params)
-        )
-    )
     return _ChunkedRolloutLoss.apply(
         M,
         K,
@@ -102,7 +90,6 @@ def rollout_loss(
         float(alpha),
         nonlinearity,
         int(chunk_size),
-        eager,
         *loss_params,
     )
 
@@ -112,18 +99,11 @@ def _chunks(n_time: int, size: int) -> list[tuple[int, int]]:
 
 
 class _ChunkedRolloutLoss(torch.autograd.Function):
-    """Σ over chunks of the loss; saves the latents (n_time, n_trials, R) for backward.
-
-    With ``eager``, the forward also evaluates each chunk's loss gradient (``loss_grad`` with
-    ``with_value=True``, sharing the readout with the value) and keeps only its products with
-    the skinny factors (:func:`_chunk_products`, the parameter gradients), a few values per
-    trial and step; the backward then recomputes the activity for the adjoint's own products but
-    not the loss's terms.
-    """
+    """Σ over chunks of the loss; saves only the latents (n_time, n_trials, R) for backward."""
 
     @staticmethod
     def forward(
-        ctx, M, K, offset, initial, noise, loss, n_time, alpha, nonlinearity, chunk, eager, *params
+        ctx, M, K, offset, initial, noise, loss, n_time, alpha, nonlinearity, chunk, *params
     ):
         loss_fn, loss_grad = loss
         n_trials, rank = initial.shape
@@ -140,10 +120,6 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         Mt = M.T if s == 1.0 else (s * M).T
         offset_s = offset if offset is None or s == 1.0 else s * offset
         Kt = K.T.contiguous()  # MKL computes y @ Kt.T several times faster than y @ K
-        kept = []  # eager: (products, parameter gradients) of each chunk
-        if eager:
-            skinny = _skinny_factors(M, K)
-            slope_storage = torch.empty_like(storage)
         for start, stop in _chunks(n_time, chunk):
             buffer = storage[: n_trials * (stop - start) * n_units].view(
                 n_trials, stop - start, n_units
@@ -161,19 +137,9 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                     kappa = torch.addmm(kappa, y, Kt.T, beta=1.0 - alpha, alpha=scale)
                     if noise_tm is not None:
                         kappa = kappa + noise_tm[t]
-            if eager:
-                value, grad_y, grad_p = loss_grad(buffer, start, stop, *params, with_value=True)
-                flat = n_trials * (stop - start)
-                slope = slope_storage[: flat * n_units].view(flat, n_units)
-                activation_slope(buffer.view(flat, n_units), nonlinearity, out=slope)
-                direct = grad_y.reshape(flat, n_units).mul_(slope)
-                steps_kappa = torch.stack(latents[start:stop], dim=1).reshape(flat, rank)
-                kept.append((_chunk_products(direct, slope, steps_kappa, *skinny), grad_p))
-            else:
-                value = loss_fn(buffer, start, stop, *params)
-            total = total + value
+            total = total + loss_fn(buffer, start, stop, *params)
         ctx.save_for_backward(M, K, torch.stack(latents), offset, *params)
-        ctx.loss_fn, ctx.loss_grad, ctx.kept = loss_fn, loss_grad, kept
+        ctx.loss_fn, ctx.loss_grad = loss_fn, loss_grad
         ctx.alpha, ctx.nonlinearity, ctx.chunk = alpha, nonlinearity, chunk
         return total
 
@@ -188,7 +154,9 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         alpha, scale = ctx.alpha, ctx.alpha / n_units
         needs = ctx.needs_input_grad
         factor = float(grad_total)
-        skinny = _skinny_factors(M, K)
+        # Skinny right-hand sides are stored transposed (see forward).
+        pairs_t = (K.unsqueeze(2) * M.unsqueeze(1)).reshape(n_units, rank * rank).T.contiguous()
+        Mt = M.T.contiguous()
         s = input_scale(ctx.nonlinearity)  # the activity is recomputed from s x
         Ms_t = M.T if s == 1.0 else (s * M).T
         offset_s = offset if offset is None or s == 1.0 else s * offset
@@ -201,7 +169,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         grad_params = [torch.zeros_like(p) for p in params]
         used = [False] * len(params)  # a parameter the loss never touches gets no gradient
         carried = None  # a(stop): the adjoint at the first step of the following chunk
-        for index, (start, stop) in reversed(list(enumerate(_chunks(n_time, ctx.chunk)))):
+        for start, stop in reversed(_chunks(n_time, ctx.chunk)):
             steps = stop - start
             flat = n_trials * steps
             kappa = latents[start:stop].transpose(0, 1).reshape(flat, rank)
@@ -210,28 +178,29 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             if offset_s is not None:
                 y.add_(offset_s if offset_s.dim() == 1 else offset_s[:, start:stop])
             activation_scaled_(y, ctx.nonlinearity)
+            if ctx.loss_grad is not None:
+                grad_y, grad_p = ctx.loss_grad(y, start, stop, *params)
+                grads = (grad_y, *grad_p)
+            else:
+                with torch.enable_grad():
+                    y_leaf = y.detach().requires_grad_()
+                    leaves = [p.detach().requires_grad_() for p in params]
+                    loss = ctx.loss_fn(y_leaf, start, stop, *leaves)
+                    grads = torch.autograd.grad(loss, [y_leaf, *leaves], allow_unused=True)
+            for index, g in enumerate(grads[1:]):
+                if g is not None:
+                    grad_params[index].add_(g, alpha=factor)
+                    used[index] = True
             slope = slope_buffer[: flat * n_units].view(flat, n_units)
             activation_slope(y.view(flat, n_units), ctx.nonlinearity, out=slope)
-            if ctx.kept:
-                (drive, jac, first), grad_p = ctx.kept[index]
-                if factor != 1.0:
-                    drive, first = drive * factor, first * factor
-                direct = None
-            else:
-                grad_y, *grad_p = _chunk_gradients(ctx, y, start, stop, params)
-                if grad_y is None:
-                    direct = torch.zeros_like(slope)
-                else:  # ∂L/∂y ⊙ φ', in place in the loss's own gradient array
-                    direct = grad_y.reshape(flat, n_units).mul_(slope)
-                    if factor != 1.0:  # (a loss used as it is needs no scaling)
-                        direct.mul_(factor)
-                drive, jac, first = _chunk_products(direct, slope, kappa, *skinny)
-            for position, g in enumerate(grad_p):
-                if g is not None:
-                    grad_params[position].add_(g, alpha=factor)
-                    used[position] = True
-            drive = drive.view(n_trials, steps, rank)
-            jac = (jac * scale).view(flat, rank, rank)
+            if grads[0] is None:
+                direct = torch.zeros_like(slope)
+            else:  # ∂L/∂y ⊙ φ', in place in the loss's own gradient array
+                direct = grads[0].reshape(flat, n_units).mul_(slope)
+                if factor != 1.0:  # (a loss used as it is needs no scaling)
+                    direct.mul_(factor)
+            drive = (direct @ Mt.T).view(n_trials, steps, rank)
+            jac = (slope @ pairs_t.T).mul_(scale).view(flat, rank, rank)
             jac.diagonal(dim1=1, dim2=2).add_(1.0 - alpha)
             jac = jac.view(n_trials, steps, rank, rank)
             # The recursion runs on time-major (R)- and (R×R)-blocks: one small batched product
@@ -251,6 +220,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             # dL/dx = direct + s (a(t+1) Kᵀ) ⊙ φ' is never formed: its products with [κ, 1] are
             # direct·[κ, 1] plus K contracted with φ'ᵀ·[a(t+1) ⊗ κ, a(t+1)].
             # (Products are written cᵀ·A rather than Aᵀ·c: several times faster for skinny c.)
+            first = (torch.cat([kappa, kappa.new_ones(flat, 1)], dim=1).T @ direct).T  # (N, R + 1)
             outer = (following_flat.unsqueeze(2) * kappa.unsqueeze(1)).view(flat, rank * rank)
             second = (torch.cat([outer, following_flat], dim=1).T @ slope).T  # (N, R² + R)
             via_K = torch.einsum("ir,irs->is", K, second[:, : rank * rank].view(-1, rank, rank))
@@ -279,41 +249,8 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             None,
             None,
             None,
-            None,
-            *[g if need and u else None for g, need, u in zip(grad_params, needs[11:], used)],
+            *[g if need and u else None for g, need, u in zip(grad_params, needs[10:], used)],
         )
-
-
-def _skinny_factors(M: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
-    """Mᵀ and the pairs (K ⊗ M)ᵀ (R², N), skinny right-hand sides stored transposed."""
-    n_units, rank = M.shape
-    pairs_t = (K.unsqueeze(2) * M.unsqueeze(1)).reshape(n_units, rank * rank).T.contiguous()
-    return M.T.contiguous(), pairs_t
-
-
-def _chunk_products(direct, slope, kappa, Mt, pairs_t) -> tuple[Tensor, Tensor, Tensor]:
-    """A chunk's products with ∂L/∂y ⊙ φ' (``direct``) and φ' (``slope``), both (flat, N).
-
-    Returns direct·M (flat, R), the one-step Jacobians' sums φ'·(K ⊗ M) before scaling
-    (flat, R²) and [κ, 1]ᵀ·direct (N, R + 1). (Products are written cᵀ·A rather than Aᵀ·c:
-    several times faster for skinny c.)
-    """
-    drive = direct @ Mt.T
-    jac = slope @ pairs_t.T
-    first = (torch.cat([kappa, kappa.new_ones(kappa.shape[0], 1)], dim=1).T @ direct).T
-    return drive, jac, first
-
-
-def _chunk_gradients(ctx, y, start, stop, params) -> tuple:
-    """(∂loss/∂activity, ∂loss/∂param for each parameter) of one chunk, recomputed."""
-    if ctx.loss_grad is not None:
-        grad_y, grad_p = ctx.loss_grad(y, start, stop, *params)
-        return (grad_y, *grad_p)
-    with torch.enable_grad():
-        y_leaf = y.detach().requires_grad_()
-        leaves = [p.detach().requires_grad_() for p in params]
-        loss = ctx.loss_fn(y_leaf, start, stop, *leaves)
-        return torch.autograd.grad(loss, [y_leaf, *leaves], allow_unused=True)
 
 
 def network_rollout_loss(

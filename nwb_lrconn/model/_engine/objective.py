@@ -332,27 +332,26 @@ class ChunkObjective:
         data, weights = self._chunk(start, stop)
         if self.observation == "poisson":
             rate, _ = self._poisson_rate(activity, gain, offset)
-            return self._poisson_value(rate, data, weights)
+            values = rate - torch.log(rate).mul_(data)
+            if weights is not None:
+                values = values * weights
+            return values.sum() / self.count
         residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
-        return self._gaussian_value(residual)
+        flat = residual.reshape(-1)
+        return 0.5 * torch.dot(flat, flat) / self.count
 
-    def gradient(self, activity, start, stop, gain, offset, log_noise_std, *, with_value=False):
-        """Gradients of the chunk value; with ``with_value``, the value too (same readout).
+    def gradient(self, activity, start, stop, gain, offset, log_noise_std):
+        """Gradients of the chunk value.
 
         Returns
         -------
-        value : Tensor, scalar
-            Only with ``with_value``: the chunk value, as :meth:`__call__` computes it.
         grad_activity : Tensor, same shape as ``activity``
         grad_params : tuple of (Tensor or None)
             For gain, offset and log σ (None for log σ under Poisson, which has no noise scale).
         """
         data, weights = self._chunk(start, stop)
-        value = None
         if self.observation == "poisson":
             rate, readout = self._poisson_rate(activity, gain, offset)
-            if with_value:
-                value = self._poisson_value(rate, data, weights)
             sigmoid = readout.sigmoid_()
             # dℓ/dr = (1 − y/λ) Δt σ(r)
             h = torch.addcdiv(rate.new_ones(()), data, rate, value=-1.0)
@@ -361,30 +360,14 @@ class ChunkObjective:
                 h.mul_(weights)
             grad_gain = (h * activity).sum((0, 1))
             grad_offset = h.sum((0, 1))
-            grads = h.mul_(gain), (grad_gain, grad_offset, None)
-        else:
-            inv_std = torch.exp(-log_noise_std)
-            residual = self._gaussian_residual(
-                activity, data, weights, gain, offset, log_noise_std
-            )
-            if with_value:
-                value = self._gaussian_value(residual)
-            scaled = inv_std / self.count
-            grad_gain = (residual * activity).sum((0, 1)) * scaled
-            grad_offset = residual.sum((0, 1)) * scaled
-            grad_log_std = -(residual * residual).sum((0, 1)) / self.count
-            grads = residual.mul_(gain * scaled), (grad_gain, grad_offset, grad_log_std)
-        return (value, *grads) if with_value else grads
-
-    def _poisson_value(self, rate, data, weights) -> Tensor:
-        values = rate - torch.log(rate).mul_(data)  # λ − y log λ
-        if weights is not None:
-            values = values * weights
-        return values.sum() / self.count
-
-    def _gaussian_value(self, residual) -> Tensor:
-        flat = residual.reshape(-1)
-        return 0.5 * torch.dot(flat, flat) / self.count
+            return h.mul_(gain), (grad_gain, grad_offset, None)
+        inv_std = torch.exp(-log_noise_std)
+        residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
+        scaled = inv_std / self.count
+        grad_gain = (residual * activity).sum((0, 1)) * scaled
+        grad_offset = residual.sum((0, 1)) * scaled
+        grad_log_std = -(residual * residual).sum((0, 1)) / self.count
+        return residual.mul_(gain * scaled), (grad_gain, grad_offset, grad_log_std)
 
     @staticmethod
     def _gaussian_residual(activity, data, weights, gain, offset, log_noise_std) -> Tensor:

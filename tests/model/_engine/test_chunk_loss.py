@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nwb_lrconn.model._engine.chunk_loss import network_rollout_loss, rollout_loss
+from nwb_lrconn.model._engine.chunk_loss import network_rollout_loss
 from nwb_lrconn.model.lowrank import LowRankRNN
 
 
@@ -43,29 +43,3 @@ def test_network_rollout_loss_is_the_loss_of_the_forward_activity(n_inputs):
 def test_network_rollout_loss_needs_the_inputs_of_a_network_with_inputs():
     with pytest.raises(ValueError, match=r"has 2 input channel\(s\); pass inputs of shape"):
         network_rollout_loss(_network(2), torch.zeros(1, 2), 4, lambda y, a, b: y.sum())
-
-
-@pytest.mark.parametrize("observation", ["poisson", "gaussian"])
-def test_gradients_computed_in_the_forward_are_those_of_the_recomputing_backward(observation):
-    # With a closed-form gradient the forward evaluates the loss's terms once and keeps their
-    # products; without it the backward recomputes the activity and differentiates the loss.
-    from nwb_lrconn.model._engine.objective import ChunkObjective
-
-    model = _network(0).double()
-    g = torch.Generator().manual_seed(1)
-    data = torch.poisson(2 * torch.rand(3, 6, 9, generator=g, dtype=torch.float64))
-    objective = ChunkObjective(observation, data, None, 3 * 6 * 9, 0.05)
-    params = (model.readout_gain, model.readout_offset, model.log_noise_std)
-    leaves = [model.M, model.K, model.d, *params[: 3 if observation == "gaussian" else 2]]
-    initial = torch.randn(3, 2, dtype=torch.float64, generator=g)
-    args = (model.M, model.K, None, model.d, initial, 6, objective, params)
-    kwargs = {"alpha": model.alpha, "nonlinearity": model.nonlinearity, "chunk_size": 4}
-    eager = rollout_loss(*args, loss_grad=objective.gradient, **kwargs)
-    plain = rollout_loss(*args, **kwargs)
-    torch.testing.assert_close(eager, plain, rtol=1e-14, atol=0)
-    want = torch.autograd.grad(2.0 * plain, leaves)
-    first = torch.autograd.grad(2.0 * eager, leaves, retain_graph=True)
-    again = torch.autograd.grad(2.0 * eager, leaves)  # the kept products are left intact
-    for a, b, c in zip(first, again, want, strict=True):
-        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(b, c, rtol=1e-10, atol=1e-12)
