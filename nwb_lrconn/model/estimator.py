@@ -419,16 +419,26 @@ class LowRankRNNEstimator(BaseEstimator):
         Returns the network, the training and held-out κ(0) (numpy) and the per-unit spread of
         the training data (the fixed noise scale of the Gaussian training loss).
         """
+        smooth_bins = plan.smooth_bins if plan.observation == "poisson" else 0.0
+        target = _init.Linearizer(
+            plan.observation,
+            self.nonlinearity,
+            train_rec.bin_width,
+            smooth_bins,
+            np.ones(1),
+            np.zeros(1),
+        ).readout_target(train_rec.data, train_rec.mask)  # computed once, used twice
         linearizer = _init.fit_linearizer(
             train_rec.data,
             train_rec.mask,
             observation=plan.observation,
             nonlinearity=self.nonlinearity,
             bin_width=train_rec.bin_width,
-            smooth_bins=plan.smooth_bins if plan.observation == "poisson" else 0.0,
+            smooth_bins=smooth_bins,
+            target=target,
         )
         M, K, B, d, k0_train = _init.initial_loadings(
-            linearizer.potentials(train_rec.data, train_rec.mask),
+            linearizer.potentials(train_rec.data, train_rec.mask, target=target),
             train_rec.mask,
             train_rec.inputs,
             rank=plan.rank,
@@ -437,7 +447,7 @@ class LowRankRNNEstimator(BaseEstimator):
             rng=rng,
         )
         k0_test = _init.encode_initial(
-            linearizer.potentials(test_rec.data, test_rec.mask)[:, 0],
+            linearizer.first_potentials(test_rec.data, test_rec.mask),
             M,
             B,
             d,
@@ -663,7 +673,7 @@ class LowRankRNNEstimator(BaseEstimator):
 
     def _infer(self, recording: Recording) -> tuple[torch.Tensor, Batch]:
         device = self.model_.M.device
-        potentials = self.linearizer_.potentials(recording.data, recording.mask)[:, 0]
+        potentials = self.linearizer_.first_potentials(recording.data, recording.mask)
         start = _init.encode_initial(
             potentials,
             self.M_,

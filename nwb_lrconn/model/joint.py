@@ -669,7 +669,7 @@ def _encode_tests(model, tests, parts, batch, config, prior, smooth_bins) -> tor
         )
         starts.append(
             _init.encode_initial(
-                linearizer.potentials(rec.data, rec.mask)[:, 0],
+                linearizer.first_potentials(rec.data, rec.mask),
                 M[part],
                 B[part],
                 d[part],

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from nwb_lrconn.model._engine.chunk_loss import rollout_loss
-from nwb_lrconn.model.rollout import activation, latent_rollout, rollout_activity
+from nwb_lrconn.model.rollout import (
+    activation,
+    activation_,
+    activation_scaled_,
+    input_scale,
+    latent_rollout,
+    rollout_activity,
+)
 
 N_TRIALS, N_TIME, N_UNITS, RANK, N_INPUTS = 3, 7, 11, 2, 2
 
@@ -163,3 +170,12 @@ def test_fast_paths_match_autograd_on_cuda(dtype):
             for a, b in zip(got, want, strict=True):
                 assert a.device.type == "cuda"
                 torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu", "softplus"])
+@pytest.mark.parametrize("size", [10, 5000])  # below and above the size where tanh changes form
+def test_activation_of_the_scaled_potential_is_bitwise_that_of_the_potential(nonlinearity, size):
+    x = torch.randn(size, generator=torch.Generator().manual_seed(0)) * 3
+    want = activation_(x.clone(), nonlinearity)
+    got = activation_scaled_(x * input_scale(nonlinearity), nonlinearity)
+    assert torch.equal(got, want)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..rollout import activation, activation_, activation_slope, unit_offset
+from ..rollout import activation, activation_scaled_, activation_slope, input_scale, unit_offset
 
 __all__ = ["network_rollout_loss", "rollout_loss"]
 
@@ -115,7 +115,10 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         storage = M.new_empty(n_trials * width * n_units)  # one trial-major chunk, reused
         total = M.new_zeros(())
         kappa = initial
-        Mt = M.T
+        # x is computed as s x (see activation_scaled_)
+        s = input_scale(nonlinearity)
+        Mt = M.T if s == 1.0 else (s * M).T
+        offset_s = offset if offset is None or s == 1.0 else s * offset
         Kt = K.T.contiguous()  # MKL computes y @ Kt.T several times faster than y @ K
         for start, stop in _chunks(n_time, chunk):
             buffer = storage[: n_trials * (stop - start) * n_units].view(
@@ -124,11 +127,12 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             for t in range(start, stop):
                 latents.append(kappa)
                 y = buffer[:, t - start]
-                if offset is None:
+                if offset_s is None:
                     torch.mm(kappa, Mt, out=y)
                 else:
-                    torch.addmm(offset if offset.dim() == 1 else offset[:, t], kappa, Mt, out=y)
-                activation_(y, nonlinearity)
+                    o = offset_s if offset_s.dim() == 1 else offset_s[:, t]
+                    torch.addmm(o, kappa, Mt, out=y)
+                activation_scaled_(y, nonlinearity)
                 if t + 1 < n_time:
                     kappa = torch.addmm(kappa, y, Kt.T, beta=1.0 - alpha, alpha=scale)
                     if noise_tm is not None:
@@ -149,9 +153,13 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         n_units = M.shape[0]
         alpha, scale = ctx.alpha, ctx.alpha / n_units
         needs = ctx.needs_input_grad
+        factor = float(grad_total)
         # Skinny right-hand sides are stored transposed (see forward).
         pairs_t = (K.unsqueeze(2) * M.unsqueeze(1)).reshape(n_units, rank * rank).T.contiguous()
         Mt = M.T.contiguous()
+        s = input_scale(ctx.nonlinearity)  # the activity is recomputed from s x
+        Ms_t = M.T if s == 1.0 else (s * M).T
+        offset_s = offset if offset is None or s == 1.0 else s * offset
         width = min(ctx.chunk, n_time)
         y_buffer = M.new_empty(n_trials * width * n_units)
         slope_buffer = torch.empty_like(y_buffer)
@@ -166,10 +174,10 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             flat = n_trials * steps
             kappa = latents[start:stop].transpose(0, 1).reshape(flat, rank)
             y = y_buffer[: flat * n_units].view(n_trials, steps, n_units)
-            torch.mm(kappa, M.T, out=y.view(flat, n_units))
-            if offset is not None:
-                y.add_(offset if offset.dim() == 1 else offset[:, start:stop])
-            activation_(y, ctx.nonlinearity)
+            torch.mm(kappa, Ms_t, out=y.view(flat, n_units))
+            if offset_s is not None:
+                y.add_(offset_s if offset_s.dim() == 1 else offset_s[:, start:stop])
+            activation_scaled_(y, ctx.nonlinearity)
             if ctx.loss_grad is not None:
                 grad_y, grad_p = ctx.loss_grad(y, start, stop, *params)
                 grads = (grad_y, *grad_p)
@@ -181,14 +189,16 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                     grads = torch.autograd.grad(loss, [y_leaf, *leaves], allow_unused=True)
             for index, g in enumerate(grads[1:]):
                 if g is not None:
-                    grad_params[index].add_(g, alpha=float(grad_total))
+                    grad_params[index].add_(g, alpha=factor)
                     used[index] = True
             slope = slope_buffer[: flat * n_units].view(flat, n_units)
             activation_slope(y.view(flat, n_units), ctx.nonlinearity, out=slope)
             if grads[0] is None:
                 direct = torch.zeros_like(slope)
             else:  # ∂L/∂y ⊙ φ', in place in the loss's own gradient array
-                direct = grads[0].reshape(flat, n_units).mul_(slope).mul_(grad_total)
+                direct = grads[0].reshape(flat, n_units).mul_(slope)
+                if factor != 1.0:  # (a loss used as it is needs no scaling)
+                    direct.mul_(factor)
             drive = (direct @ Mt.T).view(n_trials, steps, rank)
             jac = (slope @ pairs_t.T).mul_(scale).view(flat, rank, rank)
             jac.diagonal(dim1=1, dim2=2).add_(1.0 - alpha)

@@ -33,14 +33,21 @@ __all__ = ["Linearizer", "fit_linearizer", "initial_loadings", "encode_initial"]
 _TANH_CLIP = {"poisson": 0.9995, "gaussian": 0.97, "calcium": 0.97}
 
 
+_TRUNCATE = 4.0  # the smoothing kernel's radius in standard deviations (gaussian_filter1d's)
+
+
 def smooth_counts(data: np.ndarray, mask: np.ndarray, sigma_bins: float) -> np.ndarray:
     """Gaussian smoothing along time within each trial, renormalised at masked edges."""
     if sigma_bins <= 0:
         return data
     w = mask.astype(np.float64)[..., None]
-    num = gaussian_filter1d(data * w, sigma_bins, axis=1, mode="constant")
+    num = gaussian_filter1d(data * w, sigma_bins, axis=1, mode="constant", truncate=_TRUNCATE)
     den = gaussian_filter1d(
-        np.broadcast_to(w, data.shape[:2] + (1,)), sigma_bins, axis=1, mode="constant"
+        np.broadcast_to(w, data.shape[:2] + (1,)),
+        sigma_bins,
+        axis=1,
+        mode="constant",
+        truncate=_TRUNCATE,
     )
     return num / np.maximum(den, 1e-12)
 
@@ -74,20 +81,41 @@ class Linearizer:
     rate_floor: float = 0.1
 
     def readout_target(self, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Return u: the observations on the scale of the readout g φ(x) + c."""
+        """Return u: the observations on the scale of the readout g φ(x) + c.
+
+        It depends on neither the gain nor the offset.
+        """
         if self.observation != "poisson":
             return data
         rate = smooth_counts(data, mask, self.smooth_bins) / self.bin_width
         return softplus_inverse(np.maximum(rate, self.rate_floor))
 
-    def potentials(self, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Return the target potentials x̂, shape like ``data``."""
-        p = (self.readout_target(data, mask) - self.offset) / self.gain
+    def potentials(
+        self, data: np.ndarray, mask: np.ndarray, *, target: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return the target potentials x̂, shape like ``data``.
+
+        ``target``, the data's :meth:`readout_target` when already computed, saves computing it.
+        """
+        if target is None:
+            target = self.readout_target(data, mask)
+        p = (target - self.offset) / self.gain
         if self.nonlinearity == "tanh":
             lim = 1.0 - 1e-6 if np.all(self.gain == 1.0) else _TANH_CLIP[self.observation]
             return np.arctanh(np.clip(p, -lim, lim))
         p = np.maximum(p, 0.05)
         return p if self.nonlinearity == "relu" else softplus_inverse(p)
+
+    def first_potentials(self, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The target potentials of each trial's first bin, shape (n_trials, n_units).
+
+        Those of :meth:`potentials`, computed from the bins the smoothing kernel reaches from
+        the first one (its radius is that of ``gaussian_filter1d``) rather than whole trials.
+        """
+        reach = 1
+        if self.observation == "poisson" and self.smooth_bins > 0:
+            reach = int(_TRUNCATE * self.smooth_bins + 0.5) + 1
+        return self.potentials(data[:, :reach], mask[:, :reach])[:, 0]
 
 
 def fit_linearizer(
@@ -98,10 +126,17 @@ def fit_linearizer(
     nonlinearity: str,
     bin_width: float,
     smooth_bins: float,
+    target: np.ndarray | None = None,
 ) -> Linearizer:
-    """Choose the readout gain/offset from the per-unit spread of the (training) data."""
+    """Choose the readout gain/offset from the per-unit spread of the (training) data.
+
+    ``target``, the data's :meth:`Linearizer.readout_target` when already computed, saves
+    computing it.
+    """
     base = Linearizer(observation, nonlinearity, bin_width, smooth_bins, np.ones(1), np.zeros(1))
-    u = base.readout_target(data, mask)[mask]  # (n_obs, n_units)
+    if target is None:
+        target = base.readout_target(data, mask)
+    u = target[mask]  # (n_obs, n_units)
     mean, std = u.mean(axis=0), np.maximum(u.std(axis=0), 1e-6)
     if observation == "gaussian" and nonlinearity == "tanh" and np.all(np.abs(u) < 1.0):
         gain, offset = np.ones_like(mean), np.zeros_like(mean)  # data already in tanh's range

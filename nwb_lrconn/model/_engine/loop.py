@@ -384,6 +384,10 @@ def _lbfgs_phase(
         variables, lr=1.0, max_iter=10, history_size=20, line_search_fn="strong_wolfe"
     )
     last = [math.nan]  # training loss of the latest evaluation
+    # The latest evaluation (variables, objective, gradients, training loss). Each round starts
+    # by evaluating where the previous one ended, which is (most often) where its line search
+    # last evaluated: that evaluation is reused.
+    cache: list = []
 
     def sync():  # parameters ← scale · variables
         if scales is not None:
@@ -393,6 +397,11 @@ def _lbfgs_phase(
 
     def closure():
         sync()
+        if cache and all(torch.equal(u, seen) for u, seen in zip(variables, cache[0])):
+            for u, grad in zip(variables, cache[2]):
+                u.grad = grad.clone()
+            last[0] = cache[3]
+            return cache[1]
         for p in params:
             p.grad = None
         loss = batch_loss(model, kappa_train, train_batch, config)
@@ -403,6 +412,8 @@ def _lbfgs_phase(
         if scales is not None:
             for p, u, scale in zip(params, variables, scales):
                 u.grad = (torch.zeros_like(p) if p.grad is None else p.grad) * scale
+        grads = [torch.zeros_like(u) if u.grad is None else u.grad.clone() for u in variables]
+        cache[:] = [[u.detach().clone() for u in variables], loss.detach(), grads, last[0]]
         return loss
 
     def snapshot():

@@ -202,7 +202,9 @@ def refit_units(
         lm = damping[active, None, None] * (torch.diag_embed(scale) + 1e-9 * eye)
         step = torch.linalg.solve(fisher + lm, grad[..., None])[..., 0]
         trial = theta[active] - step
-        trial_loss, _, _ = evaluate(trial, active, False)
+        # The derivatives at the trial point come with its loss: most steps are accepted, and
+        # their derivatives are the next iteration's (a rejected step's are dropped).
+        trial_loss, trial_grad, trial_fisher = evaluate(trial, active, True)
         better = torch.isfinite(trial_loss) & (trial_loss < loss)
         converged = better & (loss - trial_loss <= tol * loss.abs())
         theta[active] = torch.where(better[:, None], trial, theta[active])
@@ -212,9 +214,10 @@ def refit_units(
         keep = ~converged & (damping[active] < 1e9)
         if not keep.any():
             break
-        if better.any() or not keep.all():
-            active = active[keep]
-            loss, grad, fisher = evaluate(theta[active], active, True)
+        loss = torch.where(better, trial_loss, loss)[keep]
+        grad = torch.where(better[:, None], trial_grad, grad)[keep]
+        fisher = torch.where(better[:, None, None], trial_fisher, fisher)[keep]
+        active = active[keep]
     return theta
 
 

@@ -66,6 +66,26 @@ def test_trial_terms_are_each_trials_loss_and_its_gradient(observation):
     assert torch.all(torch.linalg.eigvalsh(gn) >= -1e-9)  # Gauss–Newton: positive semidefinite
 
 
+@pytest.mark.parametrize("units", [False, True])
+@pytest.mark.parametrize("observation", ["poisson", "gaussian"])
+def test_trial_terms_do_not_depend_on_the_chunks_and_the_loss_alone_is_the_same(
+    observation, units
+):
+    model, batch, config, _, start = _problem(observation)
+    if units:  # each trial observes its own subset of the units
+        g = torch.Generator().manual_seed(3)
+        seen = torch.rand(batch.data.shape[0], batch.data.shape[2], generator=g) < 0.6
+        batch = Batch(batch.data, batch.mask, batch.inputs, units=seen)
+    whole = _trial_terms(model, start, batch, config, chunk_size=25)
+    for chunk_size in (1, 4, 7):
+        parts = _trial_terms(model, start, batch, config, chunk_size=chunk_size)
+        for got, want in zip(parts, whole, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    loss, grad, gn = _trial_terms(model, start, batch, config, derivatives=False, chunk_size=4)
+    assert grad is None and gn is None
+    torch.testing.assert_close(loss, whole[0], rtol=1e-12, atol=1e-12)
+
+
 def observation_nll_at(model, kappa, batch, observation):
     _, activity = model(kappa, batch.data.shape[1], inputs=batch.inputs)
     expected = expected_observation(model.readout(activity), observation, bin_width=0.05)
@@ -103,9 +123,9 @@ def test_the_solver_stops_each_trial_once_its_steps_gain_nothing_measurable():
     model, batch, config, _, start = _problem("gaussian")
     calls = []
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         calls.append(args[1].shape[0])
-        return _trial_terms(*args)
+        return _trial_terms(*args, **kwargs)
 
     import nwb_lrconn.model._engine.initial_latents as module
 
