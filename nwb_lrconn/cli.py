@@ -491,6 +491,8 @@ def _fit_joint(args: argparse.Namespace, config: RunConfig, start: float) -> int
     )
     first = read_results(outputs[0], config.name, module_name=config.module_name)
     joint = first.joint
+    if joint is None:  # run_joint_files wrote it; a missing group is a bug, not bad input
+        raise RuntimeError(f"{outputs[0]} was written without its joint group.")
     print(
         f"wrote joint fit '{first.name}' of {joint.n_sessions} sessions "
         f"({int(joint.n_units.sum())} units, rank {first.fit.rank}) in "

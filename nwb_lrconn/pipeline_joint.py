@@ -336,7 +336,7 @@ def _session_results(config, recordings, fits, joint, warrant, pooled, log) -> l
             rec,
             fit,
             distribution=None if pooled is None else pooled.sessions[s],
-            joint=summary,  # type: ignore[arg-type]
+            joint=summary,
         )
         for s, (rec, fit, summary) in enumerate(zip(recordings, fits, summaries))
     ]

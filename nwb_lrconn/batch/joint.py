@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._validation import check_positive_int
-from .plan import expand_inputs
+from .plan import batch_seeds, expand_inputs
 from .summary import summary_table, write_summary
 from .task import SUMMARY_COLUMNS, _comparable_config, _same_source
 
@@ -51,6 +51,8 @@ def _row(source: str, rank: int, seed: int, **values: Any) -> dict[str, Any]:
 
 def _session_row(results: Results, path: Path, source: str, rank, seed, **values) -> dict:
     metrics, joint = results.fit.metrics, results.joint
+    if joint is None:
+        raise ValueError(f"{path} holds a single-session fit, not a session of a joint fit.")
     s = joint.session
     return _row(
         source,
@@ -163,7 +165,7 @@ def run_joint_batch(
             "sessions, or leave out --joint."
         )
     ranks = tuple(config.fit.candidate_ranks if ranks is None else ranks)
-    seeds = tuple((config.seed,) if seeds is None else seeds)
+    seeds = batch_seeds(config, seeds)
     for rank in ranks:
         check_positive_int(rank, "rank")
     for seed in seeds:

@@ -265,14 +265,7 @@ def plan_batch(
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig; got {type(config).__name__}.")
     ranks = tuple(config.fit.candidate_ranks if ranks is None else ranks)
-    if seeds is None:
-        if config.seed is None:
-            raise ValueError(
-                "batch runs need integer seeds (outputs are matched by seed); config.seed is "
-                "None: pass seeds=[...] or set seed in the configuration."
-            )
-        seeds = (config.seed,)
-    seeds = tuple(seeds)
+    seeds = batch_seeds(config, seeds)
     ranks = _check_int_list(ranks, "ranks", minimum=1)
     seeds = _check_int_list(seeds, "seeds", minimum=0)
     sources = expand_inputs(inputs)
@@ -313,6 +306,18 @@ def plan_batch(
                     )
                 )
     return tasks
+
+
+def batch_seeds(config: RunConfig, seeds: Sequence[int] | None) -> tuple[int, ...]:
+    """``seeds``, or the configuration's one seed (batch outputs are matched by seed)."""
+    if seeds is not None:
+        return tuple(seeds)
+    if config.seed is None:
+        raise ValueError(
+            "batch runs need integer seeds (outputs are matched by seed); config.seed is "
+            "None: pass seeds=[...] or set seed in the configuration."
+        )
+    return (config.seed,)
 
 
 def _check_int_list(values: tuple, name: str, *, minimum: int) -> tuple[int, ...]:

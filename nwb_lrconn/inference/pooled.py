@@ -198,7 +198,7 @@ def pooled_distribution(
         _session_data(joint, view, rec, S)
         for view, rec, S in zip(joint.sessions_, recordings, symmetry)
     ]
-    fit = {
+    fit: dict[str, Any] = {
         "model": model,
         "n_samples": n_samples,
         "flow_params": flow_params,
@@ -371,7 +371,7 @@ def _session_data(joint, view, rec: Recording, S: np.ndarray) -> ConnectorData:
         latent_mask=view.latent_mask,
         alpha=joint.alpha_,
         nonlinearity=joint.model_.nonlinearity,
-        inputs=rec.inputs.astype(np.float64) if has_inputs else None,
+        inputs=rec.inputs.astype(np.float64) if has_inputs and rec.inputs is not None else None,
         test_trials=view.test_trials if view.test_trials.size else None,
     )
 

@@ -203,7 +203,7 @@ def _trial_terms(
     )
     gain, bias = model.readout_gain.detach(), model.readout_offset.detach()
     poisson = config.observation == "poisson"
-    inv_var = None if poisson else torch.exp(-2.0 * model.log_noise_std.detach())
+    inv_var = torch.exp(-2.0 * model.log_noise_std.detach())  # unused by the Poisson terms
     # w, the weights of the observed values; None when all are observed
     weights = None if batch.units is None and bool(batch.mask.all()) else batch.mask.to(M.dtype)
     units = None if batch.units is None else batch.units.to(M.dtype)
