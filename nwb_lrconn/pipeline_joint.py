@@ -103,36 +103,6 @@ def check_sessions(recordings: Sequence[Recording], labels: Sequence[str]) -> No
                 )
 
 
-def _session_fit(joint, s: int, recording: Recording, loss_history: np.ndarray) -> LowRankFit:
-    view = joint.sessions_[s]
-    model = joint.model_
-    return LowRankFit(
-        M=view.M,
-        K=view.K,
-        B=view.B,
-        d=view.d,
-        readout_gain=view.readout_gain,
-        readout_offset=view.readout_offset,
-        noise_std=view.noise_std,
-        rank=int(model.rank),
-        nonlinearity=str(model.nonlinearity),
-        alpha=float(joint.alpha_),
-        bin_width=float(recording.bin_width),
-        observation=str(joint.observation_),
-        latents=view.latents,
-        latent_mask=view.latent_mask,
-        trial_start_times=np.asarray(recording.trial_start_times, np.float64),
-        loss_history=loss_history,
-        metrics=dict(view.metrics),
-        unit_quality=view.unit_quality,
-        train_trials=np.asarray(view.train_trials, np.int64),
-        test_trials=np.asarray(view.test_trials, np.int64),
-        unit_ids=view.unit_ids,
-        calcium_decay=float(joint.separate_[s].fit_.calcium_decay),
-        unit_rows=recording.unit_rows,
-    )
-
-
 def joint_summaries(
     joint, recordings: Sequence[Recording], warrant: Sequence[dict], pooled=None, *, note=""
 ) -> list[JointSummary]:
@@ -315,11 +285,10 @@ def _resolved(sources) -> list:
 def _judged_fits(config, joint, recordings, log) -> list[LowRankFit]:
     """Each session's fit, refused (or kept marked failed) when worse than a trivial baseline;
     judged before any later stage runs."""
-    loss_history = np.asarray(joint.loss_history_, np.float64)
     fits = []
     for s, rec in enumerate(recordings):
         where = f"session {rec.source.path or s + 1} in the joint fit"
-        fits.append(judge_fit(config, _session_fit(joint, s, rec, loss_history), where, log)[0])
+        fits.append(judge_fit(config, joint.session_fit(s, rec), where, log)[0])
     return fits
 
 

@@ -45,7 +45,7 @@ from scipy.special import gammaln
 from sklearn.base import BaseEstimator, clone
 
 from .._validation import check_is_fitted, make_rng
-from ..data import Recording
+from ..data import LowRankFit, Recording
 from ._engine import initialise as _init
 from ._engine.initial_latents import infer_initial, initial_prior
 from ._engine.loop import train
@@ -297,6 +297,48 @@ class JointLowRankRNN(BaseEstimator):
             _, activity = self.model_(initial, test.n_time, inputs=inputs)
             expected = _expected(_readout(self.model_, activity, view.units), self._config)
         return _trial_nll(test, expected.cpu().double().numpy(), self.observation_, view.noise_std)
+
+    def session_fit(self, session: int, recording: Recording) -> LowRankFit:
+        """One session's part of the joint fit as a :class:`~nwb_lrconn.data.LowRankFit`.
+
+        Its units' loadings and readout, its latents (shared gauge) and held-out metrics, with
+        the joint training's loss history. ``K`` is only this session's share of the mean-field
+        sum: the dynamics are the whole network's (``model_``).
+
+        Parameters
+        ----------
+        session : int
+            Index of the session in the fit.
+        recording : Recording
+            That session's recording, as passed to :meth:`fit`.
+        """
+        check_is_fitted(self, "model_")
+        view = self.sessions_[session]
+        return LowRankFit(
+            M=view.M,
+            K=view.K,
+            B=view.B,
+            d=view.d,
+            readout_gain=view.readout_gain,
+            readout_offset=view.readout_offset,
+            noise_std=view.noise_std,
+            rank=int(self.model_.rank),
+            nonlinearity=str(self.model_.nonlinearity),
+            alpha=float(self.alpha_),
+            bin_width=float(recording.bin_width),
+            observation=str(self.observation_),
+            latents=view.latents,
+            latent_mask=view.latent_mask,
+            trial_start_times=np.asarray(recording.trial_start_times, np.float64),
+            loss_history=np.asarray(self.loss_history_, np.float64),
+            metrics=dict(view.metrics),
+            unit_quality=view.unit_quality,
+            train_trials=np.asarray(view.train_trials, np.int64),
+            test_trials=np.asarray(view.test_trials, np.int64),
+            unit_ids=view.unit_ids,
+            calcium_decay=float(self.separate_[session].fit_.calcium_decay),
+            unit_rows=recording.unit_rows,
+        )
 
     def session_recording(self, recordings, session: int, part: str = "train") -> Recording:
         """The training (``part="train"``) or held-out trials of one session, as a Recording."""

@@ -196,22 +196,6 @@ def _separate_fit(joint: JointLowRankRNN, s: int, rec: Recording):
     return fit, metrics
 
 
-def _joint_fit(joint: JointLowRankRNN, s: int, rec: Recording):
-    """Session ``s`` of the joint fit as a LowRankFit (for the behaviour comparison)."""
-    view = joint.sessions_[s]
-    fields = ("M", "K", "B", "d", "readout_gain", "readout_offset", "noise_std", "latents")
-    return dataclasses.replace(
-        joint.separate_[s].fit_,
-        **{name: getattr(view, name) for name in fields},
-        latent_mask=view.latent_mask,
-        trial_start_times=rec.trial_start_times.copy(),
-        train_trials=view.train_trials,
-        test_trials=view.test_trials,
-        metrics=view.metrics,
-        unit_quality=view.unit_quality,
-    )
-
-
 def run_seed(recordings, behaviour, split, seed, settings, max_epochs) -> dict:
     sessions = pseudo_sessions(recordings, behaviour, split, seed)
     recs = [rec for rec, _ in sessions]
@@ -230,7 +214,7 @@ def run_seed(recordings, behaviour, split, seed, settings, max_epochs) -> dict:
     rows = []
     for s, ((rec, values), cmp) in enumerate(zip(sessions, compared)):
         sep_fit, sep_metrics = _separate_fit(joint, s, rec)
-        joint_fit = _joint_fit(joint, s, rec)
+        joint_fit = joint.session_fit(s, rec)
         tau_bins = max(1, round(1.0 / joint.alpha_))
         scores = {}
         for smooth in sorted({1, min(tau_bins, rec.n_time)}):

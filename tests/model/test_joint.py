@@ -165,3 +165,16 @@ def test_paired_gain_is_the_ratio_and_its_standard_error():
     assert mean == pytest.approx(gain.sum() / counts.sum())
     assert stderr == pytest.approx(jackknife, rel=0.3) and mean < -2 * stderr
     assert _paired_gain(joint[:1], own[:1], counts[:1])[1] == 0.0
+
+
+def test_session_fit_is_the_sessions_view(joint_sessions, joint_fit):
+    _, recordings, _ = joint_sessions
+    for s, (rec, view) in enumerate(zip(recordings, joint_fit.sessions_)):
+        fit = joint_fit.session_fit(s, rec)
+        np.testing.assert_array_equal(fit.M, view.M)
+        np.testing.assert_array_equal(fit.K, view.K)
+        np.testing.assert_array_equal(fit.latents, view.latents)
+        np.testing.assert_array_equal(fit.unit_ids, rec.unit_ids)
+        np.testing.assert_array_equal(fit.test_trials, view.test_trials)
+        assert fit.metrics == view.metrics and fit.observation == joint_fit.observation_
+        assert len(fit.loss_history) == len(joint_fit.loss_history_)

@@ -55,15 +55,15 @@ def test_head_direction_pseudo_sessions(data_file):
         latents[view.train_trials] = alone.latents_
         latents[view.test_trials] = alone.transform(session.select_trials(view.test_trials))
         scores = {}
-        for name, lat in (("joint", view.latents), ("separate", latents)):
-            fit = dataclasses.replace(
-                alone.fit_,
-                latents=lat,
-                latent_mask=view.latent_mask,
-                trial_start_times=session.trial_start_times,
-                train_trials=view.train_trials,
-                test_trials=view.test_trials,
-            )
+        separate = dataclasses.replace(
+            alone.fit_,
+            latents=latents,
+            latent_mask=view.latent_mask,
+            trial_start_times=session.trial_start_times,
+            train_trials=view.train_trials,
+            test_trials=view.test_trials,
+        )
+        for name, fit in (("joint", joint.session_fit(s, session)), ("separate", separate)):
             report = relate_to_behaviour(fit, session, head[w], kind="angle")
             scores[name] = report.scores[LATENT]
         best = report.best_baseline
