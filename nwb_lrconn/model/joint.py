@@ -13,9 +13,10 @@ Initialisation (no unit is shared, so each session's own fit lives in its own ga
    units and dynamics start the network;
 2. every other session's fit is mapped into the reference's gauge, κ = A κ_s + c, by the map under
    which each fit's flow carries the other's latents along their own course for one time
-   constant (least squares from several starting rotations, :func:`_match_gauge`); of the best
-   few maps, the one kept gives the lowest training loss of the two sessions. The session's
-   units (m, b, d, g, c) and latents follow through the map;
+   constant (least squares from several starting rotations,
+   :func:`~nwb_lrconn.model.session_gauge.match_gauge`); of the best few maps, the one kept
+   gives the lowest training loss of the two sessions. The session's units (m, b, d, g, c) and
+   latents follow through the map;
 3. K is re-solved over every unit from the latent updates of every session's mapped latents:
    the pooled regression is where the sessions' evidence on the dynamics meets;
 
@@ -40,7 +41,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import least_squares
 from scipy.special import gammaln
 from sklearn.base import BaseEstimator, clone
 
@@ -56,15 +56,11 @@ from .gauge import apply_gauge, canonical_gauge
 from .lowrank import LowRankRNN
 from .observation import expected_observation
 from .rollout import activation
+from .session_gauge import match_gauge
 
 __all__ = ["JointLowRankRNN", "SessionFit"]
 
 logger = logging.getLogger(__name__)
-
-_ALIGN_STARTS = 16  # starting rotations and reflections of the gauge match between two fits
-_SCREEN_POINTS = 300  # latent states per fit on which every start is refined
-_ALIGN_POINTS = 2000  # latent states per fit on which the best distinct solutions are polished
-_ALIGN_REFINED = 3  # how many, each then tried on the two sessions' training likelihood
 
 
 @dataclass(frozen=True)
@@ -493,10 +489,11 @@ def _join_session(
 ) -> np.ndarray:
     """Bring session ``pair[1]``'s own fit into the gauge of ``pair[0]``'s; return its latents.
 
-    Of the candidate maps (:func:`_match_gauge`; an approximate symmetry of the dynamics can
-    make several match the flows almost equally well), the one kept gives the lowest training
-    loss of the two sessions under the network whose K is refitted from both sessions'
-    latents. The session's units (m, b, d, g, c) are left in the network.
+    Of the candidate maps (:func:`~nwb_lrconn.model.session_gauge.match_gauge`; an approximate
+    symmetry of the dynamics can make several match the flows almost equally well), the one
+    kept gives the lowest training loss of the two sessions under the network whose K is
+    refitted from both sessions' latents. The session's units (m, b, d, g, c) are left in the
+    network.
     """
     ref, s = pair
     single = fits[s]
@@ -506,7 +503,7 @@ def _join_session(
     )
     best: tuple[float, tuple | None] = (math.inf, None)
     for index, (A, c) in enumerate(
-        _match_gauge(fits[ref], single, recordings[ref], recordings[s], rng)
+        match_gauge(fits[ref], single, recordings[ref], recordings[s], rng)
     ):
         M, _, B, d, latents = apply_gauge(
             single.M_, single.K_, single.B_, single.d_, single.latents_, A, c
@@ -536,105 +533,6 @@ def _join_session(
         for p, value in zip(model.parameters(), state):
             p.copy_(value)
     return latents
-
-
-def _match_gauge(reference, single, reference_rec: Recording, rec: Recording, rng) -> list:
-    """Candidate maps κ = A κ_s + c from a session's fit to the reference fit, best first.
-
-    Under the right map each fit's flow carries the other's latents along their own course:
-    A⁻¹ (Φ(A κ_s(t) + c) − c) ≈ κ_s(t + h) over the session's states and
-    A Φ_s(A⁻¹ (κ(t) − c)) + c ≈ κ(t + h) over the reference's, with Φ, Φ_s the two networks'
-    rollouts over h = 1/α steps (one time constant). Both directions are needed: either alone
-    is met by maps that stretch the other fit's states into regions its flow never visited.
-    Least squares from every starting rotation and reflection (both fits are in the canonical
-    gauge, where the latents are about white) on a few hundred states; the best distinct
-    solutions are then polished on more. Near-symmetric flows give several close minima.
-    """
-    rank = reference.model_.rank
-
-    def residual_of(forward, backward):
-        def residual(params):
-            A = params[: rank * rank].reshape(rank, rank)
-            c = params[rank * rank :]
-            try:
-                A_inv = np.linalg.inv(A)
-            except np.linalg.LinAlgError:
-                return np.full(forward.size + backward.size, 1e6)
-            there = (forward.advance(forward.start @ A.T + c) - c) @ A_inv.T - forward.end
-            back = backward.advance((backward.start - c) @ A_inv.T) @ A.T + c - backward.end
-            out = np.concatenate([there.ravel(), back.ravel()])
-            return np.where(np.isfinite(out), out, 1e6)
-
-        return residual
-
-    def courses(n_points):
-        return residual_of(
-            _Course(reference.model_, single.latents_, rec, rng, n_points),
-            _Course(single.model_, reference.latents_, reference_rec, rng, n_points),
-        )
-
-    starts = []
-    for k in range(_ALIGN_STARTS):
-        if rank == 2:
-            angle = np.pi * (k % 8) / 4
-            Q = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-            Q = Q if k < 8 else Q @ np.diag([1.0, -1.0])
-        else:
-            Q, _ = np.linalg.qr(rng.standard_normal((rank, rank)))
-        starts.append(np.concatenate([Q.ravel(), np.zeros(rank)]))
-    budget = 100 * (rank + 1) ** 2
-    screen = courses(_SCREEN_POINTS)
-    screened = sorted(
-        (least_squares(screen, p, method="lm", max_nfev=budget) for p in starts),
-        key=lambda out: out.cost,
-    )
-    distinct: list[np.ndarray] = []
-    for out in screened:
-        if all(np.abs(out.x - x).max() > 0.05 for x in distinct):
-            distinct.append(out.x)
-    polish = courses(_ALIGN_POINTS)
-    fits = [
-        least_squares(polish, x, method="lm", max_nfev=budget) for x in distinct[:_ALIGN_REFINED]
-    ]
-    fits.sort(key=lambda out: out.cost)
-    return [(f.x[: rank * rank].reshape(rank, rank), f.x[rank * rank :]) for f in fits]
-
-
-class _Course:
-    """Pairs of a fit's latents h = 1/α steps apart, and a network to carry states over h."""
-
-    def __init__(
-        self, model: LowRankRNN, latents: np.ndarray, rec: Recording, rng, n_points: int
-    ) -> None:
-        self.alpha = model.alpha
-        horizon = int(max(1, min(round(1 / model.alpha), rec.n_time - 1)))
-        pairs = np.argwhere(rec.mask[:, horizon:] & rec.mask[:, :-horizon])
-        keep = rng.choice(len(pairs), min(len(pairs), n_points), replace=False)
-        pick = pairs[np.sort(keep)]
-        self.start = latents[pick[:, 0], pick[:, 1]]
-        self.end = latents[pick[:, 0], pick[:, 1] + horizon]
-        self.size = self.end.size
-        self.M, self.K, d, B = (
-            getattr(model, n).detach().cpu().double() for n in ("M", "K", "d", "B")
-        )
-        self.scale = model.alpha / model.n_units
-        self.nonlinearity = model.nonlinearity
-        self.drives = []
-        for step in range(horizon):
-            drive = d.expand(len(pick), -1)
-            if rec.inputs is not None:
-                u = torch.as_tensor(rec.inputs[pick[:, 0], pick[:, 1] + step])
-                drive = drive + u @ B.T
-            self.drives.append(drive)
-
-    def advance(self, states: np.ndarray) -> np.ndarray:
-        """The states after h steps of the network (inputs of the pairs' own bins)."""
-        state = torch.as_tensor(states)
-        with torch.no_grad():
-            for drive in self.drives:
-                y = activation(torch.addmm(drive, state, self.M.T), self.nonlinearity)
-                state = torch.addmm(state, y, self.K, beta=1.0 - self.alpha, alpha=self.scale)
-        return state.numpy()
 
 
 def _joint_batch(n_units: int, recordings, parts, config: TrainConfig, device) -> Batch:

@@ -36,7 +36,7 @@ smoothed over the time constant), each by the same affine map fitted on the sess
 windows (:func:`~nwb_lrconn.inference.behaviour.relate_to_behaviour`, gauge-invariant), with
 the 95% bootstrap interval (held-out windows) of the joint latent's score minus the best fair
 single-bin baseline's. Per seed: wall time of the joint fit (its separate fits included; the
-gauge match between the separate fits, ``joint._match_gauge``, timed apart) against the sum of
+gauge match between the separate fits, ``match_gauge``, timed apart) against the sum of
 the separate fits. Then means over seeds.
 """
 
@@ -79,8 +79,8 @@ class _Timed(LowRankRNNEstimator):
 
 
 def _timed_gauge_match(seconds: list[float]):
-    """``joint._match_gauge`` with its wall time appended to ``seconds`` (restore afterwards)."""
-    original = joint_module._match_gauge
+    """``joint.match_gauge`` with its wall time appended to ``seconds`` (restore afterwards)."""
+    original = joint_module.match_gauge
 
     def timed(*args, **kwargs):
         start = time.perf_counter()
@@ -201,12 +201,12 @@ def run_seed(recordings, behaviour, split, seed, settings, max_epochs) -> dict:
     recs = [rec for rec, _ in sessions]
     template = _Timed(**settings, max_epochs=max_epochs, random_state=seed)
     _Timed.seconds, matching = [], []
-    original, joint_module._match_gauge = _timed_gauge_match(matching)
+    original, joint_module.match_gauge = _timed_gauge_match(matching)
     start = time.perf_counter()
     try:
         joint = JointLowRankRNN(template).fit(recs)
     finally:
-        joint_module._match_gauge = original
+        joint_module.match_gauge = original
     total = time.perf_counter() - start
     separate_time = float(sum(_Timed.seconds))
     compared = joint.compare_to_separate(recs)
