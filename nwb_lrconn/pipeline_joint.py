@@ -220,12 +220,16 @@ def _fit_joint(config: RunConfig, recordings, labels, *, progress: bool, log: Lo
 
 
 def _report_warrant(labels, warrant, log: Log) -> None:
-    """One line per session: joint against separate held-out likelihood, and the verdict."""
+    """One line per session: joint against separate held-out likelihood, and what it says.
+
+    The likelihood half of the verdict only: the units' law is checked with the pooled
+    distribution, and the final verdict (:meth:`~nwb_lrconn.data.JointSummary.verdict`) words both.
+    """
     for label, row in zip(labels, warrant):
         verdict = (
             "WORSE than its own fit: its dynamics disagree with the others' (flagged)"
             if row["worse"]
-            else "pooling warranted"
+            else "the likelihood agrees with pooling"
         )
         log(
             f"{label}: held-out log-likelihood {row['joint']:.5g} joint vs {row['separate']:.5g} "
