@@ -120,8 +120,8 @@ def _sessions(net, kind, n_sessions, n_units, n_trials, seed, other=None):
     Every session of ``net`` comes from one simulation of all sessions' trials: a unit's spike
     readout (floor, ceiling, sign) is drawn once, as in one circuit recorded several times, so
     that the recording of every unit on every trial (returned last; the all-units bound) is one
-    a single network can explain. Simulated session by session, each unit's readout would be redrawn per
-    block of trials (its sign flipped in half of them).
+    a single network can explain. Simulated session by session, each unit's readout would be
+    redrawn per block of trials (its sign flipped in half of them).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(net.n_units)
