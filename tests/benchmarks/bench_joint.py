@@ -51,7 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_connector import loading_metrics  # noqa: E402
 
-from nwb_lrconn.data import Recording  # noqa: E402
 from nwb_lrconn.inference.distribution import fit_distribution  # noqa: E402
 from nwb_lrconn.inference.dynamics import flow_field, flow_field_rmse, latent_velocity  # noqa: E402
 from nwb_lrconn.inference.pooled import (  # noqa: E402
@@ -116,31 +115,38 @@ def _flow_rmse(net, latents, truth, mask, M, K, d) -> float:
 
 
 def _sessions(net, kind, n_sessions, n_units, n_trials, seed, other=None):
-    """Sessions of disjoint units of ``net``; with ``other``, the last one records that network."""
+    """Sessions of disjoint units of ``net``; with ``other``, the last one records that network.
+
+    Every session of ``net`` comes from one simulation of all sessions' trials: a unit's spike
+    readout (floor, ceiling, sign) is drawn once, as in one circuit recorded several times, so
+    that the recording of every unit on every trial (returned last; the all-units bound) is one
+    a single network can explain. Simulated session by session, each unit's readout would be
+    redrawn per block of trials (its sign flipped in half of them).
+    """
     rng = np.random.default_rng(seed)
     order = rng.permutation(net.n_units)
-    full, recordings, truths = [], [], []
-    for s in range(n_sessions):
-        initial = rng.uniform(-2.4, 2.4, (n_trials, 2))
-        source = other if other is not None and s == n_sessions - 1 else net
+    initial = [rng.uniform(-2.4, 2.4, (n_trials, 2)) for _ in range(n_sessions)]
+    n_own = n_sessions - 1 if other is not None else n_sessions
+
+    def simulate(source, start, random_state):
         if kind == "rates":
-            sim = simulate_rates(source, initial=initial, n_time=100)
-        else:
-            sim = simulate_spikes(source, initial=initial, n_time=100, random_state=seed + 1 + s)
-        rec = sim.to_recording()
-        full.append(rec)
-        recordings.append(rec.select_units(np.sort(order[s * n_units : (s + 1) * n_units])))
-        truths.append(sim.latents)
-    everything = Recording(
-        data=np.concatenate([r.data for r in full]),
-        mask=np.concatenate([r.mask for r in full]),
-        bin_width=full[0].bin_width,
-        kind=full[0].kind,
-        unit_ids=full[0].unit_ids,
-        unit_rows=full[0].unit_rows,
-        trial_start_times=np.arange(n_sessions * n_trials, dtype=float),
-    )
-    return recordings, truths, everything
+            return simulate_rates(source, initial=start, n_time=100)
+        return simulate_spikes(source, initial=start, n_time=100, random_state=random_state)
+
+    sim = simulate(net, np.concatenate(initial[:n_own]), seed + 1)
+    whole = sim.to_recording()
+    blocks = [np.arange(s * n_trials, (s + 1) * n_trials) for s in range(n_own)]
+    full = [whole.select_trials(trials) for trials in blocks]
+    truths = [sim.latents[trials] for trials in blocks]
+    if other is not None:
+        odd = simulate(other, initial[-1], seed + n_sessions)
+        full.append(odd.to_recording())
+        truths.append(odd.latents)
+    recordings = [
+        rec.select_units(np.sort(order[s * n_units : (s + 1) * n_units]))
+        for s, rec in enumerate(full)
+    ]
+    return recordings, truths, whole
 
 
 def bench(kind: str, n_sessions: int, n_units: int, n_trials: int, seed: int, bound: bool) -> None:

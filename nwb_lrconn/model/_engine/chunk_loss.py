@@ -72,7 +72,7 @@ def rollout_loss(
     Returns
     -------
     Tensor, scalar
-        The loss.
+        The loss (float64: the chunks are summed in double precision).
     """
     activation(initial[:0, :0], nonlinearity)  # validates the name
     n_trials, n_units = initial.shape[0], M.shape[0]
@@ -113,7 +113,10 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         latents = []
         width = min(chunk, n_time)
         storage = M.new_empty(n_trials * width * n_units)  # one trial-major chunk, reused
-        total = M.new_zeros(())
+        # Chunk values are summed in float64: over many chunks a float32 running total rounds to
+        # ~1e-8 of the loss, while the decrease of a full-batch L-BFGS step on a large recording
+        # (1000 units: a mean over 10⁷ values) is that small, and the line search then stalls.
+        total = M.new_zeros((), dtype=torch.float64)
         kappa = initial
         # x is computed as s x (see activation_scaled_)
         s = input_scale(nonlinearity)
@@ -137,7 +140,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                     kappa = torch.addmm(kappa, y, Kt.T, beta=1.0 - alpha, alpha=scale)
                     if noise_tm is not None:
                         kappa = kappa + noise_tm[t]
-            total = total + loss_fn(buffer, start, stop, *params)
+            total = total + loss_fn(buffer, start, stop, *params).double()
         ctx.save_for_backward(M, K, torch.stack(latents), offset, *params)
         ctx.loss_fn, ctx.loss_grad = loss_fn, loss_grad
         ctx.alpha, ctx.nonlinearity, ctx.chunk = alpha, nonlinearity, chunk

@@ -335,7 +335,9 @@ class ChunkObjective:
             values = rate - torch.log(rate).mul_(data)
             if weights is not None:
                 values = values * weights
-            return values.sum() / self.count
+            # float32 sums over units, float64 over the rest: a float32 total of a chunk's
+            # half-million values rounds to 1e-7 of it (see rollout_loss)
+            return values.sum(-1).sum(dtype=torch.float64) / self.count
         residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
         flat = residual.reshape(-1)
         return 0.5 * torch.dot(flat, flat) / self.count

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -85,3 +87,39 @@ def test_batch_loss_refuses_an_empty_mask():
     config = TrainConfig("gaussian", 0.02, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
     with pytest.raises(ValueError, match="mask selects no bin: there is nothing to average"):
         batch_loss(model, torch.zeros(2, 1), batch, config)
+
+
+def test_float32_batch_loss_resolves_a_step_below_float32_rounding_of_the_loss():
+    # Full-batch L-BFGS on a large recording takes steps that lower the mean loss by less than
+    # float32 resolves at its size (ulp(0.5) = 6e-8); the float32 loss must still see them.
+    g = torch.Generator().manual_seed(0)
+    n_trials, n_time, n_units = 40, 30, 60
+    model = LowRankRNN(n_units, 2)
+    with torch.no_grad():
+        model.M.normal_(generator=g)
+        model.K.normal_(generator=g)
+        model.readout_gain.fill_(20.0)
+        model.readout_offset.fill_(10.0)
+    data = torch.poisson(torch.full((n_trials, n_time, n_units), 0.2), generator=g)
+    mask = torch.ones(n_trials, n_time, dtype=torch.bool)
+    initial = torch.randn(n_trials, 2, generator=g)
+    config = TrainConfig("poisson", 0.02, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
+
+    def losses(net):  # float32 and float64 evaluations of the same (float32) parameters
+        wide = copy.deepcopy(net).double()
+        with torch.no_grad():
+            return [
+                float(batch_loss(m, initial.to(dtype), Batch(data.to(dtype), mask, None), config))
+                for m, dtype in ((net, torch.float32), (wide, torch.float64))
+            ]
+
+    before = losses(model)
+    (grad,) = torch.autograd.grad(
+        batch_loss(model, initial, Batch(data, mask, None), config), [model.M]
+    )
+    with torch.no_grad():  # first-order decrease 2e-8, a third of float32's ulp(0.5)
+        model.M.sub_(2e-8 / float((grad.double() ** 2).sum()) * grad)
+    after = losses(model)
+    exact = before[1] - after[1]
+    assert 1e-8 < exact < 3e-8
+    assert before[0] - after[0] == pytest.approx(exact, rel=0.2)
