@@ -47,12 +47,6 @@ _FLOOR = 1e-5
 # Without L-BFGS rounds, Adam halves its learning rate on each plateau up to this many times.
 _MAX_HALVINGS = 3
 _SPREAD_ELEMENTS = 1 << 22  # activity values per trial chunk of loss_spread: 16 MiB in float32
-# Damped Gauss–Newton steps the held-out κ(0) take per Adam epoch. They start from the previous
-# epoch's κ(0) and the model moves little in one epoch, so one step leaves the recorded held-out
-# loss within the progress threshold of its value at converged κ(0), and the phase keeps the
-# best epoch that more steps would keep. Each step costs a pass with derivatives over the
-# held-out trials.
-_TRACKING_STEPS = 1
 
 
 def _noise(model: LowRankRNN, batch: Batch, config: TrainConfig, generator) -> Tensor | None:
@@ -252,13 +246,13 @@ def _progress_bar(config: TrainConfig, total: int):
 def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, config, generator):
     """Adam on minibatches of training trials.
 
-    Each epoch the held-out κ(0) take ``_TRACKING_STEPS`` damped Gauss–Newton step(s) on their
-    own likelihood (:func:`infer_initial`, damping carried over from epoch to epoch), so that
-    the recorded held-out loss follows the model rather than the lag of the κ(0). The phase
-    stops after ``patience`` epochs without progress (:class:`_Monitor`): from there L-BFGS
-    converges in fewer passes over the data than Adam's halved learning rates would. Without
-    L-BFGS rounds the learning rate halves instead, up to ``_MAX_HALVINGS`` times. The model is
-    left in its best held-out state.
+    Each epoch the held-out κ(0) take two damped Gauss–Newton steps on their own likelihood
+    (:func:`infer_initial`, damping carried over from epoch to epoch), so that the recorded
+    held-out loss follows the model rather than the lag of the κ(0). The phase stops after
+    ``patience`` epochs without progress (:class:`_Monitor`): from there L-BFGS converges in
+    fewer passes over the data than Adam's halved learning rates would. Without L-BFGS rounds
+    the learning rate halves instead, up to ``_MAX_HALVINGS`` times. The model is left in its
+    best held-out state.
 
     Returns
     -------
@@ -335,16 +329,10 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
             optimizer.step()
             total += float(loss) * index.numel()
             count += index.numel()
-        with torch.no_grad():  # the held-out κ(0) follow the model
+        with torch.no_grad():  # two damped Gauss–Newton steps per epoch follow the model
             prior = initial_prior(kappa_train)
             tracked, test_loss = _reinfer(
-                model,
-                kappa_test,
-                test_batch,
-                config,
-                prior,
-                n_iter=_TRACKING_STEPS,
-                damping=damping,
+                model, kappa_test, test_batch, config, prior, n_iter=2, damping=damping
             )
             kappa_test.copy_(tracked)
         history.append((total / count, test_loss))

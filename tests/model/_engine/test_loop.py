@@ -91,39 +91,3 @@ def test_monitor_each_step_does_not_add_up_a_tail_of_small_gains():
     monitor.update(1, 9.95, lambda: "s1")
     monitor.update(2, 9.8, lambda: "s2")  # 0.15 below the previous best: progress
     assert (monitor.reference, monitor.reference_step) == (9.8, 2)
-
-
-def test_one_tracking_step_per_epoch_keeps_adams_best_epoch(monkeypatch):
-    # The held-out κ(0) take _TRACKING_STEPS Gauss–Newton steps per epoch. One step must read
-    # the course of the held-out loss as two do: the same best epoch (the state that is kept),
-    # the same stop up to an epoch (a gain right at the progress threshold can tip either way),
-    # and from the best epoch on the same losses to well within the threshold. (Early on, while
-    # the model moves fast, one step lags more; the gains then are many thresholds.)
-    from nwb_lrconn.model import LowRankRNNEstimator
-    from nwb_lrconn.model._engine import loop
-    from nwb_lrconn.model.networks import sample_network
-    from nwb_lrconn.model.simulate import simulate_spikes
-
-    net = sample_network("quadstable", 20, random_state=0)
-    initial = np.random.default_rng(0).uniform(-2, 2, (200, 2))
-    session = simulate_spikes(net, initial=initial, n_time=10, bin_width=0.1, random_state=1)
-    rec = session.to_recording()
-    phase = loop._adam_phase
-    runs = {}
-
-    def adam_phase(model, k_train, k_test, train_batch, test_batch, config, generator):
-        out = phase(model, k_train, k_test, train_batch, test_batch, config, generator)
-        spread = loss_spread(model, out[1][1], test_batch, config)
-        runs[loop._TRACKING_STEPS] = (np.asarray(out[0]), out[2], config.tol * spread)
-        return out
-
-    monkeypatch.setattr(loop, "_adam_phase", adam_phase)
-    default = loop._TRACKING_STEPS
-    for steps in (2, default):
-        monkeypatch.setattr(loop, "_TRACKING_STEPS", steps)
-        LowRankRNNEstimator(lbfgs_rounds=1, refit_units=False, random_state=0).fit(rec)
-    (two, best, threshold), (one, best_one, _) = runs[2], runs[default]
-    assert best_one == best > 10 and abs(len(one) - len(two)) <= 1
-    rows = min(len(one), len(two))
-    np.testing.assert_array_equal(one[:rows, 0], two[:rows, 0])  # Adam never sees held-out trials
-    assert np.abs(one[best:rows, 1] - two[best:rows, 1]).max() < 0.25 * threshold
