@@ -33,4 +33,13 @@ def phi_and_slope(x: np.ndarray, nonlinearity: str = "tanh") -> tuple[np.ndarray
 
 def softplus_inverse(y: np.ndarray) -> np.ndarray:
     """x with softplus(x) = y, for y > 0."""
-    return y + np.log(-np.expm1(-y))
+    if np.ndim(y) == 0:
+        return y + np.log(-np.expm1(-y))
+    # The same in one array: on the spike rates of a recording (tens of millions of values) the
+    # four temporaries took most of the time.
+    x = np.negative(y, dtype=np.result_type(y, 1.0))
+    np.expm1(x, out=x)
+    np.negative(x, out=x)
+    np.log(x, out=x)
+    x += y
+    return x

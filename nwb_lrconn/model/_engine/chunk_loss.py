@@ -44,7 +44,8 @@ def rollout_loss(
     inputs: Tensor | None = None,
     noise: Tensor | None = None,
     chunk_size: int | None = None,
-    loss_grad: Callable[..., tuple[Tensor, Sequence[Tensor | None]]] | None = None,
+    loss_grad: Callable[..., tuple] | None = None,
+    value_out: Tensor | None = None,
 ) -> Tensor:
     """Roll the dynamics forward and return Σ over time chunks of ``loss_fn``.
 
@@ -68,12 +69,23 @@ def rollout_loss(
         ``grad_activity`` a fresh tensor the backward may overwrite). Without it the backward
         differentiates ``loss_fn`` with autograd. See
         :class:`~nwb_lrconn.model._engine.objective.ChunkObjective`.
+    value_out : Tensor, optional
+        A scalar that receives the loss in the backward pass (needs ``loss_grad``). The forward
+        then only rolls the dynamics out and returns zero (with the graph to differentiate), and
+        the backward takes each chunk's value from ``loss_grad(..., with_value=True)``, which
+        returns ``(grad_activity, grad_params, value)``: for a caller that differentiates the
+        loss anyway, the likelihood is evaluated once per chunk instead of twice. The value is
+        the forward's up to rounding: the chunks are summed in the same order, but from the
+        activity as the backward recomputes it.
 
     Returns
     -------
     Tensor, scalar
-        The loss (float64: the chunks are summed in double precision).
+        The loss (float64: the chunks are summed in double precision; zero with
+        ``value_out``).
     """
+    if value_out is not None and loss_grad is None:
+        raise ValueError("value_out needs loss_grad: the backward computes the value with it.")
     activation(initial[:0, :0], nonlinearity)  # validates the name
     n_trials, n_units = initial.shape[0], M.shape[0]
     if chunk_size is None:
@@ -85,7 +97,7 @@ def rollout_loss(
         offset,
         initial,
         noise,
-        (loss_fn, loss_grad),
+        (loss_fn, loss_grad, value_out),
         int(n_time),
         float(alpha),
         nonlinearity,
@@ -105,7 +117,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
     def forward(
         ctx, M, K, offset, initial, noise, loss, n_time, alpha, nonlinearity, chunk, *params
     ):
-        loss_fn, loss_grad = loss
+        loss_fn, loss_grad, value_out = loss
         n_trials, rank = initial.shape
         n_units = M.shape[0]
         scale = alpha / n_units
@@ -140,9 +152,10 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                     kappa = torch.addmm(kappa, y, Kt.T, beta=1.0 - alpha, alpha=scale)
                     if noise_tm is not None:
                         kappa = kappa + noise_tm[t]
-            total = total + loss_fn(buffer, start, stop, *params).double()
+            if value_out is None:  # else the backward evaluates the loss
+                total = total + loss_fn(buffer, start, stop, *params).double()
         ctx.save_for_backward(M, K, torch.stack(latents), offset, *params)
-        ctx.loss_fn, ctx.loss_grad = loss_fn, loss_grad
+        ctx.loss_fn, ctx.loss_grad, ctx.value_out = loss_fn, loss_grad, value_out
         ctx.alpha, ctx.nonlinearity, ctx.chunk = alpha, nonlinearity, chunk
         return total
 
@@ -172,6 +185,7 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
         grad_params = [torch.zeros_like(p) for p in params]
         used = [False] * len(params)  # a parameter the loss never touches gets no gradient
         carried = None  # a(stop): the adjoint at the first step of the following chunk
+        values = []  # with value_out: each chunk's loss, last chunk first
         for start, stop in reversed(_chunks(n_time, ctx.chunk)):
             steps = stop - start
             flat = n_trials * steps
@@ -181,7 +195,11 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
             if offset_s is not None:
                 y.add_(offset_s if offset_s.dim() == 1 else offset_s[:, start:stop])
             activation_scaled_(y, ctx.nonlinearity)
-            if ctx.loss_grad is not None:
+            if ctx.value_out is not None:
+                grad_y, grad_p, value = ctx.loss_grad(y, start, stop, *params, with_value=True)
+                grads = (grad_y, *grad_p)
+                values.append(value)
+            elif ctx.loss_grad is not None:
                 grad_y, grad_p = ctx.loss_grad(y, start, stop, *params)
                 grads = (grad_y, *grad_p)
             else:
@@ -241,6 +259,11 @@ class _ChunkedRolloutLoss(torch.autograd.Function):
                 last = min(stop, n_time - 1)
                 grad_noise[:, start:last] = following[:, : last - start]
             carried = adjoint[:, 0].contiguous()
+        if ctx.value_out is not None:
+            total = M.new_zeros((), dtype=torch.float64)
+            for value in reversed(values):  # in the forward's order
+                total = total + value.double()
+            ctx.value_out.copy_(total)
         return (
             grad_M if needs[0] else None,
             grad_K if needs[1] else None,
@@ -266,6 +289,7 @@ def network_rollout_loss(
     inputs: Tensor | None = None,
     noise: Tensor | None = None,
     loss_grad=None,
+    value_out: Tensor | None = None,
 ) -> Tensor:
     """:func:`rollout_loss` of a :class:`~nwb_lrconn.model.lowrank.LowRankRNN`'s dynamics.
 
@@ -273,7 +297,7 @@ def network_rollout_loss(
     ----------
     model : LowRankRNN
         The network (its M, K, B, d, α and φ).
-    initial, n_time, loss_fn, loss_params, inputs, noise, loss_grad
+    initial, n_time, loss_fn, loss_params, inputs, noise, loss_grad, value_out
         As for :func:`rollout_loss` and :meth:`LowRankRNN.forward`.
 
     Returns
@@ -296,4 +320,5 @@ def network_rollout_loss(
         inputs=inputs,
         noise=noise,
         loss_grad=loss_grad,
+        value_out=value_out,
     )

@@ -88,7 +88,7 @@ class Linearizer:
         if self.observation != "poisson":
             return data
         rate = smooth_counts(data, mask, self.smooth_bins) / self.bin_width
-        return softplus_inverse(np.maximum(rate, self.rate_floor))
+        return softplus_inverse(np.maximum(rate, self.rate_floor, out=rate))
 
     def potentials(
         self, data: np.ndarray, mask: np.ndarray, *, target: np.ndarray | None = None

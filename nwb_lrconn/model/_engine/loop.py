@@ -24,7 +24,14 @@ from torch import Tensor
 from ..lowrank import LowRankRNN
 from ..rollout import activation
 from .initial_latents import infer_initial, initial_prior
-from .objective import Batch, TrainConfig, batch_loss, mean_nll, rollout_nll
+from .objective import (
+    Batch,
+    TrainConfig,
+    backward_batch_loss,
+    batch_loss,
+    mean_nll,
+    rollout_nll,
+)
 from .unit_refit import refit_output_loadings, refit_units
 
 __all__ = ["loss_spread", "train", "weight_penalty"]
@@ -312,16 +319,15 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
             index = order[begin : begin + size]
             batch = train_batch.take(index)
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(
+            loss = backward_batch_loss(
                 model,
                 kappa_train[index],
                 batch,
                 config,
                 noise=_noise(model, batch, config, generator),
             )
-            loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * index.numel()
+            total += float(loss) * index.numel()
             count += index.numel()
         with torch.no_grad():  # two damped Gauss–Newton steps per epoch follow the model
             prior = initial_prior(kappa_train)
@@ -404,16 +410,17 @@ def _lbfgs_phase(
             return cache[1]
         for p in params:
             p.grad = None
-        loss = batch_loss(model, kappa_train, train_batch, config)
-        last[0] = float(loss.detach())
+        loss = backward_batch_loss(model, kappa_train, train_batch, config)
+        last[0] = float(loss)
         if config.weight_decay > 0:
-            loss = loss + weight_penalty(model, config.weight_decay)
-        loss.backward()
+            penalty = weight_penalty(model, config.weight_decay)
+            penalty.backward()
+            loss = loss + penalty.detach()
         if scales is not None:
             for p, u, scale in zip(params, variables, scales):
                 u.grad = (torch.zeros_like(p) if p.grad is None else p.grad) * scale
         grads = [torch.zeros_like(u) if u.grad is None else u.grad.clone() for u in variables]
-        cache[:] = [[u.detach().clone() for u in variables], loss.detach(), grads, last[0]]
+        cache[:] = [[u.detach().clone() for u in variables], loss, grads, last[0]]
         return loss
 
     def snapshot():

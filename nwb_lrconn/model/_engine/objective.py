@@ -35,6 +35,7 @@ from .chunk_loss import network_rollout_loss
 __all__ = [
     "Batch",
     "TrainConfig",
+    "backward_batch_loss",
     "batch_loss",
     "mean_nll",
     "rollout_expected",
@@ -208,13 +209,56 @@ def batch_loss(
     (:meth:`LowRankRNN.rollout_loss`), except under the calcium indicator kernel, whose filter
     runs along the whole trial.
     """
-    n_time = batch.data.shape[1]
     if config.observation == "calcium" and config.calcium_decay > 0:
         nll = rollout_nll(model, initial, batch, config, noise=noise)
         observed = batch.observed()
         if observed is None:
             return masked_mean(nll, batch.mask).double()
         return (torch.where(observed, nll, 0.0).sum() / _count(batch)).double()
+    objective, count = _chunk_objective(batch, config)
+    loss = _chunked_loss(model, initial, batch, objective, noise=noise)
+    # The constants are added in float64: next to them the parameter-dependent part of a
+    # nearly noiseless fit is a few ulps of float32, too coarse for L-BFGS's line search.
+    return loss.double() + _constant(model, batch, config, count)
+
+
+def backward_batch_loss(
+    model: LowRankRNN,
+    initial: Tensor,
+    batch: Batch,
+    config: TrainConfig,
+    *,
+    noise: Tensor | None = None,
+) -> Tensor:
+    """:func:`batch_loss`, differentiated: its gradient is accumulated into the ``.grad`` of the
+    model's parameters and of ``initial`` (as ``batch_loss(...).backward()`` would).
+
+    The forward pass only rolls the dynamics out; the backward evaluates each chunk's likelihood
+    next to its gradient, which ``batch_loss(...).backward()`` evaluates once in each pass (see
+    :func:`~nwb_lrconn.model._engine.chunk_loss.rollout_loss`). The gradients are those of
+    ``batch_loss(...).backward()``; the value is :func:`batch_loss`'s up to rounding (it comes
+    from the activity the backward recomputes).
+
+    Returns
+    -------
+    Tensor
+        The loss, a float64 scalar without graph.
+    """
+    if config.observation == "calcium" and config.calcium_decay > 0:
+        loss = batch_loss(model, initial, batch, config, noise=noise)
+        loss.backward()
+        return loss.detach()
+    objective, count = _chunk_objective(batch, config)
+    value = model.M.new_zeros(())
+    _chunked_loss(model, initial, batch, objective, noise=noise, value_out=value).backward()
+    constant = _constant(model, batch, config, count)
+    if constant.requires_grad:  # the Gaussian noise scale's log σ term
+        constant.backward()
+    return value.double() + constant.detach()
+
+
+def _chunk_objective(batch: Batch, config: TrainConfig) -> tuple[ChunkObjective, float]:
+    """The batch's :class:`ChunkObjective` and its number of observed values."""
     weights = batch.mask.to(batch.data.dtype)
     n_bins = float(weights.sum())
     if n_bins == 0:
@@ -229,19 +273,21 @@ def batch_loss(
         config.bin_width,
         units,
     )
-    loss = network_rollout_loss(
+    return objective, count
+
+
+def _chunked_loss(model, initial, batch, objective, *, noise, value_out=None) -> Tensor:
+    return network_rollout_loss(
         model,
         initial,
-        n_time,
+        batch.data.shape[1],
         objective,
         (model.readout_gain, model.readout_offset, model.log_noise_std),
         inputs=batch.inputs,
         noise=noise,
         loss_grad=objective.gradient,
+        value_out=value_out,
     )
-    # The constants are added in float64: next to them the parameter-dependent part of a
-    # nearly noiseless fit is a few ulps of float32, too coarse for L-BFGS's line search.
-    return loss.double() + _constant(model, batch, config, count)
 
 
 def _constant(model: LowRankRNN, batch: Batch, config: TrainConfig, count: float) -> Tensor:
@@ -332,28 +378,25 @@ class ChunkObjective:
         data, weights = self._chunk(start, stop)
         if self.observation == "poisson":
             rate, _ = self._poisson_rate(activity, gain, offset)
-            values = rate - torch.log(rate).mul_(data)
-            if weights is not None:
-                values = values * weights
-            # float32 sums over units, float64 over the rest: a float32 total of a chunk's
-            # half-million values rounds to 1e-7 of it (see rollout_loss)
-            return values.sum(-1).sum(dtype=torch.float64) / self.count
+            return self._poisson_value(rate, data, weights)
         residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
-        flat = residual.reshape(-1)
-        return 0.5 * torch.dot(flat, flat) / self.count
+        return self._gaussian_value(residual)
 
-    def gradient(self, activity, start, stop, gain, offset, log_noise_std):
-        """Gradients of the chunk value.
+    def gradient(self, activity, start, stop, gain, offset, log_noise_std, *, with_value=False):
+        """Gradients of the chunk value (and with ``with_value`` the value, from the same terms).
 
         Returns
         -------
         grad_activity : Tensor, same shape as ``activity``
         grad_params : tuple of (Tensor or None)
             For gain, offset and log σ (None for log σ under Poisson, which has no noise scale).
+        value : Tensor
+            Only with ``with_value``: the chunk value, bitwise that of calling the objective.
         """
         data, weights = self._chunk(start, stop)
         if self.observation == "poisson":
             rate, readout = self._poisson_rate(activity, gain, offset)
+            value = self._poisson_value(rate, data, weights) if with_value else None
             sigmoid = readout.sigmoid_()
             # dℓ/dr = (1 − y/λ) Δt σ(r)
             h = torch.addcdiv(rate.new_ones(()), data, rate, value=-1.0)
@@ -362,14 +405,31 @@ class ChunkObjective:
                 h.mul_(weights)
             grad_gain = (h * activity).sum((0, 1))
             grad_offset = h.sum((0, 1))
-            return h.mul_(gain), (grad_gain, grad_offset, None)
+            out = h.mul_(gain), (grad_gain, grad_offset, None)
+            return (*out, value) if with_value else out
         inv_std = torch.exp(-log_noise_std)
         residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
+        value = self._gaussian_value(residual) if with_value else None
         scaled = inv_std / self.count
         grad_gain = (residual * activity).sum((0, 1)) * scaled
         grad_offset = residual.sum((0, 1)) * scaled
         grad_log_std = -(residual * residual).sum((0, 1)) / self.count
-        return residual.mul_(gain * scaled), (grad_gain, grad_offset, grad_log_std)
+        out = residual.mul_(gain * scaled), (grad_gain, grad_offset, grad_log_std)
+        return (*out, value) if with_value else out
+
+    def _poisson_value(self, rate: Tensor, data: Tensor, weights: Tensor | None) -> Tensor:
+        """Σ w (λ − y log λ) / C."""
+        values = rate - torch.log(rate).mul_(data)
+        if weights is not None:
+            values = values * weights
+        # float32 sums over units, float64 over the rest: a float32 total of a chunk's
+        # half-million values rounds to 1e-7 of it (see rollout_loss)
+        return values.sum(-1).sum(dtype=torch.float64) / self.count
+
+    def _gaussian_value(self, residual: Tensor) -> Tensor:
+        """Σ ½ (w (r − y) e^(−s))² / C from the residual."""
+        flat = residual.reshape(-1)
+        return 0.5 * torch.dot(flat, flat) / self.count
 
     @staticmethod
     def _gaussian_residual(activity, data, weights, gain, offset, log_noise_std) -> Tensor:

@@ -176,15 +176,16 @@ def refit_units(
     def evaluate(th, units, full):
         """Penalised loss (and gradient, Fisher matrix) of the units ``units``."""
         iv = inv_var[units]
+        every = len(units) == n_units  # (units are distinct) no gather of the columns
         loss = 0.5 * (th**2 * precision).sum(1)  # the prior on m
         grad = th * precision if full else None
         fisher = torch.diag(precision).expand(len(th), n_par, n_par).clone() if full else None
         for start in range(0, kappa.shape[0], chunk):
             sl = slice(start, start + chunk)
-            y = data[sl][:, units].to(dtype)
+            y = (data[sl] if every else data[sl][:, units]).to(dtype)
             w = None
             if observed is not None:
-                seen = observed[sl][:, units]
+                seen = observed[sl] if every else observed[sl][:, units]
                 y, w = torch.where(seen, y, 0.0), seen.to(dtype)
             out = _unit_terms(th, kappa[sl], inputs[sl], y, w=w, full=full, inv_var=iv, **common)
             loss += out[0]

@@ -44,3 +44,13 @@ def test_network_rollout_loss_is_the_loss_of_the_forward_activity(n_inputs):
 def test_network_rollout_loss_needs_the_inputs_of_a_network_with_inputs():
     with pytest.raises(ValueError, match=r"has 2 input channel\(s\); pass inputs of shape"):
         network_rollout_loss(_network(2), torch.zeros(1, 2), 4, lambda y, a, b: y.sum())
+
+
+def test_a_value_from_the_backward_needs_the_closed_form_gradient():
+    model = _network(0)
+
+    def loss_fn(activity, start, stop):
+        return activity.sum()
+
+    with pytest.raises(ValueError, match="value_out needs loss_grad"):
+        network_rollout_loss(model, torch.randn(3, 2), 6, loss_fn, value_out=torch.zeros(()))

@@ -7,7 +7,14 @@ import copy
 import pytest
 import torch
 
-from nwb_lrconn.model._engine.objective import Batch, ChunkObjective, TrainConfig, batch_loss
+from nwb_lrconn.model._engine import chunk_loss
+from nwb_lrconn.model._engine.objective import (
+    Batch,
+    ChunkObjective,
+    TrainConfig,
+    backward_batch_loss,
+    batch_loss,
+)
 from nwb_lrconn.model.lowrank import LowRankRNN
 from nwb_lrconn.model.observation import expected_observation, masked_mean, observation_nll
 
@@ -123,3 +130,40 @@ def test_float32_batch_loss_resolves_a_step_below_float32_rounding_of_the_loss()
     exact = before[1] - after[1]
     assert 1e-8 < exact < 3e-8
     assert before[0] - after[0] == pytest.approx(exact, rel=0.2)
+
+
+@pytest.mark.parametrize("observation", ["gaussian", "poisson", "calcium"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_backward_batch_loss_is_batch_loss_backward(monkeypatch, observation, dtype):
+    # The gradients of the one-evaluation path are those of batch_loss(...).backward() and its
+    # value theirs up to rounding, over several time chunks, with padding, inputs and process
+    # noise; the calcium kernel (whose loss is not chunked) takes the plain path.
+    monkeypatch.setattr(chunk_loss, "_CHUNK_ELEMENTS", 2 * N_TRIALS * N_UNITS)  # 2-step chunks
+    data, mask = _data(observation, masked=True)
+    model = LowRankRNN(N_UNITS, 2, n_inputs=1, dtype=dtype)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=dtype))
+    inputs = torch.randn(N_TRIALS, N_TIME, 1, generator=g, dtype=dtype)
+    noise = 0.1 * torch.randn(N_TRIALS, N_TIME - 1, 2, generator=g, dtype=dtype)
+    batch = Batch(data.to(dtype), mask, inputs)
+    decay = 0.5 if observation == "calcium" else 0.0
+    config = TrainConfig(observation, 0.02, decay, 1, 1e-3, None, 1, 0.0, 0.0, False)
+    initial = torch.randn(N_TRIALS, 2, generator=g, dtype=dtype)
+    grads = []
+    for backward in (True, False):
+        kappa = initial.clone().requires_grad_()
+        model.zero_grad(set_to_none=True)
+        if backward:
+            value = backward_batch_loss(model, kappa, batch, config, noise=noise)
+        else:
+            loss = batch_loss(model, kappa, batch, config, noise=noise)
+            loss.backward()
+            # the backward recomputes the activity: its rounding may differ from the forward's
+            rtol = 1e-6 if dtype == torch.float32 else 1e-14
+            torch.testing.assert_close(value, loss.detach(), rtol=rtol, atol=0)
+            assert value.dtype == torch.float64 and not value.requires_grad
+        grads.append([p.grad for p in model.parameters()] + [kappa.grad])
+    for name, got, want in zip([n for n, _ in model.named_parameters()] + ["κ"], *grads):
+        assert (got is None and want is None) or torch.equal(got, want), name
