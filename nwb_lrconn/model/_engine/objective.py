@@ -249,12 +249,12 @@ def backward_batch_loss(
         loss.backward()
         return loss.detach()
     objective, count = _chunk_objective(batch, config)
-    value = model.M.new_zeros(())
+    value = model.M.new_zeros((), dtype=torch.float64)  # the chunks' float64 sum, not rounded
     _chunked_loss(model, initial, batch, objective, noise=noise, value_out=value).backward()
     constant = _constant(model, batch, config, count)
     if constant.requires_grad:  # the Gaussian noise scale's log σ term
         constant.backward()
-    return value.double() + constant.detach()
+    return value + constant.detach()
 
 
 def _chunk_objective(batch: Batch, config: TrainConfig) -> tuple[ChunkObjective, float]:

@@ -96,9 +96,11 @@ def test_batch_loss_refuses_an_empty_mask():
         batch_loss(model, torch.zeros(2, 1), batch, config)
 
 
-def test_float32_batch_loss_resolves_a_step_below_float32_rounding_of_the_loss():
+@pytest.mark.parametrize("path", ["batch_loss", "backward_batch_loss"])
+def test_float32_batch_loss_resolves_a_step_below_float32_rounding_of_the_loss(path):
     # Full-batch L-BFGS on a large recording takes steps that lower the mean loss by less than
-    # float32 resolves at its size (ulp(0.5) = 6e-8); the float32 loss must still see them.
+    # float32 resolves at its size (ulp(0.5) = 6e-8); the float32 loss must still see them, on
+    # both paths that training reads it from (L-BFGS's closure takes backward_batch_loss's).
     g = torch.Generator().manual_seed(0)
     n_trials, n_time, n_units = 40, 30, 60
     model = LowRankRNN(n_units, 2)
@@ -112,12 +114,18 @@ def test_float32_batch_loss_resolves_a_step_below_float32_rounding_of_the_loss()
     initial = torch.randn(n_trials, 2, generator=g)
     config = TrainConfig("poisson", 0.02, 0.0, 1, 1e-3, None, 1, 0.0, 0.0, False)
 
-    def losses(net):  # float32 and float64 evaluations of the same (float32) parameters
-        wide = copy.deepcopy(net).double()
+    def losses(net):  # float32 (on ``path``) and float64 evaluations of the same parameters
+        narrow = Batch(data, mask, None)
+        if path == "backward_batch_loss":
+            low = float(backward_batch_loss(copy.deepcopy(net), initial, narrow, config))
+        else:
+            with torch.no_grad():
+                low = float(batch_loss(net, initial, narrow, config))
+        wide = Batch(data.double(), mask, None)
         with torch.no_grad():
             return [
-                float(batch_loss(m, initial.to(dtype), Batch(data.to(dtype), mask, None), config))
-                for m, dtype in ((net, torch.float32), (wide, torch.float64))
+                low,
+                float(batch_loss(copy.deepcopy(net).double(), initial.double(), wide, config)),
             ]
 
     before = losses(model)
