@@ -35,6 +35,18 @@ their turns leave a rotation-invariant law unchanged anyway. Finer candidates wo
 a small rotation is always nearly a symmetry (its asymmetry grows with the angle), so only maps
 far apart can be told from each other by the flow.
 
+**Ridge strength of the pooled fit.** The conditional mean of k given z is learned from ridge
+targets, the fit of the latent updates summed over every visited state with a penalty λ on the
+virtual units' k (:func:`~nwb_lrconn.inference.connector.ridge.quadrature_ridge_targets`). The
+union of n sessions holds n sessions' states under one sum, so at the same λ it is regularised
+n times more weakly than each session's own distribution. The error in the latent updates is
+not independent noise that more states average away: the latents are the joint network's own
+trajectories, and what the ridge fits beyond the true law is the fitted flow's own error, the
+same in every session. The pooled fit therefore uses n·λ: its objective is the mean of the
+sessions' objectives, regularised exactly as each session's own, so that the pooled and the
+per-session distributions are compared at equal strength (recorded as the pooled
+distribution's ``ridge_lambda``).
+
 **Dissimilarity.** Between the distributions A and B of two sessions, in the shared gauge,
 D(A, B) = ½ [D(A → B) + D(B → A)] with D(A → B) =
 :func:`~nwb_lrconn.inference.metrics.connectivity_dissimilarity` (Sinkhorn divergence between
@@ -110,7 +122,8 @@ class PooledDistribution:
     ----------
     pooled : ConnectivityDistribution
         Learned from every session's units together (z = (m, b, d) in the shared gauge, each
-        session turned by its ``symmetry``) and every session's latents.
+        session turned by its ``symmetry``) and every session's latents, with the ridge λ
+        multiplied by the number of sessions (module docstring).
     sessions : tuple of ConnectivityDistribution
         Each session's own, from its units and latents only, in the same gauge and chosen by the
         same rule (:func:`.choose_distribution_model`).
@@ -208,7 +221,7 @@ def pooled_distribution(
     def seed() -> int:
         return int(rng.integers(2**31))
 
-    pooled = fit_distribution(_union(parts), **fit, random_state=seed())
+    pooled = fit_distribution(_union(parts), **_pooled_ridge(fit, len(parts)), random_state=seed())
     sessions = tuple(fit_distribution(p, **fit, random_state=seed()) for p in parts)
     D = dissimilarity_matrix(sessions)
     floor = np.array(
@@ -225,6 +238,18 @@ def pooled_distribution(
         reference=int(joint.seed_session_),
         asymmetry=asymmetry,
     )
+
+
+def _pooled_ridge(fit: dict[str, Any], n_sessions: int) -> dict[str, Any]:
+    """``fit`` with both models' ridge λ multiplied by ``n_sessions`` (module docstring)."""
+    scaled = dict(fit)
+    for key in ("flow_params", "mixture_params"):
+        params = dict(fit[key] or {})
+        params["ridge_lambda"] = n_sessions * params.get(
+            "ridge_lambda", DistributionConfig.ridge_lambda
+        )
+        scaled[key] = params
+    return scaled
 
 
 # ---------------------------------------------------------------------- gauge symmetry

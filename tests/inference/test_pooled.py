@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from nwb_lrconn.config import DistributionConfig
 from nwb_lrconn.inference.dynamics import latent_velocity
 from nwb_lrconn.inference.pooled import (
     FLAG_RATIO,
@@ -65,6 +66,23 @@ def test_pooled_distribution_holds_every_unit_in_the_shared_gauge(joint_fit, poo
         np.testing.assert_allclose(dist.architecture["z_mean"], (view.M @ S.T).mean(0).tolist()
                                    + [view.d.mean()], atol=1e-12)  # fmt: skip
         assert dist.samples_z.shape == (300, 3) and dist.samples_k.shape == (300, 2)
+    # Three sessions' states under one ridge sum: λ three times each session's, so that the
+    # pooled objective is the mean of the sessions' (equal regularisation).
+    lam = DistributionConfig.ridge_lambda
+    assert [d.ridge_lambda for d in pooled.sessions] == [lam] * 3
+    assert pooled.pooled.ridge_lambda == pytest.approx(3 * lam, rel=1e-12)
+
+
+def test_the_pooled_ridge_scales_a_given_lambda_and_leaves_the_sessions_alone(
+    joint_sessions, joint_fit
+):
+    params = {**FAST, "ridge_lambda": 2e-4}
+    result = pooled_distribution(
+        joint_fit, joint_sessions[1], n_samples=50, mixture_params=params, random_state=1
+    )
+    assert [d.ridge_lambda for d in result.sessions] == [2e-4] * 3
+    assert result.pooled.ridge_lambda == pytest.approx(6e-4, rel=1e-12)
+    assert params["ridge_lambda"] == 2e-4  # the caller's dict is not modified
 
 
 def _odd_network_copy(joint, session: int, *, flip: bool):
