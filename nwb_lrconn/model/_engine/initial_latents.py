@@ -114,7 +114,7 @@ def infer_initial(
         constants (float64; see :func:`~nwb_lrconn.model._engine.objective.mean_nll`); None
         under the calcium kernel, whose solver does not compute it.
     """
-    if config.observation == "calcium" and config.calcium_decay > 0:
+    if config.indicator_kernel:
         with torch.enable_grad():
             kappa = _infer_initial_adam(model, initial, batch, config, n_steps=5 * n_iter)
         return (kappa, None) if with_nll else kappa

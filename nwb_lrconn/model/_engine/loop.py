@@ -218,7 +218,7 @@ def train(
             best_test,
             best_row,
         )
-    kernel = config.observation == "calcium" and config.calcium_decay > 0
+    kernel = config.indicator_kernel
     if config.refit_units and not kernel:
         start = time.perf_counter()
         out = _refit_phase(model, k_train, k_test, train_batch, test_batch, config, best_test)

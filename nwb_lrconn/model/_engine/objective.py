@@ -149,6 +149,12 @@ class TrainConfig:
     refit_units: bool = False
     tol: float = 0.0
 
+    @property
+    def indicator_kernel(self) -> bool:
+        """Whether the readout is filtered along the trial (calcium with a decay), which the
+        chunked likelihood and the closed-form κ(0) solver cannot evaluate."""
+        return self.observation == "calcium" and self.calcium_decay > 0
+
 
 def rollout_expected(
     model: LowRankRNN,
@@ -209,7 +215,7 @@ def batch_loss(
     (:meth:`LowRankRNN.rollout_loss`), except under the calcium indicator kernel, whose filter
     runs along the whole trial.
     """
-    if config.observation == "calcium" and config.calcium_decay > 0:
+    if config.indicator_kernel:
         nll = rollout_nll(model, initial, batch, config, noise=noise)
         observed = batch.observed()
         if observed is None:
@@ -219,7 +225,7 @@ def batch_loss(
     loss = _chunked_loss(model, initial, batch, objective, noise=noise)
     # The constants are added in float64: next to them the parameter-dependent part of a
     # nearly noiseless fit is a few ulps of float32, too coarse for L-BFGS's line search.
-    return loss.double() + _constant(model, batch, config, count)
+    return loss + _constant(model, batch, config, count)
 
 
 def backward_batch_loss(
@@ -244,7 +250,7 @@ def backward_batch_loss(
     Tensor
         The loss, a float64 scalar without graph.
     """
-    if config.observation == "calcium" and config.calcium_decay > 0:
+    if config.indicator_kernel:
         loss = batch_loss(model, initial, batch, config, noise=noise)
         loss.backward()
         return loss.detach()
