@@ -14,7 +14,7 @@ __all__ = [
     "check_is_fitted",
     "check_positive",
     "check_positive_int",
-    "check_nonnegative_or_auto",
+    "check_positive_or_auto",
     "check_choice",
     "check_array",
     "make_rng",
@@ -45,13 +45,15 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return value
 
 
-def check_nonnegative_or_auto(value: Any, name: str) -> float | str:
-    """Return "auto" unchanged, or ``value`` as a float after checking it is finite and >= 0."""
+def check_positive_or_auto(value: Any, name: str, *, allow_zero: bool = False) -> float | str:
+    """Return "auto" unchanged, or ``value`` as a float after checking it is finite and > 0
+    (>= 0 with ``allow_zero``)."""
     if isinstance(value, str):
         if value != "auto":
-            raise ValueError(f"{name} must be a non-negative number or 'auto'; got {value!r}.")
+            kind = "non-negative" if allow_zero else "positive"
+            raise ValueError(f"{name} must be a {kind} number or 'auto'; got {value!r}.")
         return value
-    return check_positive(value, name, allow_zero=True)
+    return check_positive(value, name, allow_zero=allow_zero)
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:

@@ -44,9 +44,9 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 
 from ._validation import (
     check_choice,
-    check_nonnegative_or_auto,
     check_positive,
     check_positive_int,
+    check_positive_or_auto,
 )
 from .data import DISTRIBUTION_CHOICES
 
@@ -338,8 +338,9 @@ class FitConfig:
     refit_units : bool, default: True
         Refit every unit's (m, b, d, g, c) on the fitted latents after the gradient phases,
         kept only if the held-out loss drops (see ``LowRankRNNEstimator``).
-    lr : float, default: 1e-2
-        Adam learning rate.
+    lr : float or "auto", default: "auto"
+        Adam learning rate; "auto" is 2e-2 for Poisson spike counts and 1e-2 otherwise (see
+        ``LowRankRNNEstimator``).
     batch_size : int or None, default: 64
         Trials per optimisation step (None: all training trials).
     test_fraction : float, default: 0.2
@@ -370,7 +371,7 @@ class FitConfig:
     max_epochs: int = 500
     lbfgs_rounds: int = 30
     refit_units: bool = True
-    lr: float = 1e-2
+    lr: float | str = "auto"
     batch_size: int | None = 64
     test_fraction: float = 0.2
     patience: int = 20
@@ -412,7 +413,7 @@ class FitConfig:
         check_positive_int(self.max_epochs, "fit.max_epochs")
         check_positive_int(self.lbfgs_rounds, "fit.lbfgs_rounds", minimum=0)
         _check_bool(self.refit_units, "fit.refit_units")
-        object.__setattr__(self, "lr", check_positive(self.lr, "fit.lr"))
+        object.__setattr__(self, "lr", check_positive_or_auto(self.lr, "fit.lr"))
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "fit.batch_size")
         fraction = check_positive(self.test_fraction, "fit.test_fraction")
@@ -423,7 +424,7 @@ class FitConfig:
         object.__setattr__(self, "tol", check_positive(self.tol, "fit.tol", allow_zero=True))
         value = check_positive(self.weight_decay, "fit.weight_decay", allow_zero=True)
         object.__setattr__(self, "weight_decay", value)
-        noise = check_nonnegative_or_auto(self.process_noise, "fit.process_noise")
+        noise = check_positive_or_auto(self.process_noise, "fit.process_noise", allow_zero=True)
         object.__setattr__(self, "process_noise", noise)
         decay = check_positive(self.calcium_decay, "fit.calcium_decay", allow_zero=True)
         if not decay < 1:

@@ -93,6 +93,8 @@ def test_read_config_validation(override, expectation):
         ({"tau": -1.0}, pytest.raises(ValueError, match=r"fit.tau must be finite and > 0")),
         ({"max_epochs": 0}, pytest.raises(ValueError, match=r"fit.max_epochs must be >= 1")),
         ({"lr": 0.0}, pytest.raises(ValueError, match=r"fit.lr must be finite")),
+        ({"lr": "auto"}, does_not_raise()),
+        ({"lr": "fast"}, pytest.raises(ValueError, match=r"fit.lr must be a positive number or")),
         ({"test_fraction": 1.0}, pytest.raises(ValueError, match=r"must be in \(0, 1\)")),
         ({"patience": 0}, pytest.raises(ValueError, match=r"fit.patience must be >= 1")),
         ({"tol": -0.1}, pytest.raises(ValueError, match=r"fit.tol must be finite and >= 0")),
