@@ -67,7 +67,9 @@ def test_where_selects_units(files, capsys):
 
 def test_unit_ids_and_where_select_rois(files):
     folder, calcium = files["folder"], str(files["calcium"])
-    base = ["fit", calcium, "--ophys", "--window", "2", "--rank", "1", *FAST]
+    # the traces are noise, so a fit's held-out R² lands either side of 0 by chance (and by
+    # platform): --keep-failed, because what is tested here is which ROIs were fitted
+    base = ["fit", calcium, "--ophys", "--window", "2", "--rank", "1", "--keep-failed", *FAST]
     assert main([*base, "--unit-ids", "5,0,1", "--out", str(folder / "ids.nwb")]) == 0
     np.testing.assert_array_equal(read_results(folder / "ids.nwb").fit.unit_ids, [5, 0, 1])
     assert main([*base, "--out", str(folder / "cells.nwb")]) == 0
