@@ -299,6 +299,22 @@ def test_bad_hyperparameters(override, error, match):
         LowRankRNNEstimator(**{**TINY, **override}).fit(rec)
 
 
+@pytest.mark.parametrize(
+    ("observation", "lr", "process_noise", "expected"),
+    [
+        ("poisson", "auto", "auto", (2e-2, 0.05)),
+        ("gaussian", "auto", "auto", (1e-2, 0.0)),
+        ("calcium", "auto", "auto", (1e-2, 0.0)),
+        ("poisson", 0.3, 0.0, (0.3, 0.0)),  # a caller's values are kept
+    ],
+)
+def test_auto_settings_follow_the_observation_model(observation, lr, process_noise, expected):
+    est = LowRankRNNEstimator(lr=lr, process_noise=process_noise)
+    noise = est._resolve_process_noise(observation)
+    config = est._train_config(observation, 0.02, 0.0, noise)
+    assert (config.lr, config.process_noise) == expected
+
+
 def test_bad_inputs():
     rec = _tiny_recording().to_recording()
     with pytest.raises(TypeError, match="recording must be a nwb_lrconn.data.Recording"):
