@@ -339,7 +339,7 @@ class FitConfig:
         Refit every unit's (m, b, d, g, c) on the fitted latents after the gradient phases,
         kept only if the held-out loss drops (see ``LowRankRNNEstimator``).
     lr : float or "auto", default: "auto"
-        Adam learning rate; "auto" is 2e-2 for Poisson spike counts and 1e-2 otherwise (see
+        Adam learning rate; "auto" is 2e-2 for Poisson spike counts and 5e-3 otherwise (see
         ``LowRankRNNEstimator``).
     batch_size : int or None, default: 64
         Trials per optimisation step (None: all training trials).
@@ -347,7 +347,8 @@ class FitConfig:
         Fraction of trials held out for early stopping and metrics.
     patience : int, default: 20
         Epochs without progress (see ``tol``) before Adam hands over to L-BFGS (whose rounds
-        stop after ``max(2, patience // 6)`` rounds without progress).
+        stop after ``max(2, patience // 6)`` rounds without progress); fewer, no fewer than 5,
+        without process noise where the progress so far took fewer epochs.
     tol : float, default: 0.01
         Smallest decrease of the held-out loss that counts as progress, as a fraction of its
         standard error across held-out trials (0: every decrease counts).

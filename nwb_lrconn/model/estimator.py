@@ -39,7 +39,7 @@ _AUTO_OBSERVATION = {"spikes": "poisson", "rates": "gaussian", "calcium": "calci
 # "auto" latent noise of Poisson fits, per step, in whitened-latent units
 _AUTO_PROCESS_NOISE = 0.05
 # "auto" Adam learning rates: Poisson fits, and every other observation model
-_AUTO_LR_POISSON, _AUTO_LR = 2e-2, 1e-2
+_AUTO_LR_POISSON, _AUTO_LR = 2e-2, 5e-3
 _ALLOWED = {"spikes": ("poisson",), "rates": ("gaussian",), "calcium": ("calcium", "gaussian")}
 
 
@@ -109,20 +109,24 @@ class LowRankRNNEstimator(BaseEstimator):
         that gradient steps leave unresolved for weakly tuned units. Not applied under the
         calcium indicator kernel, whose filter couples the bins.
     lr : float or "auto", default: "auto"
-        Adam learning rate; "auto" is 2e-2 for Poisson spike counts and 1e-2 otherwise. A
+        Adam learning rate; "auto" is 2e-2 for Poisson spike counts and 5e-3 otherwise. A
         spike-count likelihood hardly tells apart flows that differ away from the attractors,
         where trials pass only in their first bins: there the fit ends where Adam has carried it
         when its held-out loss stops improving, and at the larger rate the spike fits of the
         published networks end nearer the true flow, at the same held-out likelihood and mostly
-        in fewer epochs (``tests/benchmarks/bench_model.py``). On rates the initialisation is
-        already close, and the larger rate only adds Adam epochs.
+        in fewer epochs (``tests/benchmarks/bench_model.py``). On rates and fluorescence the
+        initialisation's regression already lies close to the optimum: Adam's steps, about the
+        learning rate per entry, carry the fit away from it before L-BFGS brings it back, and
+        the smaller rate leaves L-BFGS fewer rounds to run.
     batch_size : int or None, default: 64
         Trials per step; None for full batch.
     test_fraction : float, default: 0.2
         Fraction of trials held out (at least one trial each side).
     patience : int, default: 20
         Epochs without progress (see ``tol``) after which Adam hands over to L-BFGS, whose
-        rounds stop after ``max(2, patience // 6)`` rounds without progress. Without L-BFGS
+        rounds stop after ``max(2, patience // 6)`` rounds without progress. Without process
+        noise Adam hands over sooner where its progress so far took fewer epochs (at least 5):
+        a plateau as long as the course before it. Without L-BFGS
         (``lbfgs_rounds=0``) the learning rate halves instead, at each of the first three such
         plateaus, and Adam stops at the fourth.
     tol : float, default: 0.01

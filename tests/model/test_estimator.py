@@ -303,8 +303,8 @@ def test_bad_hyperparameters(override, error, match):
     ("observation", "lr", "process_noise", "expected"),
     [
         ("poisson", "auto", "auto", (2e-2, 0.05)),
-        ("gaussian", "auto", "auto", (1e-2, 0.0)),
-        ("calcium", "auto", "auto", (1e-2, 0.0)),
+        ("gaussian", "auto", "auto", (5e-3, 0.0)),
+        ("calcium", "auto", "auto", (5e-3, 0.0)),
         ("poisson", 0.3, 0.0, (0.3, 0.0)),  # a caller's values are kept
     ],
 )

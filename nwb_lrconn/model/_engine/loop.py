@@ -46,6 +46,8 @@ _KAPPA_LR = 5.0
 _FLOOR = 1e-5
 # Without L-BFGS rounds, Adam halves its learning rate on each plateau up to this many times.
 _MAX_HALVINGS = 3
+# Fewest epochs without progress before Adam hands over to L-BFGS (see _adam_patience).
+_MIN_PATIENCE = 5
 _SPREAD_ELEMENTS = 1 << 22  # activity values per trial chunk of loss_spread: 16 MiB in float32
 
 
@@ -341,7 +343,7 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
         if not np.isfinite(test_loss):
             break
         monitor.update(epoch, test_loss, snapshot)
-        if monitor.stalled(epoch, config.patience):
+        if monitor.stalled(epoch, _adam_patience(monitor, config)):
             if config.lbfgs_rounds > 0 or cuts == _MAX_HALVINGS:
                 break
             for group in optimizer.param_groups:
@@ -359,6 +361,23 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
             for p in (*trainable, kappa_train)
         ]
     return history, (k_train, k_test), monitor.best_step, moments
+
+
+def _adam_patience(monitor: _Monitor, config: TrainConfig) -> int:
+    """Epochs without progress after which Adam hands over to L-BFGS.
+
+    ``config.patience``, but, on a noiseless training objective, no more than the epochs the
+    progress so far took (at least ``_MIN_PATIENCE``): a plateau as long as the whole course
+    before it is one, and where the initialisation is already close (noiseless rates, whose
+    Adam makes its last progress in its first epoch) L-BFGS takes over without a full
+    ``patience`` of epochs that do nothing. With process noise the full ``patience`` applies:
+    Adam then minimises a noise-averaged loss whose slow gains (the flow away from the
+    attractors) the noiseless held-out loss does not show. Without L-BFGS rounds the full
+    ``patience`` applies to each learning-rate cut.
+    """
+    if config.lbfgs_rounds == 0 or config.process_noise > 0:
+        return config.patience
+    return min(config.patience, max(_MIN_PATIENCE, monitor.reference_step))
 
 
 def _lbfgs_phase(

@@ -385,8 +385,8 @@ class ChunkObjective:
         if self.observation == "poisson":
             rate, _ = self._poisson_rate(activity, gain, offset)
             return self._poisson_value(rate, data, weights)
-        residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
-        return self._gaussian_value(residual)
+        residual = self._gaussian_residual(activity, data, weights, gain, offset)
+        return self._gaussian_value((residual * residual).sum((0, 1)), log_noise_std)
 
     def gradient(self, activity, start, stop, gain, offset, log_noise_std, *, with_value=False):
         """Gradients of the chunk value (and with ``with_value`` the value, from the same terms).
@@ -413,13 +413,14 @@ class ChunkObjective:
             grad_offset = h.sum((0, 1))
             out = h.mul_(gain), (grad_gain, grad_offset, None)
             return (*out, value) if with_value else out
-        inv_std = torch.exp(-log_noise_std)
-        residual = self._gaussian_residual(activity, data, weights, gain, offset, log_noise_std)
-        value = self._gaussian_value(residual) if with_value else None
-        scaled = inv_std / self.count
+        # The residual is left unscaled and 1/σ² applied to the per-unit sums: a pass saved.
+        residual = self._gaussian_residual(activity, data, weights, gain, offset)
+        squares = (residual * residual).sum((0, 1))
+        value = self._gaussian_value(squares, log_noise_std) if with_value else None
+        scaled = torch.exp(-2.0 * log_noise_std) / self.count
         grad_gain = (residual * activity).sum((0, 1)) * scaled
         grad_offset = residual.sum((0, 1)) * scaled
-        grad_log_std = -(residual * residual).sum((0, 1)) / self.count
+        grad_log_std = -squares * scaled
         out = residual.mul_(gain * scaled), (grad_gain, grad_offset, grad_log_std)
         return (*out, value) if with_value else out
 
@@ -432,16 +433,16 @@ class ChunkObjective:
         # half-million values rounds to 1e-7 of it (see rollout_loss)
         return values.sum(-1).sum(dtype=torch.float64) / self.count
 
-    def _gaussian_value(self, residual: Tensor) -> Tensor:
-        """Σ ½ (w (r − y) e^(−s))² / C from the residual."""
-        flat = residual.reshape(-1)
-        return 0.5 * torch.dot(flat, flat) / self.count
+    def _gaussian_value(self, squares: Tensor, log_noise_std: Tensor) -> Tensor:
+        """Σ ½ (w (r − y) e^(−s))² / C from each unit's Σ (w (r − y))² (``squares``)."""
+        # summed over units in float64, as the Poisson value (see _poisson_value)
+        weighted = squares.double() * torch.exp(-2.0 * log_noise_std.double())
+        return 0.5 * weighted.sum() / self.count
 
     @staticmethod
-    def _gaussian_residual(activity, data, weights, gain, offset, log_noise_std) -> Tensor:
-        """w (r − y) e^(−s), a fresh tensor."""
+    def _gaussian_residual(activity, data, weights, gain, offset) -> Tensor:
+        """w (r − y), a fresh tensor."""
         residual = torch.addcmul(offset, gain, activity).sub_(data)
-        residual.mul_(torch.exp(-log_noise_std))
         if weights is not None:
             residual.mul_(weights)
         return residual

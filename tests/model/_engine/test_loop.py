@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_lrconn.model._engine.loop import _Monitor, loss_spread, weight_penalty
+from nwb_lrconn.model._engine.loop import _adam_patience, _Monitor, loss_spread, weight_penalty
 from nwb_lrconn.model._engine.objective import Batch, TrainConfig
 from nwb_lrconn.model.lowrank import LowRankRNN
 from nwb_lrconn.model.observation import expected_observation, observation_nll
@@ -91,3 +91,25 @@ def test_monitor_each_step_does_not_add_up_a_tail_of_small_gains():
     monitor.update(1, 9.95, lambda: "s1")
     monitor.update(2, 9.8, lambda: "s2")  # 0.15 below the previous best: progress
     assert (monitor.reference, monitor.reference_step) == (9.8, 2)
+
+
+@pytest.mark.parametrize(
+    ("last_progress", "process_noise", "lbfgs_rounds", "expected"),
+    [
+        (1, 0.0, 30, 5),  # progress ended in the first epoch: a short plateau hands over
+        (12, 0.0, 30, 12),  # no longer than the course of progress before it
+        (150, 0.0, 30, 20),  # never more than the configured patience
+        (1, 0.05, 30, 20),  # process noise: its slow gains are not in the held-out loss
+        (1, 0.0, 0, 20),  # no L-BFGS: each learning-rate cut waits the full patience
+    ],
+)
+def test_adam_hands_over_after_a_plateau_as_long_as_its_progress(
+    last_progress, process_noise, lbfgs_rounds, expected
+):
+    config = TrainConfig(
+        "gaussian", 0.1, 0.0, 500, 1e-2, 64, 20, 0.0, process_noise, False, lbfgs_rounds
+    )
+    monitor = _Monitor(10.0, 0, "s0", lambda: 1.0, 0.1)
+    monitor.update(last_progress, 5.0, lambda: "s1")  # progress at that epoch
+    assert monitor.reference_step == last_progress
+    assert _adam_patience(monitor, config) == expected
