@@ -62,7 +62,8 @@ class LowRankRNNEstimator(BaseEstimator):
        once the held-out loss stops improving, full-batch L-BFGS rounds from that state
        (variables scaled by Adam's gradient statistics), stopped the same way; then the unit
        refit (``refit_units``). Progress is measured in the data's own resolution: a phase
-       stops after ``patience`` epochs (``max(2, patience // 6)`` rounds) in which the held-out
+       stops after ``patience`` epochs (fewer without process noise, see ``patience``;
+       ``max(2, patience // 6)`` rounds) in which the held-out
        loss fell by less than ``tol`` times its standard error over held-out trials, so a small
        or noisy recording stops early and a large, clean one trains as long as the data can
        tell the difference. Held-out κ(0) are maximum a posteriori under a weak Gaussian prior,
@@ -117,7 +118,7 @@ class LowRankRNNEstimator(BaseEstimator):
         in fewer epochs (``tests/benchmarks/bench_model.py``). On rates and fluorescence the
         initialisation's regression already lies close to the optimum: Adam's steps, about the
         learning rate per entry, carry the fit away from it before L-BFGS brings it back, and
-        the smaller rate leaves L-BFGS fewer rounds to run.
+        the smaller rate leaves L-BFGS fewer rounds to run (``bench_model.py --case rates``).
     batch_size : int or None, default: 64
         Trials per step; None for full batch.
     test_fraction : float, default: 0.2
@@ -125,14 +126,14 @@ class LowRankRNNEstimator(BaseEstimator):
     patience : int, default: 20
         Epochs without progress (see ``tol``) after which Adam hands over to L-BFGS, whose
         rounds stop after ``max(2, patience // 6)`` rounds without progress. Without process
-        noise Adam hands over sooner where its progress so far took fewer epochs (at least 5):
-        a plateau as long as the course before it. Without L-BFGS
+        noise Adam hands over sooner where its progress so far took fewer epochs (at least
+        ``min(patience, 5)``): a plateau as long as the course before it. Without L-BFGS
         (``lbfgs_rounds=0``) the learning rate halves instead, at each of the first three such
         plateaus, and Adam stops at the fourth.
     tol : float, default: 0.01
         Smallest decrease of the held-out loss that counts as progress, as a fraction of the
         held-out loss's standard error across held-out trials (re-measured as the fit improves;
-        never below 10⁻⁶ nats per value). 0 counts every decrease.
+        never below 10⁻⁵ nats per value). 0 counts every decrease.
     weight_decay : float, default: 0.0
         L2 penalty on the network parameters (Adam weight decay; κ(0) excluded).
     process_noise : float or "auto", default: "auto"

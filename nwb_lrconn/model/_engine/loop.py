@@ -251,10 +251,10 @@ def _adam_phase(model, initial_train, initial_test, train_batch, test_batch, con
     Each epoch the held-out κ(0) take two damped Gauss–Newton steps on their own likelihood
     (:func:`infer_initial`, damping carried over from epoch to epoch), so that the recorded
     held-out loss follows the model rather than the lag of the κ(0). The phase stops after
-    ``patience`` epochs without progress (:class:`_Monitor`): from there L-BFGS converges in
-    fewer passes over the data than Adam's halved learning rates would. Without L-BFGS rounds
-    the learning rate halves instead, up to ``_MAX_HALVINGS`` times. The model is left in its
-    best held-out state.
+    :func:`_adam_patience` epochs without progress (:class:`_Monitor`): from there L-BFGS
+    converges in fewer passes over the data than Adam's halved learning rates would. Without
+    L-BFGS rounds the learning rate halves instead, up to ``_MAX_HALVINGS`` times. The model is
+    left in its best held-out state.
 
     Returns
     -------

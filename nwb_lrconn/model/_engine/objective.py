@@ -435,7 +435,8 @@ class ChunkObjective:
 
     def _gaussian_value(self, squares: Tensor, log_noise_std: Tensor) -> Tensor:
         """Σ ½ (w (r − y) e^(−s))² / C from each unit's Σ (w (r − y))² (``squares``)."""
-        # summed over units in float64, as the Poisson value (see _poisson_value)
+        # the per-unit float32 sums over the chunk's bins are totalled over units in float64
+        # (a float32 total of the whole chunk rounds to 1e-7 of it, see _poisson_value)
         weighted = squares.double() * torch.exp(-2.0 * log_noise_std.double())
         return 0.5 * weighted.sum() / self.count
 

@@ -96,6 +96,7 @@ def test_monitor_each_step_does_not_add_up_a_tail_of_small_gains():
 @pytest.mark.parametrize(
     ("last_progress", "process_noise", "lbfgs_rounds", "expected"),
     [
+        (0, 0.0, 30, 5),  # no progress beyond the initial state
         (1, 0.0, 30, 5),  # progress ended in the first epoch: a short plateau hands over
         (12, 0.0, 30, 12),  # no longer than the course of progress before it
         (150, 0.0, 30, 20),  # never more than the configured patience
