@@ -347,8 +347,8 @@ class FitConfig:
         Fraction of trials held out for early stopping and metrics.
     patience : int, default: 20
         Epochs without progress (see ``tol``) before Adam hands over to L-BFGS (whose rounds
-        stop after ``max(2, patience // 6)`` rounds without progress); fewer, no fewer than 5,
-        without process noise where the progress so far took fewer epochs.
+        stop after ``max(2, patience // 6)`` rounds without progress); without process noise,
+        as many as the progress so far took when those are fewer (at least ``min(patience, 5)``).
     tol : float, default: 0.01
         Smallest decrease of the held-out loss that counts as progress, as a fraction of its
         standard error across held-out trials (0: every decrease counts).

@@ -63,12 +63,12 @@ class LowRankRNNEstimator(BaseEstimator):
        (variables scaled by Adam's gradient statistics), stopped the same way; then the unit
        refit (``refit_units``). Progress is measured in the data's own resolution: a phase
        stops after ``patience`` epochs (fewer without process noise, see ``patience``;
-       ``max(2, patience // 6)`` rounds) in which the held-out
-       loss fell by less than ``tol`` times its standard error over held-out trials, so a small
-       or noisy recording stops early and a large, clean one trains as long as the data can
-       tell the difference. Held-out κ(0) are maximum a posteriori under a weak Gaussian prior,
-       the training trials’ κ(0) distribution widened threefold, which stops a trial whose first
-       bins saturate every unit from running off;
+       ``max(2, patience // 6)`` rounds) in which the held-out loss fell by less than ``tol``
+       times its standard error over held-out trials, so a small or noisy recording stops
+       early and a large, clean one trains as long as the data can tell the difference.
+       Held-out κ(0) are maximum a posteriori under a weak Gaussian prior, the training
+       trials’ κ(0) distribution widened threefold, which stops a trial whose first bins
+       saturate every unit from running off;
     4. held-out κ(0) are refined with the model fixed, then everything is reported in the
        **canonical gauge** (:func:`~nwb_lrconn.model.gauge.canonical_gauge`: latents white over
        the visited states, MᵀM diagonal descending, largest entry of each column of M positive).
