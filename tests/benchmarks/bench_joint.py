@@ -3,6 +3,7 @@
     python tests/benchmarks/bench_joint.py                      # rates and spikes, 3 sessions
     python tests/benchmarks/bench_joint.py --kind spikes --sessions 5 --units 150
     python tests/benchmarks/bench_joint.py --kind spikes --seed 2 --fit-seed 1   # same data
+    python tests/benchmarks/bench_joint.py --kind spikes --seed 2 --fit-seed 0 1 2 --no-bound
     python tests/benchmarks/bench_joint.py --distribution --kind rates --other bistable
 
 The published quadstable network (N = 1000, from ``$NWB_LRCONN_DATA``) is recorded as several
@@ -18,7 +19,11 @@ Poisson spikes (20-ms bins). One run prints, per kind:
   all-units bound);
 - each session's held-out log-likelihood, joint against separate, with the paired standard error
   (``compare_to_separate``);
-- wall time: the joint fit, of which its separate fits, against the all-units fit.
+- wall time: the joint fit, of which its separate fits, against the all-units fit;
+- with several fit seeds (each one draw of the training split and of every fit's random start,
+  on the same data), per session the mean and standard error over draws of the separate and the
+  joint fits' flow-field RMSE and of their paired difference, and in how many draws the joint
+  fit is below every separate fit.
 
 With ``--engine``: the time of one training step (``batch_loss`` forward and backward, 64 trials ×
 100 bins × 600 units) without unit masks, with an all-True mask and with three sessions' masks,
@@ -152,7 +157,8 @@ def _sessions(net, kind, n_sessions, n_units, n_trials, seed, other=None):
 
 def bench(
     kind: str, n_sessions: int, n_units: int, n_trials: int, seed: int, bound: bool, fit_seed: int
-) -> None:
+) -> tuple[list[float], list[float]]:
+    """One joint fit and its separate fits; returns their per-session flow-field RMSEs."""
     net = load_published_network("quadstable")
     recordings, truths, everything = _sessions(net, kind, n_sessions, n_units, n_trials, seed)
     template = LowRankRNNEstimator(rank=2, random_state=fit_seed)
@@ -190,6 +196,7 @@ def bench(
         f"{'session':>8s} {'separate':>9s} {'joint(own)':>10s}   held-out LL: "
         f"{'separate':>9s} {'joint':>9s} {'diff':>9s} {'± s.e.':>8s}  worse"
     )
+    errors: tuple[list[float], list[float]] = ([], [])
     for s, (view, single, row) in enumerate(zip(joint.sessions_, joint.separate_, rows)):
         train = view.train_trials
         alone = _flow_rmse(
@@ -204,6 +211,8 @@ def bench(
         own = _flow_rmse(
             net, view.latents, truths[s], view.latent_mask, params["M"], params["K"], params["d"]
         )
+        errors[0].append(alone)
+        errors[1].append(own)
         print(
             f"{s:8d} {alone:9.4f} {own:10.4f}                {row['separate']:9.4f} "
             f"{row['joint']:9.4f} {row['difference']:9.2e} {row['stderr']:8.1e}  {row['worse']}"
@@ -243,6 +252,34 @@ def bench(
             f"{all_time:.1f} s",
             flush=True,
         )
+    return errors
+
+
+def summarise(kind: str, fit_seeds, draws) -> None:
+    """Per session, the flow-field RMSE of separate and joint fits over several fit seeds.
+
+    Each fit seed is one draw of the training split and of every fit's random start on the same
+    data: a single draw compares two random errors, the mean over draws their expectations.
+    """
+    separate = np.array([d[0] for d in draws])  # (n_draws, n_sessions)
+    joint = np.array([d[1] for d in draws])
+    n = len(draws)
+    print(f"\n{kind}: flow-field RMSE over fit seeds {list(fit_seeds)} (mean ± s.e. over draws)")
+    header = f"{'separate':>16s} {'joint':>16s} {'joint − separate':>18s}"
+    print(f"{'session':>8s} {header}  joint lower")
+    for s in range(separate.shape[1]):
+        diff = joint[:, s] - separate[:, s]
+        print(
+            f"{s:8d} {separate[:, s].mean():8.4f} ± {_se(separate[:, s]):.4f} "
+            f"{joint[:, s].mean():8.4f} ± {_se(joint[:, s]):.4f} "
+            f"{diff.mean():+9.4f} ± {_se(diff):.4f}  {int((diff < 0).sum())} of {n}"
+        )
+    below_all = (joint.max(axis=1) < separate.min(axis=1)).sum()
+    print(f"draws whose joint fit is below every separate fit of the draw: {below_all} of {n}")
+
+
+def _se(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def _truth_metrics(dist, net, latents, truth, mask) -> dict:
@@ -341,8 +378,9 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated sessions")
     parser.add_argument(
-        "--fit-seed", type=int, help="estimators' random_state (default: --seed); the spread of "
-        "the flow-field RMSE over fit seeds on the same data is the resolution of its comparisons"
+        "--fit-seed", type=int, nargs="+", help="estimators' random_state (default: --seed); "
+        "the spread of the flow-field RMSE over fit seeds on the same data is the resolution of "
+        "its comparisons: with several, a summary over them follows"
     )  # fmt: skip
     parser.add_argument("--engine", action="store_true", help="only the training-step timing")
     parser.add_argument(
@@ -363,6 +401,11 @@ if __name__ == "__main__":
         for kind in args.kind or ["rates", "spikes"]:
             bench_distribution(kind, args.units, args.trials, args.seed, args.other)
         raise SystemExit
+    fit_seeds = [args.seed] if args.fit_seed is None else args.fit_seed
     for kind in args.kind or ["rates", "spikes"]:
-        fit_seed = args.seed if args.fit_seed is None else args.fit_seed
-        bench(kind, args.sessions, args.units, args.trials, args.seed, not args.no_bound, fit_seed)
+        draws = [
+            bench(kind, args.sessions, args.units, args.trials, args.seed, not args.no_bound, f)
+            for f in fit_seeds
+        ]
+        if len(draws) > 1:
+            summarise(kind, fit_seeds, draws)
