@@ -5,6 +5,7 @@
     python tests/benchmarks/bench_joint.py --kind spikes --seed 2 --fit-seed 1   # same data
     python tests/benchmarks/bench_joint.py --kind spikes --seed 2 --fit-seed 0 1 2 --no-bound
     python tests/benchmarks/bench_joint.py --distribution --kind rates --other bistable
+    python tests/benchmarks/bench_joint.py --distribution --kind spikes --fit-seed 1 2 --other
 
 The published quadstable network (N = 1000, from ``$NWB_LRCONN_DATA``) is recorded as several
 sessions, each through its own disjoint random subset of units and with its own trials (κ(0)
@@ -23,7 +24,8 @@ Poisson spikes (20-ms bins). One run prints, per kind:
 - with several fit seeds (each one draw of the training split and of every fit's random start,
   on the same data), per session the mean and standard error over draws of the separate and the
   joint fits' flow-field RMSE and of their paired difference, and in how many draws the joint
-  fit is below every separate fit.
+  fit is below every separate fit (likewise for ``--distribution``: each law's Sinkhorn(m) and
+  ‖k − g(m)‖² against the pooled law's, and in how many draws the pooled law beats them all).
 
 With ``--engine``: the time of one training step (``batch_loss`` forward and backward, 64 trials ×
 100 bins × 600 units) without unit masks, with an all-True mask and with three sessions' masks,
@@ -307,15 +309,20 @@ def _print_distances(result, rows) -> None:
     print(f"flagged (D > {FLAG_RATIO:g} × floor to every other session): {list(result.flagged)}")
 
 
-def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, others) -> None:
-    """Stage 3 of a joint fit against the truth, then with one session of another network."""
+def bench_distribution(
+    kind: str, n_units: int, n_trials: int, seed: int, others, fit_seed: int
+) -> dict[str, tuple[float, float]]:
+    """Stage 3 of a joint fit against the truth, then with one session of another network.
+
+    Returns each distribution's (Sinkhorn(m), ‖k − g(m)‖²) against the truth, by label.
+    """
     net = load_published_network("quadstable")
     recordings, truths, _ = _sessions(net, kind, 3, n_units, n_trials, seed)
     start = time.perf_counter()
-    joint = JointLowRankRNN(LowRankRNNEstimator(rank=2, random_state=seed)).fit(recordings)
+    joint = JointLowRankRNN(LowRankRNNEstimator(rank=2, random_state=fit_seed)).fit(recordings)
     fit_time = time.perf_counter() - start
     start = time.perf_counter()
-    result = pooled_distribution(joint, recordings, random_state=seed)
+    result = pooled_distribution(joint, recordings, random_state=fit_seed)
     dist_time = time.perf_counter() - start
     print(
         f"\n{kind}: 3 sessions × {n_units} units × {n_trials} trials of the quadstable network; "
@@ -342,12 +349,17 @@ def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, others
     ]
     for s, (view, single) in enumerate(zip(joint.sessions_, joint.separate_)):
         train = view.train_trials
-        own = fit_distribution(single.fit_, random_state=seed)
+        own = fit_distribution(single.fit_, random_state=fit_seed)
         table.append((f"{s} own fit", own, single.latents_, truths[s][train], [masks[s][train]]))
         table.append((f"{s} joint", result.sessions[s], turned[s], truths[s], [masks[s]]))
-    print(f"{'distribution':>13s} {'model':>8s} Sinkhorn(m) |k-g(m)|²  FF RMSE")
+    print(
+        f"{'distribution':>13s} {'model':>8s} Sinkhorn(m) |k-g(m)|²  FF RMSE   (data seed {seed}, "
+        f"fit seed {fit_seed})"
+    )
+    scores = {}
     for label, dist, latents, truth, mask in table:
         r = _truth_metrics(dist, net, latents, truth, np.concatenate(mask))
+        scores[label] = (r["sinkhorn"], r["cond_err"])
         print(
             f"{label:>13s} {dist.model:>8s} {r['sinkhorn']:11.4f} {r['cond_err']:9.3f} "
             f"{r['ff_rmse']:8.4f}"
@@ -364,10 +376,35 @@ def bench_distribution(kind: str, n_units: int, n_trials: int, seed: int, others
     for name in others:
         odd = load_published_network(name)
         recordings, _, _ = _sessions(net, kind, 3, n_units, n_trials, seed, other=odd)
-        joint = JointLowRankRNN(LowRankRNNEstimator(rank=2, random_state=seed)).fit(recordings)
-        result = pooled_distribution(joint, recordings, random_state=seed)
+        estimator = LowRankRNNEstimator(rank=2, random_state=fit_seed)
+        joint = JointLowRankRNN(estimator).fit(recordings)
+        result = pooled_distribution(joint, recordings, random_state=fit_seed)
         print(f"\n{kind}: sessions 0 and 1 quadstable, session 2 the {name} network")
         _print_distances(result, joint.compare_to_separate(recordings))
+    return scores
+
+
+def summarise_distributions(kind: str, fit_seeds, draws) -> None:
+    """Each distribution's Sinkhorn(m) and ‖k − g(m)‖² over several fit seeds, against the
+    pooled one's (in the reference session's gauge), and how often the pooled one beats every
+    single-session distribution of its draw."""
+    pooled = "pooled (ref)"
+    singles = [label for label in draws[0] if not label.startswith("pooled")]
+    n = len(draws)
+    print(f"\n{kind}: stage 3 over fit seeds {list(fit_seeds)} (mean ± s.e. over draws)")
+    for index, metric in enumerate(("Sinkhorn(m)", "|k-g(m)|²")):
+        ref = np.array([d[pooled][index] for d in draws])
+        print(f"{metric}: pooled {ref.mean():.4f} ± {_se(ref):.4f}")
+        for label in singles:
+            values = np.array([d[label][index] for d in draws])
+            diff = ref - values
+            print(
+                f"{label:>13s} {values.mean():9.4f} ± {_se(values):.4f}   pooled − it "
+                f"{diff.mean():+.4f} ± {_se(diff):.4f}, pooled lower in {int((diff < 0).sum())} "
+                f"of {n}"
+            )
+        best = sum(d[pooled][index] < min(d[label][index] for label in singles) for d in draws)
+        print(f"draws whose pooled {metric} beats every single-session law: {best} of {n}")
 
 
 if __name__ == "__main__":
@@ -397,11 +434,16 @@ if __name__ == "__main__":
     if args.engine:
         bench_engine()
         raise SystemExit
+    fit_seeds = [args.seed] if args.fit_seed is None else args.fit_seed
     if args.distribution:
         for kind in args.kind or ["rates", "spikes"]:
-            bench_distribution(kind, args.units, args.trials, args.seed, args.other)
+            scores = [
+                bench_distribution(kind, args.units, args.trials, args.seed, args.other, f)
+                for f in fit_seeds
+            ]
+            if len(scores) > 1:
+                summarise_distributions(kind, fit_seeds, scores)
         raise SystemExit
-    fit_seeds = [args.seed] if args.fit_seed is None else args.fit_seed
     for kind in args.kind or ["rates", "spikes"]:
         draws = [
             bench(kind, args.sessions, args.units, args.trials, args.seed, not args.no_bound, f)
