@@ -272,16 +272,17 @@ def summarise(kind: str, fit_seeds, draws) -> None:
     for s in range(separate.shape[1]):
         diff = joint[:, s] - separate[:, s]
         print(
-            f"{s:8d} {separate[:, s].mean():8.4f} ± {_se(separate[:, s]):.4f} "
-            f"{joint[:, s].mean():8.4f} ± {_se(joint[:, s]):.4f} "
-            f"{diff.mean():+9.4f} ± {_se(diff):.4f}  {int((diff < 0).sum())} of {n}"
+            f"{s:8d} {_mean_se(separate[:, s]):>16s} {_mean_se(joint[:, s]):>16s} "
+            f"{_mean_se(diff, '+'):>18s}  {int((diff < 0).sum())} of {n}"
         )
     below_all = (joint.max(axis=1) < separate.min(axis=1)).sum()
     print(f"draws whose joint fit is below every separate fit of the draw: {below_all} of {n}")
 
 
-def _se(values: np.ndarray) -> float:
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+def _mean_se(values: np.ndarray, sign: str = "") -> str:
+    """Mean ± standard error of draws, as text (the error is 0 for one draw)."""
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    return f"{values.mean():{sign}.4f} ± {se:.4f}"
 
 
 def _truth_metrics(dist, net, latents, truth, mask) -> dict:
@@ -394,14 +395,13 @@ def summarise_distributions(kind: str, fit_seeds, draws) -> None:
     print(f"\n{kind}: stage 3 over fit seeds {list(fit_seeds)} (mean ± s.e. over draws)")
     for index, metric in enumerate(("Sinkhorn(m)", "|k-g(m)|²")):
         ref = np.array([d[pooled][index] for d in draws])
-        print(f"{metric}: pooled {ref.mean():.4f} ± {_se(ref):.4f}")
+        print(f"{metric}: pooled {_mean_se(ref)}")
         for label in singles:
             values = np.array([d[label][index] for d in draws])
             diff = ref - values
             print(
-                f"{label:>13s} {values.mean():9.4f} ± {_se(values):.4f}   pooled − it "
-                f"{diff.mean():+.4f} ± {_se(diff):.4f}, pooled lower in {int((diff < 0).sum())} "
-                f"of {n}"
+                f"{label:>13s} {_mean_se(values):>16s}   pooled − it {_mean_se(diff, '+')}, "
+                f"pooled lower in {int((diff < 0).sum())} of {n}"
             )
         best = sum(d[pooled][index] < min(d[label][index] for label in singles) for d in draws)
         print(f"draws whose pooled {metric} beats every single-session law: {best} of {n}")
